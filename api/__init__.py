@@ -1,0 +1,1 @@
+"""HTTP API (FastAPI) and the `coupon-ledger` command line."""

@@ -1,0 +1,92 @@
+"""One error shape for every 4xx and 5xx: {"error": {code, message, details, request_id}}.
+
+Domain errors are mapped to HTTP here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ledger.errors import LedgerError
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_CODE = {
+    "UNAUTHENTICATED": 401,
+    "COUPON_NOT_FOUND": 404,
+    "NOT_FOUND": 404,
+    "METHOD_NOT_ALLOWED": 405,
+    "COUPON_CODE_TAKEN": 409,
+    "IDEMPOTENCY_KEY_REUSED": 409,
+    "OUT_OF_STOCK": 409,
+    "PAYLOAD_TOO_LARGE": 413,
+    "INTERNAL_ERROR": 500,
+    "SERVICE_UNAVAILABLE": 503,
+}
+
+
+class ApiError(LedgerError):
+    """An error raised by the API layer itself (authentication, checkout, paging)."""
+
+    def __init__(self, code: str, message: str, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.code = code
+
+
+def error_response(
+    request: Request, code: str, message: str, details: dict[str, Any] | None = None
+) -> JSONResponse:
+    status = STATUS_BY_CODE.get(code, 422)
+    headers: dict[str, str] = {}
+    details = dict(details or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if status == 503:
+        headers["Retry-After"] = str(details.get("retry_after", 1))
+    body = {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": details,
+            "request_id": getattr(request.state, "request_id", None),
+        }
+    }
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LedgerError)
+    async def ledger_error(request: Request, exc: LedgerError) -> JSONResponse:
+        return error_response(request, exc.code, exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": _field(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
+        return error_response(request, "VALIDATION_FAILED", "The request is not valid.", {"errors": errors})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return error_response(request, "NOT_FOUND", f"No route for {request.method} {request.url.path}.")
+        if exc.status_code == 405:
+            return error_response(request, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed here.")
+        code = "VALIDATION_FAILED" if exc.status_code < 500 else "INTERNAL_ERROR"
+        return error_response(request, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(request, "INTERNAL_ERROR", "An unexpected error occurred.")

@@ -1,0 +1,144 @@
+"""/v1/coupons: manage, validate and redeem coupons; the audit trail of one coupon."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+
+from api.deps import RetailerDep, ServicesDep
+from api.errors import ApiError
+from api.schemas import (
+    ApplyRequest,
+    CouponCreate,
+    CouponPage,
+    CouponPublic,
+    EventPage,
+    EventPublic,
+    QuotePublic,
+    RedemptionPublic,
+    Status,
+    ValidateRequest,
+)
+
+router = APIRouter(prefix="/v1/coupons", tags=["coupons"])
+
+
+def encode_cursor(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ApiError(
+            "VALIDATION_FAILED",
+            "The cursor is not valid.",
+            errors=[{"field": "cursor", "message": "not a cursor returned by this endpoint"}],
+        ) from None
+
+
+@router.post("", status_code=201)
+def create_coupon(body: CouponCreate, retailer_id: RetailerDep, services: ServicesDep) -> CouponPublic:
+    ledger = services.ledger
+    coupon = ledger.create_coupon(retailer_id, **body.model_dump())
+    return CouponPublic.from_coupon(coupon, ledger.clock())
+
+
+@router.get("")
+def list_coupons(
+    retailer_id: RetailerDep,
+    services: ServicesDep,
+    status: Status | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> CouponPage:
+    head = services.ledger.recorder.max_notification_id()
+    try:
+        services.coupons_view.wait_until_processed(
+            services.ledger.name, head, timeout=services.settings.read_wait_timeout
+        )
+    except TimeoutError:
+        raise ApiError(
+            "SERVICE_UNAVAILABLE", "The coupon list is catching up with recent writes; retry shortly.", retry_after=1
+        ) from None
+    rows = services.coupons_view.list_coupons(
+        retailer_id,
+        now=services.ledger.clock(),
+        status=status,
+        after_code=decode_cursor(cursor) if cursor else None,
+        limit=limit + 1,
+    )
+    page = rows[:limit]
+    next_cursor = encode_cursor(page[-1].code) if len(rows) > limit else None
+    return CouponPage(data=[CouponPublic.from_row(r) for r in page], next_cursor=next_cursor)
+
+
+@router.post("/validate")
+def validate_coupon(body: ValidateRequest, retailer_id: RetailerDep, services: ServicesDep) -> QuotePublic:
+    return QuotePublic.from_quote(services.ledger.validate(retailer_id, body.code, body.subtotal))
+
+
+@router.post("/apply", status_code=201)
+def apply_coupon(
+    body: ApplyRequest,
+    retailer_id: RetailerDep,
+    services: ServicesDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+) -> RedemptionPublic:
+    receipt = services.ledger.apply(
+        retailer_id, body.code, body.subtotal, idempotency_key=idempotency_key, order_id=body.order_id
+    )
+    if receipt.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    quote = receipt.quote
+    return RedemptionPublic(
+        redemption_id=receipt.redemption_id,
+        code=quote.code,
+        original_subtotal=quote.original_subtotal,
+        discount_amount=quote.discount_amount,
+        final_total=quote.final_total,
+        free_shipping=quote.free_shipping,
+    )
+
+
+@router.get("/{code}")
+def get_coupon(code: str, retailer_id: RetailerDep, services: ServicesDep) -> CouponPublic:
+    ledger = services.ledger
+    return CouponPublic.from_coupon(ledger.get_coupon(retailer_id, code), ledger.clock())
+
+
+@router.post("/{code}/deactivate")
+def deactivate_coupon(code: str, retailer_id: RetailerDep, services: ServicesDep) -> CouponPublic:
+    ledger = services.ledger
+    return CouponPublic.from_coupon(ledger.deactivate(retailer_id, code), ledger.clock())
+
+
+@router.post("/{code}/activate")
+def activate_coupon(code: str, retailer_id: RetailerDep, services: ServicesDep) -> CouponPublic:
+    ledger = services.ledger
+    return CouponPublic.from_coupon(ledger.activate(retailer_id, code), ledger.clock())
+
+
+@router.get("/{code}/events")
+def coupon_events(
+    code: str,
+    retailer_id: RetailerDep,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: str | None = None,
+) -> EventPage:
+    after = 0
+    if cursor:
+        decoded = decode_cursor(cursor)
+        if not decoded.isdigit():
+            decode_cursor("!")  # same error as any other bad cursor
+        after = int(decoded)
+    events = services.ledger.coupon_events(retailer_id, code, after_version=after, limit=limit + 1)
+    page = events[:limit]
+    next_cursor = encode_cursor(str(page[-1].version)) if len(events) > limit else None
+    return EventPage(data=[EventPublic.from_event(e) for e in page], next_cursor=next_cursor)

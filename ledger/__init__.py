@@ -1,0 +1,1 @@
+"""The coupon ledger: event-sourced coupons, their rules and the application service."""

@@ -1,0 +1,57 @@
+"""Domain errors. Each carries a stable machine code; the API maps codes to HTTP statuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LedgerError(Exception):
+    code: str = "LEDGER_ERROR"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class CouponNotFound(LedgerError):
+    code = "COUPON_NOT_FOUND"
+
+
+class CouponCodeTaken(LedgerError):
+    code = "COUPON_CODE_TAKEN"
+
+
+class CouponInactive(LedgerError):
+    code = "COUPON_INACTIVE"
+
+
+class CouponExpired(LedgerError):
+    code = "COUPON_EXPIRED"
+
+
+class UsageLimitReached(LedgerError):
+    code = "USAGE_LIMIT_REACHED"
+
+
+class MinOrderNotMet(LedgerError):
+    code = "MIN_ORDER_NOT_MET"
+
+
+class IdempotencyKeyReused(LedgerError):
+    code = "IDEMPOTENCY_KEY_REUSED"
+
+
+class InvalidCoupon(LedgerError):
+    """A command's arguments break a domain rule (bad code, value out of range)."""
+
+    code = "VALIDATION_FAILED"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message, errors=[{"field": field, "message": message}])
+
+
+class LedgerBusy(LedgerError):
+    """Too many concurrent writers on one coupon: the bounded retry loop gave up."""
+
+    code = "SERVICE_UNAVAILABLE"

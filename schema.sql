@@ -1,0 +1,105 @@
+-- coupon-ledger schema. Applied idempotently at start-up and by `coupon-ledger migrate`.
+
+-- The event store. The DDL matches eventsourcing's PostgreSQL recorder, whose own
+-- CREATE TABLE IF NOT EXISTS then does nothing. The primary key is the optimistic
+-- concurrency check: one writer per (coupon, version).
+CREATE TABLE IF NOT EXISTS ledger_events (
+    originator_id uuid NOT NULL,
+    originator_version bigint NOT NULL,
+    topic text,
+    state bytea,
+    notification_id bigserial,
+    PRIMARY KEY (originator_id, originator_version)
+) WITH (
+    autovacuum_enabled = true,
+    autovacuum_vacuum_threshold = 100000000,
+    autovacuum_vacuum_scale_factor = 0.5,
+    autovacuum_analyze_threshold = 1000,
+    autovacuum_analyze_scale_factor = 0.01
+);
+CREATE UNIQUE INDEX IF NOT EXISTS ledger_events_notification_id_idx ON ledger_events (notification_id ASC);
+
+-- The row type the library's recorder inserts through (unnest of an array of these).
+DO $$
+BEGIN
+    CREATE TYPE stored_event_uuid AS (originator_id uuid, originator_version bigint, topic text, state bytea);
+EXCEPTION WHEN duplicate_object THEN NULL;
+END;
+$$;
+
+-- Append-only in the database itself: no UPDATE, DELETE or TRUNCATE of recorded events.
+CREATE OR REPLACE FUNCTION ledger_reject_event_mutation() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'ledger_events is append-only: % is not allowed', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END;
+$$;
+CREATE OR REPLACE TRIGGER ledger_events_append_only
+    BEFORE UPDATE OR DELETE ON ledger_events
+    FOR EACH ROW EXECUTE FUNCTION ledger_reject_event_mutation();
+CREATE OR REPLACE TRIGGER ledger_events_no_truncate
+    BEFORE TRUNCATE ON ledger_events
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_reject_event_mutation();
+
+-- Tracking records of the coupons projection (the library's single-row layout; the
+-- '__migration__' row tells the library this table needs no migration).
+CREATE TABLE IF NOT EXISTS coupons_projection_tracking (
+    application_name text,
+    notification_id bigint,
+    PRIMARY KEY (application_name)
+);
+INSERT INTO coupons_projection_tracking VALUES ('__migration__', 1) ON CONFLICT DO NOTHING;
+
+-- Read model: one row per coupon (the seed's columns, code unique per retailer).
+CREATE TABLE IF NOT EXISTS coupons (
+    id uuid PRIMARY KEY,
+    retailer_id uuid NOT NULL,
+    code text NOT NULL,
+    discount_type text NOT NULL CHECK (discount_type IN ('percentage', 'fixed', 'free_shipping')),
+    discount_value numeric(14, 2) NOT NULL,
+    min_order_value numeric(14, 2),
+    expiry_date timestamptz,
+    max_uses integer,
+    uses_count integer NOT NULL DEFAULT 0,
+    is_active boolean NOT NULL,
+    created_at timestamptz NOT NULL,
+    version bigint NOT NULL,
+    UNIQUE (retailer_id, code)
+);
+
+-- Retailers and their API keys (SHA-256 of the key; the key itself is shown once).
+CREATE TABLE IF NOT EXISTS retailers (
+    id uuid PRIMARY KEY,
+    name text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_hash text PRIMARY KEY,
+    retailer_id uuid NOT NULL REFERENCES retailers (id),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- The existing Cartly checkout, exactly as in the seed.
+CREATE TABLE IF NOT EXISTS products (
+    id bigserial PRIMARY KEY,
+    name text NOT NULL,
+    price numeric(14, 2) NOT NULL CHECK (price >= 0),
+    stock integer NOT NULL CHECK (stock >= 0)
+);
+CREATE TABLE IF NOT EXISTS orders (
+    id bigserial PRIMARY KEY,
+    user_id bigint NOT NULL,
+    subtotal numeric(14, 2) NOT NULL,
+    total numeric(14, 2) NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Coupons used at checkout, kept beside (not inside) the seed's orders table.
+CREATE TABLE IF NOT EXISTS order_coupons (
+    order_id bigint PRIMARY KEY REFERENCES orders (id),
+    retailer_id uuid NOT NULL,
+    coupon_code text NOT NULL,
+    redemption_id uuid NOT NULL,
+    discount_amount numeric(14, 2) NOT NULL
+);
