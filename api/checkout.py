@@ -89,9 +89,7 @@ class Checkout:
                         requested=quantity,
                         available=products[product_id]["stock"],
                     )
-            subtotal = sum(
-                (products[pid]["price"] * qty for pid, qty in wanted.items()), Decimal(0)
-            ).quantize(CENT)
+            subtotal = sum((products[pid]["price"] * qty for pid, qty in wanted.items()), Decimal(0)).quantize(CENT)
             cur.execute("SELECT nextval(pg_get_serial_sequence('orders', 'id')) AS id")
             order_row = cur.fetchone()
             assert order_row is not None

@@ -97,9 +97,7 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.set_defaults(func=cmd_retailer_create)
 
-    commands.add_parser("verify", help="check the invariants; exit 1 on any violation").set_defaults(
-        func=cmd_verify
-    )
+    commands.add_parser("verify", help="check the invariants; exit 1 on any violation").set_defaults(func=cmd_verify)
     return root
 
 

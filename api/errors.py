@@ -39,9 +39,7 @@ class ApiError(LedgerError):
         self.code = code
 
 
-def error_response(
-    request: Request, code: str, message: str, details: dict[str, Any] | None = None
-) -> JSONResponse:
+def error_response(request: Request, code: str, message: str, details: dict[str, Any] | None = None) -> JSONResponse:
     status = STATUS_BY_CODE.get(code, 422)
     headers: dict[str, str] = {}
     details = dict(details or {})

@@ -241,6 +241,4 @@ class Redemption(Aggregate):
         self.order_id = order_id
 
     def quote(self) -> Quote:
-        return Quote(
-            self.code, self.original_subtotal, self.discount_amount, self.final_total, self.free_shipping
-        )
+        return Quote(self.code, self.original_subtotal, self.discount_amount, self.final_total, self.free_shipping)
