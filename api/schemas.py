@@ -135,10 +135,6 @@ class RedemptionPublic(BaseModel):
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Decimal):
         return format_amount(value) if value == value.quantize(Decimal("0.01")) else str(value)
-    if isinstance(value, (UUID,)):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
     return value
 
 
