@@ -35,7 +35,7 @@ def parse_amount(value: object) -> Decimal:
         raise ValueError(f"must not exceed {MAX_AMOUNT}")
     if amount != amount.quantize(CENT, rounding=ROUND_HALF_UP):
         raise ValueError("must have at most two decimal places")
-    return amount.quantize(CENT)
+    return amount.copy_abs().quantize(CENT)  # -0.00 is 0.00
 
 
 def percentage_of(subtotal: Decimal, percent: Decimal) -> Decimal:
