@@ -2,16 +2,45 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response, install_error_handlers
 from api.routes import checkout, coupons, ops
 from api.services import Services
 from api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class BodySizeLimit:
+    """Counts body bytes as they arrive, so a chunked body cannot pass the limit either."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, f"Request bodies are limited to {self.max_bytes} bytes.")
+            return message
+
+        await self.app(scope, counting_receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -33,6 +62,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.state.max_body_bytes = settings.max_body_bytes
+    # Inside the http middleware below, so its 413 reaches the error handlers as such.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
     @app.middleware("http")
     async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -46,7 +78,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 {"max_bytes": settings.max_body_bytes},
             )
         else:
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except Exception:
+                log.exception("unhandled error on %s %s", request.method, request.url.path)
+                response = error_response(request, "INTERNAL_ERROR", "An unexpected error occurred.")
         response.headers["X-Request-ID"] = request.state.request_id
         return response
 

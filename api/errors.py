@@ -6,6 +6,7 @@ Domain errors are mapped to HTTP here and nowhere else.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -39,9 +40,15 @@ class ApiError(LedgerError):
         self.code = code
 
 
-def error_response(request: Request, code: str, message: str, details: dict[str, Any] | None = None) -> JSONResponse:
+def error_response(
+    request: Request,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
     status = STATUS_BY_CODE.get(code, 422)
-    headers: dict[str, str] = {}
+    headers = dict(headers or {})
     details = dict(details or {})
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
@@ -80,7 +87,12 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             return error_response(request, "NOT_FOUND", f"No route for {request.method} {request.url.path}.")
         if exc.status_code == 405:
-            return error_response(request, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed here.")
+            return error_response(
+                request, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed here.", headers=exc.headers
+            )
+        if exc.status_code == 413:
+            max_bytes = request.app.state.max_body_bytes
+            return error_response(request, "PAYLOAD_TOO_LARGE", str(exc.detail), {"max_bytes": max_bytes})
         code = "VALIDATION_FAILED" if exc.status_code < 500 else "INTERNAL_ERROR"
         return error_response(request, code, str(exc.detail))
 

@@ -30,15 +30,22 @@ def encode_cursor(value: str) -> str:
     return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
 
 
+def bad_cursor() -> ApiError:
+    return ApiError(
+        "VALIDATION_FAILED",
+        "The cursor is not valid.",
+        errors=[{"field": "cursor", "message": "not a cursor returned by this endpoint"}],
+    )
+
+
 def decode_cursor(cursor: str) -> str:
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        decoded = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ApiError(
-            "VALIDATION_FAILED",
-            "The cursor is not valid.",
-            errors=[{"field": "cursor", "message": "not a cursor returned by this endpoint"}],
-        ) from None
+        raise bad_cursor() from None
+    if not decoded:
+        raise bad_cursor()
+    return decoded
 
 
 @router.post("", status_code=201)
@@ -135,8 +142,8 @@ def coupon_events(
     after = 0
     if cursor:
         decoded = decode_cursor(cursor)
-        if not decoded.isdigit():
-            decode_cursor("!")  # same error as any other bad cursor
+        if not (decoded.isascii() and decoded.isdigit()):
+            raise bad_cursor()
         after = int(decoded)
     events = services.ledger.coupon_events(retailer_id, code, after_version=after, limit=limit + 1)
     page = events[:limit]

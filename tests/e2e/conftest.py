@@ -1,0 +1,72 @@
+"""End-to-end fixtures: one fresh database and one running app per test module, a fresh
+retailer (and so an empty coupon list) per test.
+
+Retailers isolate coupons, so tests in a module never see each other's coupons. Products and
+orders are global in the seed's checkout, so checkout tests look only at their own rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from uuid import uuid4
+
+import psycopg
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from psycopg.conninfo import make_conninfo
+
+from api.app import create_app
+from api.database import apply_schema
+from api.settings import Settings
+from tests.e2e.support import Api, Sql
+
+
+@pytest.fixture(scope="module")
+def e2e_database_url(server_url: str) -> Iterator[str]:
+    name = f"e2e_{uuid4().hex[:16]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    url = make_conninfo(server_url, dbname=name)
+    apply_schema(url)
+    yield url
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def app(e2e_database_url: str) -> FastAPI:
+    return create_app(Settings(database_url=e2e_database_url))
+
+
+@pytest.fixture(scope="module")
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as test_client:  # the lifespan opens the services and the projection runner
+        yield test_client
+
+
+def _new_retailer(app: FastAPI, client: TestClient, name: str) -> Api:
+    retailer_id, api_key = app.state.services.retailers.create(name)
+    return Api(client, retailer_id, api_key)
+
+
+@pytest.fixture
+def api(app: FastAPI, client: TestClient) -> Api:
+    """A client authenticated as a brand-new retailer."""
+    return _new_retailer(app, client, "shop-a")
+
+
+@pytest.fixture
+def other_api(app: FastAPI, client: TestClient) -> Api:
+    """A second, unrelated retailer."""
+    return _new_retailer(app, client, "shop-b")
+
+
+@pytest.fixture
+def sql(e2e_database_url: str) -> Sql:
+    def run(query: str, *params: Any) -> list[tuple[Any, ...]]:
+        with psycopg.connect(e2e_database_url) as conn:
+            return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+
+    return run
