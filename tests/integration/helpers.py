@@ -1,0 +1,279 @@
+"""Shared tools of the PostgreSQL integration tests: SQL probes, projection runs, server processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+import httpx
+import psycopg
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.projection import ProjectionRunner
+
+from ledger.application import CouponLedger
+from projections.coupons import CouponsProjection, CouponsView
+from projections.runner import LEADER_LOCK_KEY
+
+T = TypeVar("T")
+CLI = str(Path(sys.executable).with_name("coupon-ledger"))
+REDEEMED_TOPIC = "%:Coupon.Redeemed"
+RECORDED_TOPIC = "%:Redemption.Recorded"
+
+
+# --- SQL probes: read the database directly, independently of the code under test ---------------
+
+
+def scalar(url: str, query: str, params: tuple[Any, ...] = ()) -> Any:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+    return None if row is None else row[0]
+
+
+def redeemed_events(url: str, coupon_id: UUID | None = None, through: int | None = None) -> int:
+    """Coupon.Redeemed events in the log (of one coupon, up to a notification id)."""
+    return int(
+        scalar(
+            url,
+            "SELECT count(*) FROM ledger_events WHERE topic LIKE %s"
+            " AND (%s::uuid IS NULL OR originator_id = %s::uuid)"
+            " AND (%s::bigint IS NULL OR notification_id <= %s::bigint)",
+            (REDEEMED_TOPIC, coupon_id, coupon_id, through, through),
+        )
+    )
+
+
+def recorded_redemptions(url: str) -> int:
+    return int(scalar(url, "SELECT count(*) FROM ledger_events WHERE topic LIKE %s", (RECORDED_TOPIC,)))
+
+
+def head(url: str) -> int:
+    return int(scalar(url, "SELECT coalesce(max(notification_id), 0) FROM ledger_events"))
+
+
+def uses_count(url: str, coupon_id: UUID) -> int | None:
+    return scalar(url, "SELECT uses_count FROM coupons WHERE id = %s", (coupon_id,))
+
+
+def tracking_position(url: str) -> int:
+    return int(
+        scalar(
+            url,
+            "SELECT coalesce(max(notification_id), 0) FROM coupons_projection_tracking WHERE application_name = %s",
+            (CouponLedger.name,),
+        )
+    )
+
+
+def notification_id_of(url: str, coupon_id: UUID, version: int) -> int:
+    return int(
+        scalar(
+            url,
+            "SELECT notification_id FROM ledger_events WHERE originator_id = %s AND originator_version = %s",
+            (coupon_id, version),
+        )
+    )
+
+
+def leader_lock_holders(url: str) -> list[int]:
+    """Backend pids holding the projection leader's advisory lock in this database."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND classid = %s AND objid = %s AND objsubid = 1",
+            (LEADER_LOCK_KEY >> 32, LEADER_LOCK_KEY & 0xFFFFFFFF),
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def projection_listeners(url: str) -> int:
+    """Sessions listening for new events in this database: one per running projection runner."""
+    return int(
+        scalar(
+            url,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN %%'",
+        )
+    )
+
+
+# --- the ledger and its projection ---------------------------------------------------------------
+
+
+def ledger_with_clock(env: dict[str, str], clock: Callable[[], datetime]) -> CouponLedger:
+    """Like api.database.open_ledger, with an injected clock."""
+    ledger = CouponLedger(env=env, clock=clock)
+    assert isinstance(ledger.recorder, PostgresApplicationRecorder)
+    ledger.recorder.datastore.register_type_adapters()
+    return ledger
+
+
+class StartLine:
+    """A clock that holds every thread on its first reading until all parties have read it.
+
+    The ledger reads the clock after loading the coupon and before saving it, so every racer
+    holds the same coupon version when the first save happens: the version race is certain.
+    """
+
+    def __init__(self, parties: int, timeout: float = 30.0) -> None:
+        self.barrier = threading.Barrier(parties, timeout=timeout)
+        self._seen = threading.local()
+
+    def __call__(self) -> datetime:
+        if not getattr(self._seen, "passed", False):
+            self._seen.passed = True
+            with suppress(threading.BrokenBarrierError):
+                self.barrier.wait()
+        return datetime.now(UTC)
+
+
+def race(tasks: list[Callable[[], T]], timeout: float = 120.0) -> list[T | BaseException]:
+    """Run every task in its own thread, released together; return results or exceptions in order."""
+    start = threading.Barrier(len(tasks), timeout=timeout)
+    results: list[T | BaseException] = [RuntimeError("did not finish")] * len(tasks)
+
+    def run(index: int, task: Callable[[], T]) -> None:
+        try:
+            start.wait()
+            results[index] = task()
+        except BaseException as error:
+            results[index] = error
+
+    threads = [threading.Thread(target=run, args=(i, task), daemon=True) for i, task in enumerate(tasks)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    assert not any(thread.is_alive() for thread in threads), "racing threads did not finish in time"
+    return results
+
+
+def project_to_head(
+    env: dict[str, str], url: str, view_class: type[CouponsView] = CouponsView, timeout: float = 30.0
+) -> int:
+    """Run a projection runner until the read model has processed the head of the log."""
+    target = head(url)
+    with ProjectionRunner(
+        application_class=CouponLedger, projection_class=CouponsProjection, view_class=view_class, env=env
+    ) as runner:
+        runner.wait(target, timeout=timeout)
+    return target
+
+
+def wait_for(condition: Callable[[], T], timeout: float, interval: float = 0.1, message: str = "") -> T:
+    """Poll until ``condition()`` is truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message or condition}")
+        time.sleep(interval)
+
+
+# --- the command line and server processes -------------------------------------------------------
+
+
+def cli_env(url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("PERSISTENCE_MODULE")}
+    env["DATABASE_URL"] = url
+    return env
+
+
+def run_cli(url: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLI, *args], env=cli_env(url), capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """One `coupon-ledger serve` process on its own port."""
+
+    def __init__(self, url: str, log_dir: Path, name: str) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [CLI, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=cli_env(url),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def is_healthy(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            return httpx.get(f"{self.base_url}/healthz", timeout=1.0).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        wait_for(self.is_healthy, timeout, interval=0.1, message=f"{self.base_url}/healthz")
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+    def terminate(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._log.close()
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+
+class Cluster:
+    """Server processes sharing one database; started in groups, all stopped together."""
+
+    def __init__(self, url: str, log_dir: Path) -> None:
+        self.url = url
+        self.log_dir = log_dir
+        self.servers: list[Server] = []
+
+    def start(self, count: int) -> list[Server]:
+        new = []
+        for _ in range(count):
+            new.append(Server(self.url, self.log_dir, f"server-{len(self.servers)}"))
+            self.servers.append(new[-1])
+        for server in new:
+            server.wait_healthy()
+        return new
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.terminate()
+
+
+@contextmanager
+def cluster(url: str, log_dir: Path) -> Iterator[Cluster]:
+    """Server processes on ``url``, terminated on the way out whatever happened."""
+    running = Cluster(url, log_dir)
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -1,0 +1,140 @@
+"""Threads racing to redeem one coupon on PostgreSQL: the store's version check admits exactly max_uses."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from uuid import UUID, uuid4
+
+import pytest
+
+from api.database import eventsourcing_env
+from ledger.application import CouponLedger, Receipt
+from ledger.domain import Coupon, Redemption
+from ledger.errors import LedgerError
+from tests.integration.helpers import (
+    StartLine,
+    ledger_with_clock,
+    project_to_head,
+    race,
+    recorded_redemptions,
+    redeemed_events,
+    uses_count,
+)
+
+THREADS = 100
+MAX_USES = 10
+SUBTOTAL = Decimal("80.00")
+
+
+@pytest.fixture
+def env(database_url: str) -> dict[str, str]:
+    return eventsourcing_env(database_url)
+
+
+@pytest.fixture
+def open_ledgers() -> Iterator[list[CouponLedger]]:
+    ledgers: list[CouponLedger] = []
+    yield ledgers
+    for ledger in ledgers:
+        ledger.close()
+
+
+def outcome(result: Receipt | BaseException) -> str:
+    if isinstance(result, Receipt):
+        return "REDEEMED"
+    if isinstance(result, LedgerError):
+        return result.code
+    return repr(result)
+
+
+@pytest.mark.parametrize("ledger_count", [1, 4], ids=["one-ledger", "four-ledgers"])
+def test_a_hundred_racing_redemptions_of_a_ten_use_coupon_redeem_it_exactly_ten_times(
+    database_url: str, open_ledgers: list[CouponLedger], ledger_count: int
+) -> None:
+    # Every racer loads the coupon at the same version before anyone saves (StartLine), so
+    # 99 of them lose the first version race; separate ledgers also have separate caches and pools.
+    start_line = StartLine(THREADS)
+    pool = {"pool_size": 4, "max_overflow": 12} if ledger_count == 1 else {"pool_size": 2, "max_overflow": 4}
+    for _ in range(ledger_count):
+        open_ledgers.append(ledger_with_clock(eventsourcing_env(database_url, **pool), start_line))
+    retailer_id = uuid4()
+    coupon = open_ledgers[0].create_coupon(retailer_id, "race10", "percentage", Decimal("10"), max_uses=MAX_USES)
+
+    def apply_with(ledger: CouponLedger) -> Callable[[], Receipt]:
+        return lambda: ledger.apply(retailer_id, "RACE10", SUBTOTAL)
+
+    results = race([apply_with(open_ledgers[i % ledger_count]) for i in range(THREADS)])
+
+    assert Counter(map(outcome, results)) == {"REDEEMED": MAX_USES, "USAGE_LIMIT_REACHED": THREADS - MAX_USES}
+    assert sum(ledger.version_conflicts for ledger in open_ledgers) >= THREADS - 1
+    receipts = [r for r in results if isinstance(r, Receipt)]
+    assert all(r.quote.discount_amount == Decimal("8.00") and not r.replayed for r in receipts)
+
+    reader = open_ledgers[0]
+    events = list(reader.events.get(coupon.id))
+    redeemed = [e for e in events if isinstance(e, Coupon.Redeemed)]
+    assert len(redeemed) == MAX_USES
+    assert {e.redemption_id for e in redeemed} == {r.redemption_id for r in receipts}
+    assert [e.originator_version for e in events] == list(range(1, MAX_USES + 2))
+    assert redeemed_events(database_url, coupon.id) == MAX_USES
+    assert reader.get_coupon(retailer_id, "RACE10").uses_count == MAX_USES
+
+    assert recorded_redemptions(database_url) == MAX_USES
+    for receipt in receipts:
+        redemption = reader.repository.get(receipt.redemption_id)
+        assert isinstance(redemption, Redemption)
+        assert redemption.coupon_id == coupon.id
+
+    project_to_head(eventsourcing_env(database_url), database_url)
+    assert uses_count(database_url, coupon.id) == MAX_USES
+
+
+def test_concurrent_applies_with_one_idempotency_key_record_one_redemption_and_return_its_id(
+    database_url: str, env: dict[str, str], open_ledgers: list[CouponLedger]
+) -> None:
+    # Both requests pass the "already recorded?" check and load the coupon before either saves.
+    ledger = ledger_with_clock(env, StartLine(2))
+    open_ledgers.append(ledger)
+    retailer_id = uuid4()
+    coupon = ledger.create_coupon(retailer_id, "ONCE", "fixed", Decimal("5"), max_uses=MAX_USES)
+
+    results = race([lambda: ledger.apply(retailer_id, "ONCE", SUBTOTAL, idempotency_key="order-42")] * 2)
+
+    receipts = [r for r in results if isinstance(r, Receipt)]
+    assert len(receipts) == 2, results
+    assert receipts[0].redemption_id == receipts[1].redemption_id
+    assert sorted(r.replayed for r in receipts) == [False, True]
+    assert receipts[0].quote == receipts[1].quote
+    assert redeemed_events(database_url, coupon.id) == 1
+    assert recorded_redemptions(database_url) == 1
+    assert ledger.get_coupon(retailer_id, "ONCE").uses_count == 1
+
+    project_to_head(env, database_url)
+    assert uses_count(database_url, coupon.id) == 1
+
+
+def test_racing_applies_under_distinct_idempotency_keys_each_count_once(
+    database_url: str, env: dict[str, str], open_ledgers: list[CouponLedger]
+) -> None:
+    keys = [f"order-{i}" for i in range(8)]
+    ledger = ledger_with_clock(env, StartLine(len(keys) * 2))
+    open_ledgers.append(ledger)
+    retailer_id = uuid4()
+    coupon = ledger.create_coupon(retailer_id, "KEYED", "fixed", Decimal("5"))
+
+    def apply(key: str) -> Callable[[], Receipt]:
+        return lambda: ledger.apply(retailer_id, "KEYED", SUBTOTAL, idempotency_key=key)
+
+    results = race([apply(key) for key in keys * 2])
+
+    receipts = [r for r in results if isinstance(r, Receipt)]
+    assert len(receipts) == len(keys) * 2, results
+    by_key: dict[str, set[UUID]] = {}
+    for key, receipt in zip(keys * 2, receipts, strict=True):
+        by_key.setdefault(key, set()).add(receipt.redemption_id)
+    assert all(len(ids) == 1 for ids in by_key.values())
+    assert len(set().union(*by_key.values())) == len(keys)
+    assert redeemed_events(database_url, coupon.id) == len(keys)
+    assert recorded_redemptions(database_url) == len(keys)
