@@ -9,6 +9,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from uuid import uuid4
 
@@ -38,13 +39,22 @@ def server_url() -> Iterator[str]:
     server.cleanup()
 
 
-@pytest.fixture
-def database_url(server_url: str) -> Iterator[str]:
-    name = f"test_{uuid4().hex[:16]}"
+@contextmanager
+def fresh_database(server_url: str, prefix: str = "test") -> Iterator[str]:
+    """A new, empty database with schema.sql applied; dropped afterwards."""
+    name = f"{prefix}_{uuid4().hex[:16]}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
     url = make_conninfo(server_url, dbname=name)
     apply_schema(url)
-    yield url
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+    try:
+        yield url
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def database_url(server_url: str) -> Iterator[str]:
+    with fresh_database(server_url) as url:
+        yield url

@@ -9,30 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
-from uuid import uuid4
 
 import psycopg
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from psycopg.conninfo import make_conninfo
 
 from api.app import create_app
-from api.database import apply_schema
 from api.settings import Settings
+from tests.conftest import fresh_database
 from tests.e2e.support import Api, Sql
 
 
 @pytest.fixture(scope="module")
 def e2e_database_url(server_url: str) -> Iterator[str]:
-    name = f"e2e_{uuid4().hex[:16]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-    url = make_conninfo(server_url, dbname=name)
-    apply_schema(url)
-    yield url
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+    with fresh_database(server_url, prefix="e2e") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
