@@ -60,8 +60,10 @@ def eventsourcing_env(url: str, pool_size: int = 4, max_overflow: int = 12) -> d
         "POSTGRES_CONNECT_TIMEOUT": "30",
         "CREATE_TABLE": "n",  # schema.sql owns every table
     }
-    # The library reads NAME_KEY before KEY: pin the db-functions switch off under every
-    # name, because enabling it lets subscribers skip events (DESIGN.md section 2).
+    # The library reads NAME_KEY before KEY, so pin these under every name: db functions
+    # let subscribers skip events, and a cache that is not fast-forwarded conflicts forever
+    # once another process writes (DESIGN.md section 2).
     for prefix in ("", "LEDGER_", "COUPONS_PROJECTION_"):
         env[prefix + "POSTGRES_ENABLE_DB_FUNCTIONS"] = "n"
+        env[prefix + "AGGREGATE_CACHE_FASTFORWARD"] = "y"
     return env

@@ -60,6 +60,6 @@ class ProjectionLeader:
                 env=self.env,
             ) as runner:
                 self.is_leader.set()
-                while not self._stopping.is_set():
-                    runner.run_forever(timeout=self.poll_interval)
+                while not self._stopping.is_set() and not runner.is_interrupted.is_set():
+                    runner.run_forever(timeout=self.poll_interval)  # re-raises the runner's error
                     lock_conn.execute("SELECT 1")  # lose the lock, lose the lead
