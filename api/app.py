@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, HTTPException, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import error_response, install_error_handlers
+from api.errors import error_response, install_error_handlers, payload_too_large
 from api.routes import checkout, coupons, ops
 from api.services import Services
 from api.settings import Settings
@@ -37,14 +37,14 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise HTTPException(413, f"Request bodies are limited to {self.max_bytes} bytes.")
+                    raise HTTPException(413)  # rendered by the error handlers
             return message
 
         await self.app(scope, counting_receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings.from_env()
+    settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -71,12 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
-            response: Response = error_response(
-                request,
-                "PAYLOAD_TOO_LARGE",
-                f"Request bodies are limited to {settings.max_body_bytes} bytes.",
-                {"max_bytes": settings.max_body_bytes},
-            )
+            response: Response = payload_too_large(request)
         else:
             try:
                 response = await call_next(request)

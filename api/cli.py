@@ -10,7 +10,7 @@ import sys
 from psycopg_pool import ConnectionPool
 
 from api.checkout import Checkout
-from api.database import apply_schema, eventsourcing_env, open_ledger, start_embedded
+from api.database import apply_schema, eventsourcing_env, open_ledger, resolve_database
 from api.retailers import Retailers
 from api.settings import Settings
 from projections.coupons import construct_view
@@ -18,10 +18,7 @@ from projections.verify import verify
 
 
 def database_url(settings: Settings) -> tuple[str, bool]:
-    """The database to use, and whether it is the embedded one."""
-    if settings.database_url:
-        return settings.database_url, False
-    return start_embedded(settings.data_dir), True
+    return resolve_database(settings.database_url, settings.data_dir)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -103,7 +100,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return int(args.func(args, Settings.from_env()))
+    return int(args.func(args, Settings()))
 
 
 if __name__ == "__main__":

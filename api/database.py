@@ -30,6 +30,13 @@ def start_embedded(data_dir: Path) -> str:
     return str(_embedded_servers[pgdata].get_uri())
 
 
+def resolve_database(database_url: str | None, data_dir: Path) -> tuple[str, bool]:
+    """The database to use (DATABASE_URL, else the embedded server), and whether it is embedded."""
+    if database_url:
+        return database_url, False
+    return start_embedded(data_dir), True
+
+
 def apply_schema(url: str) -> None:
     """Apply schema.sql; concurrent starters wait for each other."""
     with psycopg.connect(url) as conn:

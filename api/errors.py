@@ -65,6 +65,13 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def payload_too_large(request: Request) -> JSONResponse:
+    max_bytes = request.app.state.max_body_bytes
+    return error_response(
+        request, "PAYLOAD_TOO_LARGE", f"Request bodies are limited to {max_bytes} bytes.", {"max_bytes": max_bytes}
+    )
+
+
 def _field(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc]
     if parts and parts[0] in ("body", "query", "path", "header"):
@@ -91,8 +98,7 @@ def install_error_handlers(app: FastAPI) -> None:
                 request, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed here.", headers=exc.headers
             )
         if exc.status_code == 413:
-            max_bytes = request.app.state.max_body_bytes
-            return error_response(request, "PAYLOAD_TOO_LARGE", str(exc.detail), {"max_bytes": max_bytes})
+            return payload_too_large(request)
         code = "VALIDATION_FAILED" if exc.status_code < 500 else "INTERNAL_ERROR"
         return error_response(request, code, str(exc.detail))
 

@@ -39,9 +39,10 @@ class Retailers:
             row = conn.execute("SELECT retailer_id FROM api_keys WHERE key_hash = %s", (key_hash,)).fetchone()
         if row is None:
             return None
+        retailer_id: UUID = row[0]
         with self._lock:
-            self._known[key_hash] = row[0]
-        return UUID(str(row[0]))
+            self._known[key_hash] = retailer_id
+        return retailer_id
 
     def count(self) -> int:
         with self.pool.connection() as conn:

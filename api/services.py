@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from psycopg_pool import ConnectionPool
 
 from api.checkout import Checkout
-from api.database import apply_schema, eventsourcing_env, open_ledger, start_embedded
+from api.database import apply_schema, eventsourcing_env, open_ledger, resolve_database
 from api.retailers import Retailers
 from api.settings import Settings
 from ledger.application import CouponLedger
@@ -28,7 +28,7 @@ class Services:
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
-        url = settings.database_url or start_embedded(settings.data_dir)
+        url, _embedded = resolve_database(settings.database_url, settings.data_dir)
         apply_schema(url)
         env = eventsourcing_env(url)
         ledger = open_ledger(env)

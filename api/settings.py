@@ -2,20 +2,17 @@
 
 from pathlib import Path
 
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COUPON_LEDGER_", populate_by_name=True)
 
-    database_url: str | None = None
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "COUPON_LEDGER_DATABASE_URL")
+    )
     data_dir: Path = Path(".coupon-ledger")
     read_wait_timeout: float = 5.0
     max_body_bytes: int = 64 * 1024
     run_projections: bool = True
-
-    @classmethod
-    def from_env(cls) -> "Settings":
-        import os
-
-        return cls(database_url=os.environ.get("DATABASE_URL") or None)

@@ -120,6 +120,7 @@ class CouponLedger(Application[UUID]):
         def change(coupon: Coupon) -> Coupon:
             if coupon.is_active:
                 coupon.deactivate()
+                self.save(coupon)
             return coupon
 
         return self._with_retries(retailer_id, code, change)
@@ -128,6 +129,7 @@ class CouponLedger(Application[UUID]):
         def change(coupon: Coupon) -> Coupon:
             if not coupon.is_active:
                 coupon.activate()
+                self.save(coupon)
             return coupon
 
         return self._with_retries(retailer_id, code, change)
@@ -170,7 +172,7 @@ class CouponLedger(Application[UUID]):
                 return None
             return self._replay(keyed_id, fingerprint)
 
-        return self._with_retries(retailer_id, code, redeem, before_each=replay_if_recorded, saves=True)
+        return self._with_retries(retailer_id, code, redeem, before_each=replay_if_recorded)
 
     def coupon_events(
         self, retailer_id: UUID, code: str, after_version: int = 0, limit: int = 100
@@ -207,9 +209,8 @@ class CouponLedger(Application[UUID]):
         code: str,
         change: Callable[[Coupon], T],
         before_each: Callable[[], T | None] | None = None,
-        saves: bool = False,
     ) -> T:
-        """Re-read, re-check, re-save: run ``change`` on a fresh coupon until its save wins.
+        """Re-read, re-check, re-save: run ``change`` (which saves) on a fresh coupon until its save wins.
 
         Only a version conflict is retried, a bounded number of times with jittered
         backoff; every domain error propagates at once.
@@ -221,10 +222,7 @@ class CouponLedger(Application[UUID]):
                     return earlier
             coupon = self.get_coupon(retailer_id, code)
             try:
-                result = change(coupon)
-                if not saves:
-                    self.save(coupon)
-                return result
+                return change(coupon)
             except IntegrityError:
                 with self._stats_lock:
                     self.version_conflicts += 1
