@@ -42,6 +42,16 @@ CREATE OR REPLACE TRIGGER ledger_events_no_truncate
     BEFORE TRUNCATE ON ledger_events
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_reject_event_mutation();
 
+-- Snapshots of aggregates with long histories (the library's snapshot store): a coupon is
+-- read from its newest snapshot plus the events after it. Derived data, so not append-only.
+CREATE TABLE IF NOT EXISTS ledger_snapshots (
+    originator_id uuid NOT NULL,
+    originator_version bigint NOT NULL,
+    topic text,
+    state bytea,
+    PRIMARY KEY (originator_id, originator_version)
+);
+
 -- Tracking records of the coupons projection (the library's single-row layout; the
 -- '__migration__' row tells the library this table needs no migration).
 CREATE TABLE IF NOT EXISTS coupons_projection_tracking (

@@ -49,7 +49,7 @@ def main() -> None:
     url = os.environ.get("DATABASE_URL") or start_embedded(Path(tempfile.mkdtemp()) / "bench")
     apply_schema(url)
     ledger = open_ledger(eventsourcing_env(url, pool_size=args.threads, max_overflow=args.threads))
-    ledger.max_attempts = 10_000  # measure the cost of retrying, never give up
+    ledger.writer.max_attempts = 10_000  # measure the cost of retrying, never give up
     retailer_id = uuid4()
     total = args.threads * args.per_thread
 

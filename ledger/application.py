@@ -1,28 +1,26 @@
-"""CouponLedger: the application service. Commands are get -> change -> save().
+"""CouponLedger: the application service. Each command is get -> change -> save(), decided by
+the process's one BatchWriter (ledger/writer.py), which saves a whole batch of commands at once.
 
-Concurrency is optimistic: every event carries the aggregate's next version and the
-store's primary key (originator_id, originator_version) admits only one writer of each
-version. A writer that loses re-reads the coupon, re-checks every rule and saves again,
-so a coupon can never be redeemed past its limit, whatever runs in parallel.
+Concurrency is optimistic: every event carries the aggregate's next version and the store's
+primary key (originator_id, originator_version) admits only one writer of each version. Inside a
+process the writer decides commands one after another, so they never race; a save that loses to
+another process is re-read, re-checked and saved again by the writer, so a coupon can never be
+redeemed past its limit, whatever runs in parallel.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import random
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import IntegrityError
 
 from ledger.domain import (
     Coupon,
@@ -38,10 +36,10 @@ from ledger.errors import (
     CouponNotFound,
     IdempotencyKeyReused,
     InvalidCoupon,
-    LedgerBusy,
 )
+from ledger.writer import Batch, BatchWriter
 
-T = TypeVar("T")
+SNAPSHOT_INTERVAL = 1000
 EVENT_ENVELOPE = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
 
 
@@ -69,13 +67,23 @@ class RecordedEvent:
 class CouponLedger(Application[UUID]):
     name = "Ledger"
     env = {"AGGREGATE_CACHE_MAXSIZE": "10000"}
-    max_attempts = 50
+    snapshotting_intervals = {Coupon: SNAPSHOT_INTERVAL}
 
     def __init__(self, env: dict[str, str] | None = None, clock: Callable[[], datetime] = utcnow) -> None:
         super().__init__(env)
         self.clock = clock
-        self.version_conflicts = 0
-        self._stats_lock = threading.Lock()
+        self.writer = BatchWriter(self, cached_types=(Coupon,))
+
+    @property
+    def version_conflicts(self) -> int:
+        """Saves the store rejected because another process wrote the same aggregate first."""
+        return self.writer.stats.conflicts
+
+    def close(self) -> None:
+        self.writer.close()
+        super().close()
+
+    # --- commands: each is decided by the writer against the batch's aggregates ------------------
 
     def create_coupon(
         self,
@@ -88,54 +96,38 @@ class CouponLedger(Application[UUID]):
         max_uses: int | None = None,
         is_active: bool = True,
     ) -> Coupon:
-        code = normalize_code(code)
-        check_discount(discount_type, discount_value)
-        if max_uses is not None and max_uses < 1:
-            raise InvalidCoupon("max_uses", "must be at least 1")
-        coupon = Coupon(
-            retailer_id=retailer_id,
-            code=code,
-            discount_type=discount_type,
-            discount_value=discount_value,
-            min_order_value=min_order_value,
-            expires_at=expires_at,
-            max_uses=max_uses,
-            is_active=is_active,
+        command = self._create_coupon(
+            retailer_id, code, discount_type, discount_value, min_order_value, expires_at, max_uses, is_active
         )
-        try:
-            self.save(coupon)
-        except IntegrityError:
-            raise CouponCodeTaken(f"Coupon code {code} is already taken.", code=code) from None
-        return coupon
+        return self.writer.execute(*command)
 
-    def get_coupon(self, retailer_id: UUID, code: str) -> Coupon:
-        code = self._lookup_code(code)
-        try:
-            coupon: Coupon = self.repository.get(coupon_id_for(retailer_id, code))
-        except AggregateNotFoundError:
-            raise CouponNotFound(f"Coupon {code} does not exist.", code=code) from None
-        return coupon
+    async def create_coupon_async(
+        self,
+        retailer_id: UUID,
+        code: str,
+        discount_type: str,
+        discount_value: Decimal,
+        min_order_value: Decimal | None = None,
+        expires_at: datetime | None = None,
+        max_uses: int | None = None,
+        is_active: bool = True,
+    ) -> Coupon:
+        command = self._create_coupon(
+            retailer_id, code, discount_type, discount_value, min_order_value, expires_at, max_uses, is_active
+        )
+        return await self.writer.execute_async(*command)
 
     def deactivate(self, retailer_id: UUID, code: str) -> Coupon:
-        def change(coupon: Coupon) -> Coupon:
-            if coupon.is_active:
-                coupon.deactivate()
-                self.save(coupon)
-            return coupon
+        return self.writer.execute(*self._set_active(retailer_id, code, False))
 
-        return self._with_retries(retailer_id, code, change)
+    async def deactivate_async(self, retailer_id: UUID, code: str) -> Coupon:
+        return await self.writer.execute_async(*self._set_active(retailer_id, code, False))
 
     def activate(self, retailer_id: UUID, code: str) -> Coupon:
-        def change(coupon: Coupon) -> Coupon:
-            if not coupon.is_active:
-                coupon.activate()
-                self.save(coupon)
-            return coupon
+        return self.writer.execute(*self._set_active(retailer_id, code, True))
 
-        return self._with_retries(retailer_id, code, change)
-
-    def validate(self, retailer_id: UUID, code: str, subtotal: Decimal) -> Quote:
-        return self.get_coupon(retailer_id, code).quote(subtotal, self.clock())
+    async def activate_async(self, retailer_id: UUID, code: str) -> Coupon:
+        return await self.writer.execute_async(*self._set_active(retailer_id, code, True))
 
     def apply(
         self,
@@ -145,34 +137,30 @@ class CouponLedger(Application[UUID]):
         idempotency_key: str | None = None,
         order_id: str | None = None,
     ) -> Receipt:
-        fingerprint = self._fingerprint(code=code.strip().upper(), subtotal=str(subtotal), order_id=order_id)
-        keyed_id = redemption_id_for(retailer_id, idempotency_key) if idempotency_key else None
+        return self.writer.execute(*self._apply(retailer_id, code, subtotal, idempotency_key, order_id))
 
-        def redeem(coupon: Coupon) -> Receipt:
-            redemption_id = keyed_id or uuid4()
-            quote = coupon.redeem(redemption_id, subtotal, self.clock(), order_id)
-            redemption = Redemption(
-                id=redemption_id,
-                retailer_id=retailer_id,
-                coupon_id=coupon.id,
-                code=coupon.code,
-                idempotency_key=idempotency_key,
-                request_fingerprint=fingerprint,
-                original_subtotal=quote.original_subtotal,
-                discount_amount=quote.discount_amount,
-                final_total=quote.final_total,
-                free_shipping=quote.free_shipping,
-                order_id=order_id,
-            )
-            self.save(coupon, redemption)
-            return Receipt(redemption_id, quote, replayed=False)
+    async def apply_async(
+        self,
+        retailer_id: UUID,
+        code: str,
+        subtotal: Decimal,
+        idempotency_key: str | None = None,
+        order_id: str | None = None,
+    ) -> Receipt:
+        return await self.writer.execute_async(*self._apply(retailer_id, code, subtotal, idempotency_key, order_id))
 
-        def replay_if_recorded() -> Receipt | None:
-            if keyed_id is None:
-                return None
-            return self._replay(keyed_id, fingerprint)
+    # --- queries: read the store directly -------------------------------------------------------
 
-        return self._with_retries(retailer_id, code, redeem, before_each=replay_if_recorded)
+    def get_coupon(self, retailer_id: UUID, code: str) -> Coupon:
+        code = self._lookup_code(code)
+        try:
+            coupon: Coupon = self.repository.get(coupon_id_for(retailer_id, code))
+        except AggregateNotFoundError:
+            raise CouponNotFound(f"Coupon {code} does not exist.", code=code) from None
+        return coupon
+
+    def validate(self, retailer_id: UUID, code: str, subtotal: Decimal) -> Quote:
+        return self.get_coupon(retailer_id, code).quote(subtotal, self.clock())
 
     def coupon_events(
         self, retailer_id: UUID, code: str, after_version: int = 0, limit: int = 100
@@ -191,46 +179,120 @@ class CouponLedger(Application[UUID]):
             for e in events
         ]
 
-    def _replay(self, redemption_id: UUID, fingerprint: str) -> Receipt | None:
+    # --- how each command decides ---------------------------------------------------------------
+
+    def _create_coupon(
+        self,
+        retailer_id: UUID,
+        code: str,
+        discount_type: str,
+        discount_value: Decimal,
+        min_order_value: Decimal | None,
+        expires_at: datetime | None,
+        max_uses: int | None,
+        is_active: bool,
+    ) -> tuple[tuple[UUID, ...], Callable[[Batch], Coupon]]:
+        code = normalize_code(code)
+        check_discount(discount_type, discount_value)
+        if max_uses is not None and max_uses < 1:
+            raise InvalidCoupon("max_uses", "must be at least 1")
+        coupon_id = coupon_id_for(retailer_id, code)
+
+        def create(batch: Batch) -> Coupon:
+            if batch.get(coupon_id) is not None:
+                raise CouponCodeTaken(f"Coupon code {code} is already taken.", code=code)
+            coupon = Coupon(
+                retailer_id=retailer_id,
+                code=code,
+                discount_type=discount_type,
+                discount_value=discount_value,
+                min_order_value=min_order_value,
+                expires_at=expires_at,
+                max_uses=max_uses,
+                is_active=is_active,
+            )
+            batch.add(coupon)
+            return coupon
+
+        return (coupon_id,), create
+
+    def _set_active(
+        self, retailer_id: UUID, code: str, active: bool
+    ) -> tuple[tuple[UUID, ...], Callable[[Batch], Coupon]]:
+        code = self._lookup_code(code)
+        coupon_id = coupon_id_for(retailer_id, code)
+
+        def change(batch: Batch) -> Coupon:
+            coupon = self._coupon_in(batch, coupon_id, code)
+            if active and not coupon.is_active:
+                coupon.activate()
+            elif not active and coupon.is_active:
+                coupon.deactivate()
+            return coupon
+
+        return (coupon_id,), change
+
+    def _apply(
+        self,
+        retailer_id: UUID,
+        code: str,
+        subtotal: Decimal,
+        idempotency_key: str | None,
+        order_id: str | None,
+    ) -> tuple[tuple[UUID, ...], Callable[[Batch], Receipt]]:
+        normalized = code.strip().upper()
+        fingerprint = self._fingerprint(code=normalized, subtotal=str(subtotal), order_id=order_id)
+        keyed_id = redemption_id_for(retailer_id, idempotency_key) if idempotency_key else None
         try:
-            redemption: Redemption = self.repository.get(redemption_id)
-        except AggregateNotFoundError:
-            return None
+            coupon_id: UUID | None = coupon_id_for(retailer_id, normalize_code(code))
+        except InvalidCoupon:
+            coupon_id = None
+
+        def redeem(batch: Batch) -> Receipt:
+            if keyed_id is not None:
+                earlier: Redemption | None = batch.get(keyed_id)
+                if earlier is not None:
+                    return self._replay(earlier, fingerprint)
+            if coupon_id is None:
+                raise CouponNotFound(f"Coupon {normalized} does not exist.", code=code)
+            coupon = self._coupon_in(batch, coupon_id, normalized)
+            redemption_id = keyed_id or uuid4()
+            quote = coupon.redeem(redemption_id, subtotal, self.clock(), order_id)
+            batch.add(
+                Redemption(
+                    id=redemption_id,
+                    retailer_id=retailer_id,
+                    coupon_id=coupon.id,
+                    code=coupon.code,
+                    idempotency_key=idempotency_key,
+                    request_fingerprint=fingerprint,
+                    original_subtotal=quote.original_subtotal,
+                    discount_amount=quote.discount_amount,
+                    final_total=quote.final_total,
+                    free_shipping=quote.free_shipping,
+                    order_id=order_id,
+                )
+            )
+            return Receipt(redemption_id, quote, replayed=False)
+
+        needs = tuple(i for i in (keyed_id, coupon_id) if i is not None)
+        return needs, redeem
+
+    @staticmethod
+    def _coupon_in(batch: Batch, coupon_id: UUID, code: str) -> Coupon:
+        coupon: Coupon | None = batch.get(coupon_id)
+        if coupon is None:
+            raise CouponNotFound(f"Coupon {code} does not exist.", code=code)
+        return coupon
+
+    @staticmethod
+    def _replay(redemption: Redemption, fingerprint: str) -> Receipt:
         if redemption.request_fingerprint != fingerprint:
             raise IdempotencyKeyReused(
                 "This Idempotency-Key was already used with a different request.",
                 idempotency_key=redemption.idempotency_key,
             )
         return Receipt(redemption.id, redemption.quote(), replayed=True)
-
-    def _with_retries(
-        self,
-        retailer_id: UUID,
-        code: str,
-        change: Callable[[Coupon], T],
-        before_each: Callable[[], T | None] | None = None,
-    ) -> T:
-        """Re-read, re-check, re-save: run ``change`` (which saves) on a fresh coupon until its save wins.
-
-        Only a version conflict is retried, a bounded number of times with jittered
-        backoff; every domain error propagates at once.
-        """
-        for attempt in range(self.max_attempts):
-            if before_each is not None:
-                earlier = before_each()
-                if earlier is not None:
-                    return earlier
-            coupon = self.get_coupon(retailer_id, code)
-            try:
-                return change(coupon)
-            except IntegrityError:
-                with self._stats_lock:
-                    self.version_conflicts += 1
-                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
-        raise LedgerBusy(
-            f"Coupon {code.strip().upper()} is under heavy concurrent use; retry shortly.",
-            retry_after=1,
-        )
 
     @staticmethod
     def _lookup_code(code: str) -> str:

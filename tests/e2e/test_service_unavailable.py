@@ -4,7 +4,7 @@ import pytest
 from eventsourcing.persistence import IntegrityError
 from fastapi import FastAPI
 
-import ledger.application
+import ledger.writer
 from tests.e2e.support import Api, assert_error
 
 
@@ -18,7 +18,7 @@ def test_a_redemption_that_keeps_losing_version_races_is_503_and_counts_nothing(
         raise IntegrityError("duplicate key value violates unique constraint")
 
     monkeypatch.setattr(services.ledger, "save", always_conflict)
-    monkeypatch.setattr(ledger.application.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(ledger.writer.time, "sleep", lambda seconds: None)
 
     response = api.apply("CONTENDED1", "20.00")
 

@@ -1,0 +1,150 @@
+"""Reading many aggregates in one round trip: the batching writer's view of the event store.
+
+The library reads one aggregate per query. The writer needs every aggregate of a batch (coupons,
+idempotency keys) brought up to date at once, so this module asks for all of them together: for
+each id, the newest snapshot past a known version and the events after it. On PostgreSQL that is
+one statement over the library's own events and snapshots tables; on any other recorder (the
+in-memory store of the unit tests) it falls back to the library's per-aggregate reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.domain import CanMutateProtocol
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
+from psycopg.sql import SQL, Identifier
+
+Aggregate = Any  # any event-sourced aggregate of the application
+
+
+class AggregateReader:
+    """Brings many aggregates up to date, each from a known version, in one query."""
+
+    def __init__(self, app: Application[UUID]) -> None:
+        self.app = app
+        self._statement = self._postgres_statement()
+
+    def catch_up(self, known: Mapping[UUID, Aggregate | None]) -> dict[UUID, Aggregate | None]:
+        """For each id: the aggregate updated with every event recorded after the version given
+        (``None`` for an aggregate not known yet: read from its newest snapshot and the events
+        after it). The aggregates given are never changed; an id whose aggregate did not move maps
+        to the very object given; an id with no events at all maps to None."""
+        if not known:
+            return {}
+        after = {aggregate_id: (agg.version if agg is not None else 0) for aggregate_id, agg in known.items()}
+        snapshots, events = self._select(after)
+        result: dict[UUID, Aggregate | None] = {}
+        for aggregate_id, aggregate in known.items():
+            snapshot = snapshots.get(aggregate_id)
+            newer = events.get(aggregate_id, ())
+            if snapshot is None and not newer:
+                result[aggregate_id] = aggregate
+                continue
+            if snapshot is not None:
+                current = self._decode(snapshot).mutate(None)
+            else:
+                current = copy_aggregate(aggregate) if aggregate is not None else None
+            for stored in newer:
+                event = self._decode(stored)
+                assert isinstance(event, CanMutateProtocol)
+                current = event.mutate(current)
+            result[aggregate_id] = current
+        return result
+
+    def _decode(self, stored: StoredEvent) -> Any:
+        return self.app.mapper.to_domain_event(stored)
+
+    def _select(self, after: Mapping[UUID, int]) -> tuple[dict[UUID, StoredEvent], dict[UUID, list[StoredEvent]]]:
+        if self._statement is None:
+            return self._select_one_by_one(after)
+        recorder = self.app.recorder
+        assert isinstance(recorder, PostgresApplicationRecorder)
+        ids = list(after)
+        versions = [after[i] for i in ids]
+        snapshots: dict[UUID, StoredEvent] = {}
+        events: dict[UUID, list[StoredEvent]] = {}
+        with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._statement, (ids, versions), prepare=True)
+            for row in curs.fetchall():
+                stored = StoredEvent(
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+                if row["is_snapshot"]:
+                    snapshots[stored.originator_id] = stored  # type: ignore[index]
+                else:
+                    events.setdefault(stored.originator_id, []).append(stored)  # type: ignore[arg-type]
+        return snapshots, events
+
+    def _select_one_by_one(
+        self, after: Mapping[UUID, int]
+    ) -> tuple[dict[UUID, StoredEvent], dict[UUID, list[StoredEvent]]]:
+        snapshot_recorder = self.app.snapshots.recorder if self.app.snapshots is not None else None
+        snapshots: dict[UUID, StoredEvent] = {}
+        events: dict[UUID, list[StoredEvent]] = {}
+        for aggregate_id, version in after.items():
+            gt = version
+            if snapshot_recorder is not None:
+                newest: Sequence[StoredEvent] = snapshot_recorder.select_events(aggregate_id, desc=True, limit=1)
+                if newest and newest[0].originator_version > version:
+                    snapshots[aggregate_id] = newest[0]
+                    gt = newest[0].originator_version
+            found = list(self.app.recorder.select_events(aggregate_id, gt=gt))
+            if found:
+                events[aggregate_id] = found
+        return snapshots, events
+
+    def _postgres_statement(self) -> Any:
+        recorder = self.app.recorder
+        if not isinstance(recorder, PostgresApplicationRecorder):
+            return None
+        schema = Identifier(recorder.datastore.schema)
+        events_table = Identifier(recorder.events_table_name)
+        wanted = SQL("wanted AS (SELECT * FROM unnest(%s::uuid[], %s::bigint[]) AS w(id, after))")
+        snapshot_recorder = self.app.snapshots.recorder if self.app.snapshots is not None else None
+        if not isinstance(snapshot_recorder, PostgresAggregateRecorder):
+            return SQL(
+                "WITH {wanted} SELECT false AS is_snapshot, e.originator_id, e.originator_version, e.topic, e.state"
+                " FROM {schema}.{events} e JOIN wanted w ON e.originator_id = w.id AND e.originator_version > w.after"
+                " ORDER BY e.originator_id, e.originator_version"
+            ).format(wanted=wanted, schema=schema, events=events_table)
+        # The newest snapshot past the known version, if any, then the events after whichever is newer.
+        return SQL(
+            "WITH {wanted},"
+            " snap AS (SELECT DISTINCT ON (s.originator_id) s.originator_id, s.originator_version, s.topic, s.state"
+            "   FROM {schema}.{snapshots} s JOIN wanted w ON s.originator_id = w.id AND s.originator_version > w.after"
+            "   ORDER BY s.originator_id, s.originator_version DESC),"
+            " start AS (SELECT w.id, GREATEST(w.after, COALESCE(snap.originator_version, 0)) AS after"
+            "   FROM wanted w LEFT JOIN snap ON snap.originator_id = w.id)"
+            " SELECT true AS is_snapshot, originator_id, originator_version, topic, state FROM snap"
+            " UNION ALL"
+            " SELECT false, e.originator_id, e.originator_version, e.topic, e.state"
+            "   FROM {schema}.{events} e JOIN start"
+            "   ON e.originator_id = start.id AND e.originator_version > start.after"
+            " ORDER BY 2, 3"
+        ).format(
+            wanted=wanted,
+            schema=schema,
+            events=events_table,
+            snapshots=Identifier(snapshot_recorder.events_table_name),
+        )
+
+
+def copy_aggregate(aggregate: Aggregate) -> Aggregate:
+    """A shallow copy with its own (empty) list of pending events.
+
+    Enough because aggregates here hold only immutable values: a change replaces an attribute,
+    never mutates one in place.
+    """
+    clone = object.__new__(type(aggregate))
+    state = dict(aggregate.__dict__)
+    state["_pending_events"] = []
+    object.__setattr__(clone, "__dict__", state)
+    return clone

@@ -1,0 +1,317 @@
+"""One writer per process: every command that changes an aggregate is group-committed.
+
+Callers queue commands; a single writer thread takes whatever has arrived, brings the
+aggregates those commands need up to date in one query (idempotency keys included), decides
+each command in arrival order against them, and saves every event that passed in one
+``save()``: one transaction, one lock of the events table, one commit. Then it answers each
+caller with its own result or error. Inside a process nobody loses a version race any more.
+
+Another process writing the same aggregate is still caught by the store's version check. On
+such a conflict the writer re-reads the aggregates of the batch (one query), and re-decides
+only the commands whose aggregates moved, together with every command that touched the same
+aggregates after them; the others keep their decisions. After ``max_attempts`` conflicts the
+commands still in conflict are answered with ``LedgerBusy``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from typing import Any, Generic, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import Application, LRUCache
+from eventsourcing.persistence import IntegrityError
+
+from ledger.errors import LedgerBusy
+from ledger.event_store import AggregateReader, copy_aggregate
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Aggregate = Any
+
+
+class Command(Generic[T]):
+    """A change to decide against the batch: ``decide`` reads and changes aggregates through the
+    batch and returns the caller's answer, or raises to reject the command."""
+
+    __slots__ = ("decide", "events", "future", "needs", "outcome", "touched")
+
+    def __init__(self, needs: Iterable[UUID], decide: Callable[[Batch], T]) -> None:
+        self.needs = tuple(needs)
+        self.decide = decide
+        self.future: Future[T] = Future()
+        self.touched: dict[UUID, Aggregate | None] = {}  # id -> the state before this command
+        self.events: list[Any] = []
+        self.outcome: tuple[bool, Any] | None = None  # (succeeded, result or error)
+
+    def reset(self) -> None:
+        self.touched = {}
+        self.events = []
+        self.outcome = None
+
+
+class Batch:
+    """The aggregates of one batch as the commands decided so far have left them."""
+
+    def __init__(self, writer: BatchWriter) -> None:
+        self._writer = writer
+        self.base: dict[UUID, Aggregate | None] = {}  # as stored, before this batch
+        self.current: dict[UUID, Aggregate | None] = {}
+        self.command: Command[Any] | None = None
+
+    def get(self, aggregate_id: UUID) -> Aggregate | None:
+        """The aggregate with this id, or None if it does not exist."""
+        if aggregate_id not in self.current:
+            self._writer.load(self, [aggregate_id])
+        command = self.command
+        assert command is not None
+        if aggregate_id in command.touched:
+            return self.current[aggregate_id]
+        previous = self.current[aggregate_id]
+        command.touched[aggregate_id] = previous
+        if previous is None:
+            return None
+        # Each command changes its own copy, so a rejected command is undone by putting the
+        # previous state back, and an aggregate returned to a caller is never changed later.
+        clone = copy_aggregate(previous)
+        self.current[aggregate_id] = clone
+        return clone
+
+    def add(self, aggregate: Aggregate) -> None:
+        """Register an aggregate this command creates. Check with ``get`` first when the id may be
+        taken; an id the batch has not read is taken to be new (the store's version check
+        rejects it otherwise, and the command is then decided again)."""
+        aggregate_id = aggregate.id
+        if self.current.get(aggregate_id) is not None:
+            raise ValueError(f"aggregate {aggregate_id} already exists")
+        command = self.command
+        assert command is not None
+        command.touched.setdefault(aggregate_id, None)
+        self.base.setdefault(aggregate_id, None)
+        self.current[aggregate_id] = aggregate
+
+
+class BatchWriter:
+    def __init__(
+        self,
+        app: Application[UUID],
+        cached_types: tuple[type, ...],
+        cache_maxsize: int = 20_000,
+        max_batch: int = 512,
+        max_attempts: int = 50,
+    ) -> None:
+        self.app = app
+        self.reader = AggregateReader(app)
+        self.cached_types = cached_types
+        self.cache: LRUCache[UUID, Aggregate] = LRUCache(maxsize=cache_maxsize)
+        self.max_batch = max_batch
+        self.max_attempts = max_attempts
+        self.stats = WriterStats()
+        self._queue: queue.SimpleQueue[Command[Any] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # --- callers -------------------------------------------------------------------------------
+
+    def submit(self, needs: Iterable[UUID], decide: Callable[[Batch], T]) -> Future[T]:
+        command = Command(needs, decide)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the writer is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+                self._thread.start()
+            self._queue.put(command)
+        return command.future
+
+    def execute(self, needs: Iterable[UUID], decide: Callable[[Batch], T]) -> T:
+        """Decide and save the command with the next batch; block until it is answered."""
+        return self.submit(needs, decide).result()
+
+    async def execute_async(self, needs: Iterable[UUID], decide: Callable[[Batch], T]) -> T:
+        """The same, awaited: no thread is held while the batch is written."""
+        return await asyncio.wrap_future(self.submit(needs, decide))
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+            self._queue.put(None)
+        if thread is not None:
+            thread.join()
+
+    # --- the writer thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            commands = [first]
+            stop = False
+            while len(commands) < self.max_batch:
+                try:
+                    command = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if command is None:
+                    stop = True
+                    break
+                commands.append(command)
+            live = [c for c in commands if c.future.set_running_or_notify_cancel()]
+            if live:
+                try:
+                    self._write(live)
+                except BaseException as error:  # a bug or a lost database: every caller hears of it
+                    log.exception("ledger writer failed a batch of %d commands", len(live))
+                    for command in live:
+                        if not command.future.done():
+                            command.future.set_exception(error)
+            if stop:
+                return
+
+    def load(self, batch: Batch, ids: Iterable[UUID]) -> None:
+        """Bring these aggregates up to date in the batch (one query for all of them)."""
+        known: dict[UUID, Aggregate | None] = {}
+        for aggregate_id in ids:
+            if aggregate_id in batch.current or aggregate_id in known:
+                continue
+            try:
+                known[aggregate_id] = self.cache.get(aggregate_id)
+            except KeyError:
+                known[aggregate_id] = None
+        if not known:
+            return
+        self.stats.reads += 1
+        for aggregate_id, aggregate in self.reader.catch_up(known).items():
+            batch.base[aggregate_id] = batch.current[aggregate_id] = aggregate
+
+    def _write(self, commands: list[Command[Any]]) -> None:
+        batch = Batch(self)
+        self.load(batch, (i for c in commands for i in c.needs))
+        pending = commands
+        conflicts = 0
+        while True:
+            for command in pending:
+                self._decide(batch, command)
+            saving = [c for c in commands if c.outcome is not None and c.outcome[0]]
+            events = [e for c in saving for e in c.events]
+            try:
+                if events:
+                    self.app.save(*events)
+            except IntegrityError:
+                conflicts += 1
+                self.stats.conflicts += 1
+                pending = self._after_conflict(batch, commands)
+                if conflicts >= self.max_attempts:
+                    for command in pending:
+                        self._give_up(batch, command)
+                    pending = []
+                time.sleep(random.uniform(0, min(0.02, 0.0005 * 2**conflicts)))
+                continue
+            break
+        self.stats.batches += 1
+        self.stats.commands += len(commands)
+        self.stats.events += len(events)
+        self._remember(batch, saving)
+        for command in commands:
+            assert command.outcome is not None
+            succeeded, value = command.outcome
+            if succeeded:
+                command.future.set_result(value)
+            else:
+                command.future.set_exception(value)
+
+    def _decide(self, batch: Batch, command: Command[Any]) -> None:
+        command.reset()
+        batch.command = command
+        try:
+            result = command.decide(batch)
+        except Exception as error:
+            for aggregate_id, previous in command.touched.items():
+                batch.current[aggregate_id] = previous
+            command.outcome = (False, error)
+        else:
+            for aggregate_id in command.touched:
+                aggregate = batch.current[aggregate_id]
+                if aggregate is not None:
+                    command.events.extend(aggregate.collect_events())
+            command.outcome = (True, result)
+        finally:
+            batch.command = None
+
+    def _after_conflict(self, batch: Batch, commands: list[Command[Any]]) -> list[Command[Any]]:
+        """Re-read the batch's aggregates; return the commands to decide again, in arrival order."""
+        self.stats.reads += 1
+        fresh = self.reader.catch_up(dict(batch.base))
+        moved = {i for i, aggregate in fresh.items() if aggregate is not batch.base[i]}
+        for aggregate_id in moved:
+            batch.base[aggregate_id] = fresh[aggregate_id]
+        if not moved:  # rejected for a reason the store does not show: decide everything again
+            moved = set(batch.base)
+        # Whatever touched a moved aggregate is decided again, and so is everything that touched
+        # the same aggregates as those commands: their decisions built on each other.
+        affected = set(moved)
+        rerun: set[Command[Any]] = set()
+        grew = True
+        while grew:
+            size = len(affected)
+            for command in commands:
+                if command not in rerun and affected.intersection(command.touched):
+                    rerun.add(command)
+                    affected.update(command.touched)
+            grew = len(affected) != size
+        for aggregate_id in affected:
+            batch.current[aggregate_id] = batch.base[aggregate_id]
+        return [c for c in commands if c in rerun]
+
+    def _give_up(self, batch: Batch, command: Command[Any]) -> None:
+        for aggregate_id in command.touched:
+            batch.current[aggregate_id] = batch.base[aggregate_id]
+        command.reset()
+        command.outcome = (
+            False,
+            LedgerBusy("The ledger is under heavy concurrent use; retry shortly.", retry_after=1),
+        )
+
+    def _remember(self, batch: Batch, saved: list[Command[Any]]) -> None:
+        """Cache what is now stored, and snapshot aggregates that crossed their interval."""
+        for aggregate_id, aggregate in batch.current.items():
+            if isinstance(aggregate, self.cached_types):
+                self.cache.put(aggregate_id, aggregate)
+        intervals = self.app.snapshotting_intervals
+        if self.app.snapshots is None or not intervals:
+            return
+        written = {e.originator_id for c in saved for e in c.events}
+        for aggregate_id in written:
+            saved_state = batch.current[aggregate_id]
+            assert saved_state is not None
+            interval = intervals.get(type(saved_state))
+            before = batch.base[aggregate_id]
+            old_version = before.version if before is not None else 0
+            if interval and saved_state.version // interval > old_version // interval:
+                try:
+                    self.app.snapshots.put([type(saved_state).Snapshot.take(saved_state)])
+                    self.stats.snapshots += 1
+                except Exception:  # a snapshot only saves reading time; the events are stored
+                    log.exception("could not snapshot aggregate %s", aggregate_id)
+
+
+class WriterStats:
+    """Counters for benchmarks and tests (read without a lock: approximate while running)."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.commands = 0
+        self.events = 0
+        self.reads = 0
+        self.conflicts = 0
+        self.snapshots = 0
