@@ -66,6 +66,7 @@ def eventsourcing_env(url: str, pool_size: int = 4, max_overflow: int = 12) -> d
         "POSTGRES_MAX_OVERFLOW": str(max_overflow),
         "POSTGRES_CONNECT_TIMEOUT": "30",
         "CREATE_TABLE": "n",  # schema.sql owns every table
+        "APPLICATION_RECORDER_TOPIC": "ledger.event_store:LedgerRecorder",
     }
     # The library reads NAME_KEY before KEY, so pin these under every name: db functions
     # let subscribers skip events, and a cache that is not fast-forwarded conflicts forever

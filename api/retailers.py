@@ -30,6 +30,10 @@ class Retailers:
             )
         return retailer_id, api_key
 
+    def known(self, api_key: str) -> UUID | None:
+        """The retailer of a key already authenticated by this process; None if not seen yet."""
+        return self._known.get(hash_key(api_key))
+
     def authenticate(self, api_key: str) -> UUID | None:
         key_hash = hash_key(api_key)
         with self._lock:

@@ -49,9 +49,9 @@ def decode_cursor(cursor: str) -> str:
 
 
 @router.post("", status_code=201)
-def create_coupon(body: CouponCreate, retailer_id: RetailerDep, services: ServicesDep) -> CouponPublic:
+async def create_coupon(body: CouponCreate, retailer_id: RetailerDep, services: ServicesDep) -> CouponPublic:
     ledger = services.ledger
-    coupon = ledger.create_coupon(retailer_id, **body.model_dump())
+    coupon = await ledger.create_coupon_async(retailer_id, **body.model_dump())
     return CouponPublic.from_coupon(coupon, ledger.clock())
 
 
@@ -90,14 +90,14 @@ def validate_coupon(body: ValidateRequest, retailer_id: RetailerDep, services: S
 
 
 @router.post("/apply", status_code=201)
-def apply_coupon(
+async def apply_coupon(
     body: ApplyRequest,
     retailer_id: RetailerDep,
     services: ServicesDep,
     response: Response,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> RedemptionPublic:
-    receipt = services.ledger.apply(
+    receipt = await services.ledger.apply_async(
         retailer_id, body.code, body.subtotal, idempotency_key=idempotency_key, order_id=body.order_id
     )
     if receipt.replayed:
@@ -120,15 +120,15 @@ def get_coupon(code: str, retailer_id: RetailerDep, services: ServicesDep) -> Co
 
 
 @router.post("/{code}/deactivate")
-def deactivate_coupon(code: str, retailer_id: RetailerDep, services: ServicesDep) -> CouponPublic:
+async def deactivate_coupon(code: str, retailer_id: RetailerDep, services: ServicesDep) -> CouponPublic:
     ledger = services.ledger
-    return CouponPublic.from_coupon(ledger.deactivate(retailer_id, code), ledger.clock())
+    return CouponPublic.from_coupon(await ledger.deactivate_async(retailer_id, code), ledger.clock())
 
 
 @router.post("/{code}/activate")
-def activate_coupon(code: str, retailer_id: RetailerDep, services: ServicesDep) -> CouponPublic:
+async def activate_coupon(code: str, retailer_id: RetailerDep, services: ServicesDep) -> CouponPublic:
     ledger = services.ledger
-    return CouponPublic.from_coupon(ledger.activate(retailer_id, code), ledger.clock())
+    return CouponPublic.from_coupon(await ledger.activate_async(retailer_id, code), ledger.clock())
 
 
 @router.get("/{code}/events")
