@@ -100,6 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Event-sourced coupon engine for Cartly retailers.",
         lifespan=lifespan,
+        # FastAPI's OpenTelemetry hooks: no provider is configured, so skip the per-request check.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     app.state.max_body_bytes = settings.max_body_bytes
