@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import uuid
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -58,7 +58,9 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        # Not uuid4: its os.urandom call releases the GIL, and taking it back from a busy writer
+        # thread can cost milliseconds. A request id needs to be unique, not secret.
+        request_id = request.headers.get("x-request-id") or f"{random.getrandbits(128):032x}"
         request.state.request_id = request_id
         started = False
 

@@ -1,10 +1,12 @@
-"""Typed dependencies: the shared services and the authenticated retailer.
+"""Typed dependencies: the authenticated caller (its retailer) and the shared services.
 
-Both are async so that an async route (the write path) runs without borrowing a thread.
+One dependency for both, and async, so that a route costs one dependency to solve and an async
+route (the write path) runs without borrowing a thread.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 from uuid import UUID
 
@@ -15,18 +17,17 @@ from api.errors import ApiError
 from api.services import Services
 
 
-async def get_services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
+@dataclass(frozen=True)
+class Caller:
+    retailer_id: UUID
+    services: Services
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
-
-
-async def get_retailer_id(
-    services: ServicesDep,
+async def get_caller(
+    request: Request,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> UUID:
+) -> Caller:
+    services: Services = request.app.state.services
     scheme, _, api_key = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not api_key.strip():
         raise ApiError("UNAUTHENTICATED", "Send 'Authorization: Bearer <api key>'.")
@@ -35,7 +36,7 @@ async def get_retailer_id(
     retailer_id = services.retailers.known(api_key) or await run_in_threadpool(services.retailers.authenticate, api_key)
     if retailer_id is None:
         raise ApiError("UNAUTHENTICATED", "The API key is not valid.")
-    return retailer_id
+    return Caller(retailer_id, services)
 
 
-RetailerDep = Annotated[UUID, Depends(get_retailer_id)]
+CallerDep = Annotated[Caller, Depends(get_caller)]

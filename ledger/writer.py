@@ -16,6 +16,7 @@ commands still in conflict are answered with ``LedgerBusy``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import random
@@ -41,12 +42,16 @@ class Command(Generic[T]):
     """A change to decide against the batch: ``decide`` reads and changes aggregates through the
     batch and returns the caller's answer, or raises to reject the command."""
 
-    __slots__ = ("decide", "events", "future", "needs", "outcome", "touched")
+    __slots__ = ("decide", "events", "future", "loop", "needs", "outcome", "touched")
 
-    def __init__(self, needs: Iterable[UUID], decide: Callable[[Batch], T]) -> None:
+    def __init__(
+        self, needs: Iterable[UUID], decide: Callable[[Batch], T], loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         self.needs = tuple(needs)
         self.decide = decide
-        self.future: Future[T] = Future()
+        # A caller on an event loop awaits an asyncio future, settled in its loop; others block on a Future.
+        self.loop = loop
+        self.future: Future[T] | asyncio.Future[T] = loop.create_future() if loop is not None else Future()
         self.touched: dict[UUID, Aggregate | None] = {}  # id -> the state before this command
         self.events: list[Any] = []
         self.outcome: tuple[bool, Any] | None = None  # (succeeded, result or error)
@@ -123,6 +128,11 @@ class BatchWriter:
 
     def submit(self, needs: Iterable[UUID], decide: Callable[[Batch], T]) -> Future[T]:
         command = Command(needs, decide)
+        self._enqueue(command)
+        assert isinstance(command.future, Future)
+        return command.future
+
+    def _enqueue(self, command: Command[Any]) -> None:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the writer is closed")
@@ -130,15 +140,18 @@ class BatchWriter:
                 self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
                 self._thread.start()
             self._queue.put(command)
-        return command.future
 
     def execute(self, needs: Iterable[UUID], decide: Callable[[Batch], T]) -> T:
         """Decide and save the command with the next batch; block until it is answered."""
         return self.submit(needs, decide).result()
 
     async def execute_async(self, needs: Iterable[UUID], decide: Callable[[Batch], T]) -> T:
-        """The same, awaited: no thread is held while the batch is written."""
-        return await asyncio.wrap_future(self.submit(needs, decide))
+        """The same, awaited: no thread is held while the batch is written, and the whole batch's
+        answers reach this loop in one wake-up."""
+        command = Command(needs, decide, loop=asyncio.get_running_loop())
+        self._enqueue(command)
+        assert isinstance(command.future, asyncio.Future)
+        return await command.future
 
     def close(self) -> None:
         with self._lock:
@@ -166,15 +179,15 @@ class BatchWriter:
                     stop = True
                     break
                 commands.append(command)
-            live = [c for c in commands if c.future.set_running_or_notify_cancel()]
+            live = [c for c in commands if c.loop is not None or c.future.set_running_or_notify_cancel()]  # type: ignore[union-attr]
             if live:
                 try:
                     self._write(live)
                 except BaseException as error:  # a bug or a lost database: every caller hears of it
                     log.exception("ledger writer failed a batch of %d commands", len(live))
                     for command in live:
-                        if not command.future.done():
-                            command.future.set_exception(error)
+                        command.outcome = (False, error)
+                self._answer(live)
             if stop:
                 return
 
@@ -222,13 +235,18 @@ class BatchWriter:
         self.stats.commands += len(commands)
         self.stats.events += len(events)
         self._remember(batch, saving)
+
+    @staticmethod
+    def _answer(commands: list[Command[Any]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[Command[Any]]] = {}
         for command in commands:
-            assert command.outcome is not None
-            succeeded, value = command.outcome
-            if succeeded:
-                command.future.set_result(value)
+            if command.loop is None:
+                settle([command])
             else:
-                command.future.set_exception(value)
+                by_loop.setdefault(command.loop, []).append(command)
+        for loop, waiting in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+                loop.call_soon_threadsafe(settle, waiting)
 
     def _decide(self, batch: Batch, command: Command[Any]) -> None:
         command.reset()
@@ -303,6 +321,19 @@ class BatchWriter:
                     self.stats.snapshots += 1
                 except Exception:  # a snapshot only saves reading time; the events are stored
                     log.exception("could not snapshot aggregate %s", aggregate_id)
+
+
+def settle(commands: list[Command[Any]]) -> None:
+    """Give each caller its answer (in the caller's loop, for asyncio futures)."""
+    for command in commands:
+        future = command.future
+        if future.done():  # cancelled by its caller
+            continue
+        succeeded, value = command.outcome or (False, RuntimeError("the command was not decided"))
+        if succeeded:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 class WriterStats:

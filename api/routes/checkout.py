@@ -5,20 +5,20 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.deps import RetailerDep, ServicesDep
+from api.deps import CallerDep
 from api.schemas import CheckoutRequest, OrderPublic, OrderWithCouponPublic, ProductCreate, ProductPublic
 
 router = APIRouter(prefix="/v1", tags=["checkout"])
 
 
 @router.get("/products")
-def list_products(_: RetailerDep, services: ServicesDep) -> list[ProductPublic]:
-    return [ProductPublic(**vars(p)) for p in services.checkout.list_products()]
+def list_products(caller: CallerDep) -> list[ProductPublic]:
+    return [ProductPublic(**vars(p)) for p in caller.services.checkout.list_products()]
 
 
 @router.post("/products", status_code=201)
-def add_product(body: ProductCreate, _: RetailerDep, services: ServicesDep) -> ProductPublic:
-    return ProductPublic(**vars(services.checkout.add_product(body.name, body.price, body.stock)))
+def add_product(body: ProductCreate, caller: CallerDep) -> ProductPublic:
+    return ProductPublic(**vars(caller.services.checkout.add_product(body.name, body.price, body.stock)))
 
 
 @router.post(
@@ -27,9 +27,9 @@ def add_product(body: ProductCreate, _: RetailerDep, services: ServicesDep) -> P
     response_model=None,
     responses={201: {"model": OrderWithCouponPublic, "description": "The order; coupon fields only with a coupon"}},
 )
-def checkout(body: CheckoutRequest, retailer_id: RetailerDep, services: ServicesDep) -> JSONResponse:
-    order = services.checkout.place_order(
-        retailer_id, body.user_id, [(i.product_id, i.quantity) for i in body.items], body.coupon_code
+def checkout(body: CheckoutRequest, caller: CallerDep) -> JSONResponse:
+    order = caller.services.checkout.place_order(
+        caller.retailer_id, body.user_id, [(i.product_id, i.quantity) for i in body.items], body.coupon_code
     )
     public = OrderPublic(
         id=order.id, user_id=order.user_id, subtotal=order.subtotal, total=order.total, created_at=order.created_at

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 
-from api.deps import RetailerDep, ServicesDep
+from api.deps import CallerDep
 from api.errors import ApiError
 from api.schemas import (
     ApplyRequest,
@@ -49,20 +49,20 @@ def decode_cursor(cursor: str) -> str:
 
 
 @router.post("", status_code=201)
-async def create_coupon(body: CouponCreate, retailer_id: RetailerDep, services: ServicesDep) -> CouponPublic:
-    ledger = services.ledger
-    coupon = await ledger.create_coupon_async(retailer_id, **body.model_dump())
+async def create_coupon(body: CouponCreate, caller: CallerDep) -> CouponPublic:
+    ledger = caller.services.ledger
+    coupon = await ledger.create_coupon_async(caller.retailer_id, **body.model_dump())
     return CouponPublic.from_coupon(coupon, ledger.clock())
 
 
 @router.get("")
 def list_coupons(
-    retailer_id: RetailerDep,
-    services: ServicesDep,
+    caller: CallerDep,
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> CouponPage:
+    services = caller.services
     head = services.ledger.recorder.max_notification_id()
     try:
         services.coupons_view.wait_until_processed(
@@ -73,7 +73,7 @@ def list_coupons(
             "SERVICE_UNAVAILABLE", "The coupon list is catching up with recent writes; retry shortly.", retry_after=1
         ) from None
     rows = services.coupons_view.list_coupons(
-        retailer_id,
+        caller.retailer_id,
         now=services.ledger.clock(),
         status=status,
         after_code=decode_cursor(cursor) if cursor else None,
@@ -85,20 +85,19 @@ def list_coupons(
 
 
 @router.post("/validate")
-def validate_coupon(body: ValidateRequest, retailer_id: RetailerDep, services: ServicesDep) -> QuotePublic:
-    return QuotePublic.from_quote(services.ledger.validate(retailer_id, body.code, body.subtotal))
+def validate_coupon(body: ValidateRequest, caller: CallerDep) -> QuotePublic:
+    return QuotePublic.from_quote(caller.services.ledger.validate(caller.retailer_id, body.code, body.subtotal))
 
 
 @router.post("/apply", status_code=201)
 async def apply_coupon(
     body: ApplyRequest,
-    retailer_id: RetailerDep,
-    services: ServicesDep,
+    caller: CallerDep,
     response: Response,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> RedemptionPublic:
-    receipt = await services.ledger.apply_async(
-        retailer_id, body.code, body.subtotal, idempotency_key=idempotency_key, order_id=body.order_id
+    receipt = await caller.services.ledger.apply_async(
+        caller.retailer_id, body.code, body.subtotal, idempotency_key=idempotency_key, order_id=body.order_id
     )
     if receipt.replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -114,28 +113,27 @@ async def apply_coupon(
 
 
 @router.get("/{code}")
-def get_coupon(code: str, retailer_id: RetailerDep, services: ServicesDep) -> CouponPublic:
-    ledger = services.ledger
-    return CouponPublic.from_coupon(ledger.get_coupon(retailer_id, code), ledger.clock())
+def get_coupon(code: str, caller: CallerDep) -> CouponPublic:
+    ledger = caller.services.ledger
+    return CouponPublic.from_coupon(ledger.get_coupon(caller.retailer_id, code), ledger.clock())
 
 
 @router.post("/{code}/deactivate")
-async def deactivate_coupon(code: str, retailer_id: RetailerDep, services: ServicesDep) -> CouponPublic:
-    ledger = services.ledger
-    return CouponPublic.from_coupon(await ledger.deactivate_async(retailer_id, code), ledger.clock())
+async def deactivate_coupon(code: str, caller: CallerDep) -> CouponPublic:
+    ledger = caller.services.ledger
+    return CouponPublic.from_coupon(await ledger.deactivate_async(caller.retailer_id, code), ledger.clock())
 
 
 @router.post("/{code}/activate")
-async def activate_coupon(code: str, retailer_id: RetailerDep, services: ServicesDep) -> CouponPublic:
-    ledger = services.ledger
-    return CouponPublic.from_coupon(await ledger.activate_async(retailer_id, code), ledger.clock())
+async def activate_coupon(code: str, caller: CallerDep) -> CouponPublic:
+    ledger = caller.services.ledger
+    return CouponPublic.from_coupon(await ledger.activate_async(caller.retailer_id, code), ledger.clock())
 
 
 @router.get("/{code}/events")
 def coupon_events(
     code: str,
-    retailer_id: RetailerDep,
-    services: ServicesDep,
+    caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: str | None = None,
 ) -> EventPage:
@@ -145,7 +143,7 @@ def coupon_events(
         if not (decoded.isascii() and decoded.isdigit()):
             raise bad_cursor()
         after = int(decoded)
-    events = services.ledger.coupon_events(retailer_id, code, after_version=after, limit=limit + 1)
+    events = caller.services.ledger.coupon_events(caller.retailer_id, code, after_version=after, limit=limit + 1)
     page = events[:limit]
     next_cursor = encode_cursor(str(page[-1].version)) if len(events) > limit else None
     return EventPage(data=[EventPublic.from_event(e) for e in page], next_cursor=next_cursor)
