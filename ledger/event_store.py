@@ -72,7 +72,7 @@ class AggregateReader:
         snapshots: dict[UUID, StoredEvent] = {}
         events: dict[UUID, list[StoredEvent]] = {}
         with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._statement, (ids, versions), prepare=True)
+            curs.execute(self._statement, (ids, versions), prepare=True, binary=True)
             for row in curs.fetchall():
                 stored = StoredEvent(
                     originator_id=row["originator_id"],
@@ -112,7 +112,7 @@ class AggregateReader:
         events_table = Identifier(recorder.events_table_name)
         # LATERAL subqueries (OFFSET 0 keeps the planner from flattening them into a join that may
         # scan the whole table): each id is one index scan of the primary key, whatever the table's size.
-        wanted = SQL("wanted AS (SELECT * FROM unnest(%s::uuid[], %s::bigint[]) AS w(id, after))")
+        wanted = SQL("wanted AS (SELECT * FROM unnest(%b::uuid[], %b::bigint[]) AS w(id, after))")
         snapshot_recorder = self.app.snapshots.recorder if self.app.snapshots is not None else None
         if not isinstance(snapshot_recorder, PostgresAggregateRecorder):
             return SQL(
