@@ -56,6 +56,12 @@ class Command(Generic[T]):
         self.events: list[Any] = []
         self.outcome: tuple[bool, Any] | None = None  # (succeeded, result or error)
 
+    def is_wanted(self) -> bool:
+        """False if its caller gave up before the writer took it (then it is not decided at all)."""
+        if isinstance(self.future, Future):
+            return self.future.set_running_or_notify_cancel()
+        return not self.future.cancelled()
+
     def reset(self) -> None:
         self.touched = {}
         self.events = []
@@ -164,6 +170,13 @@ class BatchWriter:
     # --- the writer thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException:  # never expected: the loop below handles every failure of a batch
+            log.exception("the ledger writer stopped")
+            raise
+
+    def _serve(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
@@ -179,7 +192,7 @@ class BatchWriter:
                     stop = True
                     break
                 commands.append(command)
-            live = [c for c in commands if c.loop is not None or c.future.set_running_or_notify_cancel()]  # type: ignore[union-attr]
+            live = [c for c in commands if c.is_wanted()]
             if live:
                 try:
                     self._write(live)
