@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 from collections.abc import AsyncIterator
@@ -92,6 +93,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = Services.open(settings)
         app.state.services = services
+        # Everything built so far lives as long as the process: keep the collector from scanning
+        # it again and again, which shows up as pauses of tens of milliseconds under load.
+        gc.freeze()
         try:
             yield
         finally:

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import suppress
 from decimal import Decimal
+from typing import Any, ClassVar
 from uuid import UUID, uuid4
 
 import psycopg
 import pytest
-from eventsourcing.persistence import Tracking
-from eventsourcing.projection import ProjectionRunner
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import IntegrityError, Tracking
+from psycopg.rows import DictRow
 
 from api.database import eventsourcing_env, open_ledger
 from ledger.application import CouponLedger
-from projections.coupons import CouponsProjection, CouponsView, construct_view
-from projections.runner import ProjectionLeader
+from projections.coupons import CouponChanges, CouponsProjection, CouponsView, CouponUpdate, construct_view
+from projections.runner import DEFAULT_MAX_BATCH_SIZE, BatchingProjectionRunner, ProjectionLeader
 from projections.verify import verify
 from tests.integration.helpers import (
     StartLine,
@@ -59,10 +61,18 @@ def redeem(ledger: CouponLedger, retailer_id: UUID, code: str, times: int) -> No
 
 
 def runner(
-    env: dict[str, str], view_class: type[CouponsView] = CouponsView
-) -> ProjectionRunner[CouponLedger, CouponsView]:
-    return ProjectionRunner(
-        application_class=CouponLedger, projection_class=CouponsProjection, view_class=view_class, env=env
+    env: dict[str, str],
+    view_class: type[CouponsView] = CouponsView,
+    projection_class: type[CouponsProjection] = CouponsProjection,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+) -> BatchingProjectionRunner[CouponLedger, CouponsView]:
+    """The runner the projection leader runs."""
+    return BatchingProjectionRunner(
+        application_class=CouponLedger,
+        projection_class=projection_class,
+        view_class=view_class,
+        env=env,
+        max_batch_size=max_batch_size,
     )
 
 
@@ -72,30 +82,31 @@ def assert_read_model_matches_log_through_its_tracking_position(url: str, coupon
     return position
 
 
-class StoppingView(CouponsView):
-    """Records nothing after notification ``last``: the runner stops exactly there, mid-stream."""
+class StoppingProjection(CouponsProjection):
+    """Processes nothing after notification ``last``: the runner stops exactly there, mid-batch."""
 
+    name = CouponsProjection.name  # the library names a projection's tables after its class otherwise
     last = 0
     went_past = threading.Event()
 
-    def _write(self, tracking: Tracking, statement: str | None = None, params: tuple[object, ...] = ()) -> None:
-        if tracking.notification_id > self.last:
+    def process_events(self, batch: Sequence[tuple[DomainEventProtocol[Any], Tracking]]) -> None:
+        kept = [(event, tracking) for event, tracking in batch if tracking.notification_id <= self.last]
+        if len(kept) < len(batch):
             self.went_past.set()
-            return
-        super()._write(tracking, statement, params)
+        super().process_events(kept)
 
 
-def test_a_runner_restarted_mid_stream_resumes_without_skipping_or_double_counting(
+def test_a_runner_stopped_mid_stream_resumes_without_skipping_or_double_counting(
     database_url: str, env: dict[str, str], ledger: CouponLedger, retailer_id: UUID
 ) -> None:
     coupon = ledger.create_coupon(retailer_id, "RESTART", "percentage", Decimal("10"))
     redeem(ledger, retailer_id, "RESTART", 20)
     middle = notification_id_of(database_url, coupon.id, version=11)  # the 10th Redeemed
-    StoppingView.last, StoppingView.went_past = middle, threading.Event()
+    StoppingProjection.last, StoppingProjection.went_past = middle, threading.Event()
 
-    with runner(env, StoppingView) as first:
+    with runner(env, projection_class=StoppingProjection) as first:
         first.wait(middle, timeout=30)
-        assert StoppingView.went_past.wait(30)
+        assert StoppingProjection.went_past.wait(30)
     assert tracking_position(database_url) == middle
     assert uses_count(database_url, coupon.id) == 10
 
@@ -114,53 +125,55 @@ class Crash(Exception):
 
 
 class CrashingView(CouponsView):
-    """Dies on the k-th redemption after its row UPDATE and tracking INSERT ran, before the commit."""
+    """Dies inside the batch's transaction, after its INSERT and its UPDATE ran, before the tracking
+    record and the commit; first notes what the transaction itself sees."""
 
-    crash_on = 0
-    redemptions_seen = 0
+    seen_in_transaction: ClassVar[dict[UUID, int]] = {}
 
-    def count_redemption(self, coupon_id: UUID, version: int, tracking: Tracking) -> None:
-        type(self).redemptions_seen += 1
-        super().count_redemption(coupon_id, version, tracking)
-
-    def _insert_tracking(self, curs: psycopg.Cursor, tracking: Tracking) -> None:  # type: ignore[type-arg]
-        super()._insert_tracking(curs, tracking)
-        if self.redemptions_seen == self.crash_on:
-            type(self).crash_on = 0
-            curs.execute("SELECT 1")  # the transaction is alive: the crash comes before the commit
-            raise Crash(f"crashed on notification {tracking.notification_id}")
+    def update_coupons(self, curs: psycopg.Cursor[DictRow], updates: Sequence[CouponUpdate]) -> None:
+        super().update_coupons(curs, updates)
+        rows = curs.execute("SELECT id, uses_count FROM coupons").fetchall()
+        type(self).seen_in_transaction = {row["id"]: row["uses_count"] for row in rows}
+        raise Crash(f"crashed after updating {len(updates)} coupons")
 
 
-def test_a_runner_that_crashes_mid_event_leaves_neither_the_row_change_nor_its_tracking_record(
+def test_a_runner_that_crashes_mid_batch_leaves_no_row_change_and_no_tracking_record_and_restarts_exactly(
     database_url: str, env: dict[str, str], ledger: CouponLedger, retailer_id: UUID
 ) -> None:
-    coupon = ledger.create_coupon(retailer_id, "CRASH", "fixed", Decimal("5"))
-    redeem(ledger, retailer_id, "CRASH", 12)
-    k = 7
-    kth_redeemed = notification_id_of(database_url, coupon.id, version=k + 1)
-    CrashingView.crash_on, CrashingView.redemptions_seen = k, 0
+    first = ledger.create_coupon(retailer_id, "CRASH-A", "fixed", Decimal("5"))
+    second = ledger.create_coupon(retailer_id, "CRASH-B", "fixed", Decimal("5"))
+    before = project_to_head(env, database_url)
+    redeem(ledger, retailer_id, "CRASH-A", 4)
+    third = ledger.create_coupon(retailer_id, "CRASH-C", "fixed", Decimal("5"))
+    redeem(ledger, retailer_id, "CRASH-B", 3)
+    redeem(ledger, retailer_id, "CRASH-C", 2)
+    CrashingView.seen_in_transaction = {}
 
     with runner(env, CrashingView) as crashing, pytest.raises(Crash):
         crashing.wait(head(database_url), timeout=30)
 
-    assert CrashingView.redemptions_seen == k
-    assert uses_count(database_url, coupon.id) == k - 1
-    assert tracking_position(database_url) < kth_redeemed
-    assert_read_model_matches_log_through_its_tracking_position(database_url, coupon.id)
+    # Inside the transaction the whole batch had been applied ...
+    assert CrashingView.seen_in_transaction == {first.id: 4, second.id: 3, third.id: 2}
+    # ... and the crash rolled all of it back: no row change, no new row, no tracking record.
+    assert (uses_count(database_url, first.id), uses_count(database_url, second.id)) == (0, 0)
+    assert uses_count(database_url, third.id) is None
+    assert tracking_position(database_url) == before
 
-    project_to_head(env, database_url)
+    with runner(env) as restarted:
+        restarted.wait(head(database_url), timeout=30)
     assert tracking_position(database_url) == head(database_url)
-    assert uses_count(database_url, coupon.id) == redeemed_events(database_url, coupon.id) == 12
+    for coupon, times in ((first, 4), (second, 3), (third, 2)):
+        assert uses_count(database_url, coupon.id) == redeemed_events(database_url, coupon.id) == times
 
 
 class RacingView(CouponsView):
-    """Holds each runner at its first redemption until the rival runner reaches the same event."""
+    """Holds each runner at its first batch until the rival runner reaches the same batch."""
 
     start_line = StartLine(2, timeout=10)
 
-    def count_redemption(self, coupon_id: UUID, version: int, tracking: Tracking) -> None:
+    def record_batch(self, changes: CouponChanges, first_notification_id: int, tracking: Tracking) -> None:
         self.start_line()
-        super().count_redemption(coupon_id, version, tracking)
+        super().record_batch(changes, first_notification_id, tracking)
 
 
 def test_two_runners_on_one_database_never_count_an_event_twice(
@@ -186,10 +199,114 @@ def test_two_runners_on_one_database_never_count_an_event_twice(
             with suppress(Exception):
                 rival.__exit__(None, None, None)
 
-    assert not RacingView.start_line.barrier.broken, "the two runners never processed the same event together"
+    assert not RacingView.start_line.barrier.broken, "the two runners never processed the same batch together"
     assert reached_head, "neither runner reached the head"
     assert tracking_position(database_url) == target
     assert uses_count(database_url, coupon.id) == redeemed_events(database_url, coupon.id) == 10
+
+
+class Race:
+    """The steps of a race between two rivals that start at the same position."""
+
+    def __init__(self) -> None:
+        self.may_commit = threading.Event()  # both rivals have read their start position
+        self.first_committed = threading.Event()  # the first rival committed its first batch
+        self.second_tried = threading.Event()  # the second rival tried to write its first batch
+        self.first_tried_again = threading.Event()  # then the first rival tried its second batch
+
+
+class FirstRivalView(CouponsView):
+    """Commits its first batch once both rivals started; tries its second after the other rival tried."""
+
+    race = Race()
+    batches = 0
+
+    def record_batch(self, changes: CouponChanges, first_notification_id: int, tracking: Tracking) -> None:
+        type(self).batches += 1
+        if self.batches == 1:
+            assert self.race.may_commit.wait(30)
+        elif self.batches == 2:
+            assert self.race.second_tried.wait(30)
+        try:
+            super().record_batch(changes, first_notification_id, tracking)
+        finally:
+            (self.race.first_committed if self.batches == 1 else self.race.first_tried_again).set()
+
+
+class SecondRivalView(CouponsView):
+    """Writes its first batch only after the first rival committed a shorter one over the same events."""
+
+    def record_batch(self, changes: CouponChanges, first_notification_id: int, tracking: Tracking) -> None:
+        assert FirstRivalView.race.first_committed.wait(30)
+        try:
+            super().record_batch(changes, first_notification_id, tracking)
+        finally:
+            FirstRivalView.race.second_tried.set()
+
+
+class UnguardedSecondRivalView(SecondRivalView):
+    """The second rival without the batch's claim: only the library's tracking check is left."""
+
+    def claim(self, curs: psycopg.Cursor[DictRow], application_name: str, first_notification_id: int) -> None:
+        pass
+
+
+def race_rivals_with_different_batches(
+    env: dict[str, str], url: str, second_view: type[CouponsView]
+) -> tuple[BaseException | None, BaseException | None]:
+    """Two runners start at the same position; the first cuts the log into batches of 3, the
+    second takes everything at once and writes it after the first committed its first batch;
+    then the first tries its second batch. Returns the errors each runner ended with."""
+    target = head(url)
+    FirstRivalView.race, FirstRivalView.batches = Race(), 0
+    rivals = [runner(env, FirstRivalView, max_batch_size=3), runner(env, second_view)]
+    FirstRivalView.race.may_commit.set()
+    errors: list[BaseException | None] = [None, None]
+    for i, rival in enumerate(rivals):
+        try:
+            rival.__enter__()
+            if i == 0:
+                assert FirstRivalView.race.first_tried_again.wait(30)
+                rival.wait(target, timeout=30)
+        except Exception as error:
+            errors[i] = error
+    for i, rival in enumerate(rivals):
+        try:
+            rival.__exit__(None, None, None)  # re-raises the error its processing thread ended with
+        except Exception as error:
+            errors[i] = errors[i] or error
+    return errors[0], errors[1]
+
+
+def test_two_runners_cutting_the_log_into_different_batches_never_count_an_event_twice(
+    database_url: str, env: dict[str, str], ledger: CouponLedger, retailer_id: UUID
+) -> None:
+    coupon = ledger.create_coupon(retailer_id, "BOUNDARIES", "fixed", Decimal("5"))
+    project_to_head(env, database_url)
+    redeem(ledger, retailer_id, "BOUNDARIES", 10)
+
+    first_error, second_error = race_rivals_with_different_batches(env, database_url, SecondRivalView)
+
+    assert first_error is None
+    assert isinstance(second_error, IntegrityError), second_error
+    assert tracking_position(database_url) == head(database_url)
+    assert uses_count(database_url, coupon.id) == redeemed_events(database_url, coupon.id) == 10
+
+
+def test_without_the_batch_claim_the_library_tracking_check_alone_would_count_events_twice(
+    database_url: str, env: dict[str, str], ledger: CouponLedger, retailer_id: UUID
+) -> None:
+    """Why CouponsView.claim exists: the race above, with the claim switched off in the second rival."""
+    coupon = ledger.create_coupon(retailer_id, "UNGUARDED", "fixed", Decimal("5"))
+    project_to_head(env, database_url)
+    redeem(ledger, retailer_id, "UNGUARDED", 10)
+
+    first_error, second_error = race_rivals_with_different_batches(env, database_url, UnguardedSecondRivalView)
+
+    assert second_error is None
+    assert isinstance(first_error, IntegrityError), first_error  # its second batch: tracking is past it
+    counted = uses_count(database_url, coupon.id)
+    assert counted is not None and counted > redeemed_events(database_url, coupon.id) == 10
 
 
 def test_of_two_projection_leaders_exactly_one_leads_and_the_other_takes_over_when_it_stops(
@@ -287,16 +404,19 @@ def test_a_new_runner_processes_only_the_events_after_the_tracking_position(
     position = tracking_position(database_url)
 
     redeem(ledger, retailer_id, "RESUME", 5)
-    seen: list[int] = []
+    first_ids: list[int] = []
+    redeemed: list[int] = []
     lock = threading.Lock()
 
     class RecordingView(CouponsView):
-        def count_redemption(self, coupon_id: UUID, version: int, tracking: Tracking) -> None:
+        def record_batch(self, changes: CouponChanges, first_notification_id: int, tracking: Tracking) -> None:
             with lock:
-                seen.append(tracking.notification_id)
-            super().count_redemption(coupon_id, version, tracking)
+                first_ids.append(first_notification_id)
+                redeemed.extend(update.redeemed for update in changes.updated.values())
+            super().record_batch(changes, first_notification_id, tracking)
 
-    project_to_head(env, database_url, RecordingView)
-    assert seen and min(seen) > position
-    assert len(seen) == 5
+    with runner(env, RecordingView) as resumed:
+        resumed.wait(head(database_url), timeout=30)
+    assert first_ids and min(first_ids) > position
+    assert sum(redeemed) == 5
     assert uses_count(database_url, coupon.id) == 10
