@@ -40,7 +40,7 @@ from ledger.errors import (
 )
 from ledger.writer import Batch, BatchWriter
 
-SNAPSHOT_INTERVAL = 1000
+SNAPSHOT_INTERVAL = 100  # measured with bench/capacity.py: see README, Performance
 EVENT_ENVELOPE = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
 
 

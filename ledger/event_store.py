@@ -23,6 +23,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 Aggregate = Any  # any event-sourced aggregate of the application
+SNAPSHOTS_TABLE = "ledger_snapshots"  # the library's name for the Ledger application's snapshot store
 
 
 class AggregateReader:
@@ -158,7 +159,8 @@ def copy_aggregate(aggregate: Aggregate) -> Aggregate:
 
 class LedgerRecorder(PostgresApplicationRecorder):
     """The library's PostgreSQL application recorder, writing a batch's events as four binary
-    arrays instead of one text array of composite rows.
+    arrays instead of one text array of composite rows, and taking the batch's snapshots into
+    the same transaction (``insert_events(events, snapshots=[...])``).
 
     The library renders every row as text (its state as hex) for a composite-type array, which
     costs more in the client and the server than the rest of a batch's save together. Everything
@@ -174,17 +176,34 @@ class LedgerRecorder(PostgresApplicationRecorder):
             " SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])"
             " RETURNING notification_id"
         ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
+        self.insert_snapshots_statement = SQL(
+            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
+            " SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])"
+        ).format(schema=Identifier(self.datastore.schema), table=Identifier(SNAPSHOTS_TABLE))
+
+    def _insert_events(
+        self,
+        curs: Cursor[DictRow],
+        stored_events: Sequence[StoredEvent],
+        *,
+        snapshots: Sequence[StoredEvent] = (),
+        **_: Any,
+    ) -> None:
+        # The library's hook for work in the events' transaction: a snapshot is stored if and
+        # only if the events it sums up are, and costs no transaction of its own.
+        if snapshots:
+            curs.execute(self.insert_snapshots_statement, _columns(snapshots), binary=True)
 
     def _insert_stored_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any) -> None:
         self._lock_table(curs)
         self._notify_channel(curs)
-        curs.execute(
-            self.insert_binary_statement,
-            (
-                [e.originator_id for e in stored_events],
-                [e.originator_version for e in stored_events],
-                [e.topic for e in stored_events],
-                [e.state for e in stored_events],
-            ),
-            binary=True,
-        )
+        curs.execute(self.insert_binary_statement, _columns(stored_events), binary=True)
+
+
+def _columns(stored: Sequence[StoredEvent]) -> tuple[list[Any], list[int], list[str], list[bytes]]:
+    return (
+        [e.originator_id for e in stored],
+        [e.originator_version for e in stored],
+        [e.topic for e in stored],
+        [e.state for e in stored],
+    )

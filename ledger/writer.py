@@ -31,7 +31,7 @@ from eventsourcing.application import Application, LRUCache
 from eventsourcing.persistence import IntegrityError
 
 from ledger.errors import LedgerBusy
-from ledger.event_store import AggregateReader, copy_aggregate
+from ledger.event_store import AggregateReader, LedgerRecorder, copy_aggregate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -115,7 +115,7 @@ class BatchWriter:
         app: Application[UUID],
         cached_types: tuple[type, ...],
         cache_maxsize: int = 20_000,
-        max_batch: int = 512,
+        max_batch: int = 256,
         max_attempts: int = 50,
     ) -> None:
         self.app = app
@@ -232,7 +232,7 @@ class BatchWriter:
             events = [e for c in saving for e in c.events]
             try:
                 if events:
-                    self.app.save(*events)
+                    self._save(events, self._snapshots(batch, saving))
             except IntegrityError:
                 conflicts += 1
                 self.stats.conflicts += 1
@@ -314,26 +314,41 @@ class BatchWriter:
         )
 
     def _remember(self, batch: Batch, saved: list[Command[Any]]) -> None:
-        """Cache what is now stored, and snapshot aggregates that crossed their interval."""
+        """Cache what is now stored."""
         for aggregate_id, aggregate in batch.current.items():
             if isinstance(aggregate, self.cached_types):
                 self.cache.put(aggregate_id, aggregate)
+
+    def _snapshots(self, batch: Batch, saving: list[Command[Any]]) -> list[Any]:
+        """Snapshots of the aggregates this save takes past a multiple of their interval."""
         intervals = self.app.snapshotting_intervals
         if self.app.snapshots is None or not intervals:
-            return
-        written = {e.originator_id for c in saved for e in c.events}
-        for aggregate_id in written:
-            saved_state = batch.current[aggregate_id]
-            assert saved_state is not None
-            interval = intervals.get(type(saved_state))
+            return []
+        snapshots = []
+        for aggregate_id in {e.originator_id for c in saving for e in c.events}:
+            aggregate = batch.current[aggregate_id]
+            if aggregate is None:
+                continue
+            interval = intervals.get(type(aggregate))
+            if not interval:
+                continue
             before = batch.base[aggregate_id]
-            old_version = before.version if before is not None else 0
-            if interval and saved_state.version // interval > old_version // interval:
-                try:
-                    self.app.snapshots.put([type(saved_state).Snapshot.take(saved_state)])
-                    self.stats.snapshots += 1
-                except Exception:  # a snapshot only saves reading time; the events are stored
-                    log.exception("could not snapshot aggregate %s", aggregate_id)
+            if aggregate.version // interval > (before.version if before is not None else 0) // interval:
+                snapshots.append(type(aggregate).Snapshot.take(aggregate))
+        return snapshots
+
+    def _save(self, events: list[Any], snapshots: list[Any]) -> None:
+        """One transaction for the batch's events and, on PostgreSQL, its snapshots too."""
+        if not snapshots:
+            self.app.save(*events)
+        elif isinstance(self.app.recorder, LedgerRecorder):
+            self.app.save(*events, snapshots=[self.app.mapper.to_stored_event(s) for s in snapshots])
+            self.stats.snapshots += len(snapshots)
+        else:  # another store: snapshots after the events, in a transaction of their own
+            self.app.save(*events)
+            assert self.app.snapshots is not None
+            self.app.snapshots.put(snapshots)
+            self.stats.snapshots += len(snapshots)
 
 
 def settle(commands: list[Command[Any]]) -> None:
