@@ -15,7 +15,6 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application
-from eventsourcing.domain import CanMutateProtocol
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder, PostgresDatastore
 from psycopg import Cursor
@@ -54,9 +53,7 @@ class AggregateReader:
             else:
                 current = copy_aggregate(aggregate) if aggregate is not None else None
             for stored in newer:
-                event = self._decode(stored)
-                assert isinstance(event, CanMutateProtocol)
-                current = event.mutate(current)
+                current = self._decode(stored).mutate(current)
             result[aggregate_id] = current
         return result
 
