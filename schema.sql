@@ -52,6 +52,30 @@ CREATE TABLE IF NOT EXISTS ledger_snapshots (
     PRIMARY KEY (originator_id, originator_version)
 );
 
+-- The writer's save: a batch's events (and the snapshots it takes) in one statement, so one
+-- round trip and one implicit transaction. It takes the same EXCLUSIVE lock and sends the same
+-- NOTIFY as the library's recorder, which keeps notification ids in commit order for the
+-- projection's subscription (unlike the library's own POSTGRES_ENABLE_DB_FUNCTIONS function,
+-- which takes no lock and is not used).
+CREATE OR REPLACE FUNCTION ledger_insert_events(
+    ids uuid[], versions bigint[], topics text[], states bytea[],
+    snapshot_ids uuid[], snapshot_versions bigint[], snapshot_topics text[], snapshot_states bytea[]
+) RETURNS SETOF bigint
+LANGUAGE plpgsql AS $$
+BEGIN
+    LOCK TABLE ledger_events IN EXCLUSIVE MODE;
+    NOTIFY ledger_events;
+    IF cardinality(snapshot_ids) > 0 THEN
+        INSERT INTO ledger_snapshots (originator_id, originator_version, topic, state)
+        SELECT * FROM unnest(snapshot_ids, snapshot_versions, snapshot_topics, snapshot_states);
+    END IF;
+    RETURN QUERY
+        INSERT INTO ledger_events (originator_id, originator_version, topic, state)
+        SELECT * FROM unnest(ids, versions, topics, states)
+        RETURNING notification_id;
+END;
+$$;
+
 -- Tracking records of the coupons projection (the library's single-row layout; the
 -- '__migration__' row tells the library this table needs no migration).
 CREATE TABLE IF NOT EXISTS coupons_projection_tracking (

@@ -17,12 +17,9 @@ from uuid import UUID
 from eventsourcing.application import Application
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder, PostgresDatastore
-from psycopg import Cursor
-from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 Aggregate = Any  # any event-sourced aggregate of the application
-SNAPSHOTS_TABLE = "ledger_snapshots"  # the library's name for the Ledger application's snapshot store
 
 
 class AggregateReader:
@@ -155,46 +152,42 @@ def copy_aggregate(aggregate: Aggregate) -> Aggregate:
 
 
 class LedgerRecorder(PostgresApplicationRecorder):
-    """The library's PostgreSQL application recorder, writing a batch's events as four binary
-    arrays instead of one text array of composite rows, and taking the batch's snapshots into
-    the same transaction (``insert_events(events, snapshots=[...])``).
+    """The library's PostgreSQL application recorder, saving a batch in one statement.
 
-    The library renders every row as text (its state as hex) for a composite-type array, which
-    costs more in the client and the server than the rest of a batch's save together. Everything
-    else is the library's: the same table, the EXCLUSIVE lock that keeps notification ids in
-    commit order, NOTIFY, RETURNING the notification ids. Chosen with the library's
+    The library's save is a pipelined transaction of five statements and two waits for the
+    server, and renders every row as text (its state as hex) for a composite-type array. Here
+    the events go as four binary arrays to ``ledger_insert_events`` (schema.sql), which takes the
+    library's EXCLUSIVE lock (notification ids stay in commit order for subscribers), sends its
+    NOTIFY, and inserts the batch's snapshots (``insert_events(events, snapshots=[...])``) in the
+    same implicit transaction: a snapshot is stored if and only if the events it sums up are.
+    One wait per save matters because the writer thread gives up the GIL for each, and getting it
+    back from a busy event loop can take the whole switch interval. Chosen with the library's
     APPLICATION_RECORDER_TOPIC setting.
+
+    Unlike the library's, a save that loses its connection is not retried blindly: it may have
+    committed, and the writer's callers retry with their idempotency keys instead.
     """
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
-        self.insert_binary_statement = SQL(
-            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
-            " SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])"
-            " RETURNING notification_id"
-        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
-        self.insert_snapshots_statement = SQL(
-            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
-            " SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])"
-        ).format(schema=Identifier(self.datastore.schema), table=Identifier(SNAPSHOTS_TABLE))
+        self.insert_function_statement = SQL(
+            "SELECT n FROM {schema}.ledger_insert_events(%b, %b, %b, %b, %b, %b, %b, %b) AS n"
+        ).format(schema=Identifier(self.datastore.schema))
 
-    def _insert_events(
-        self,
-        curs: Cursor[DictRow],
-        stored_events: Sequence[StoredEvent],
-        *,
-        snapshots: Sequence[StoredEvent] = (),
-        **_: Any,
-    ) -> None:
-        # The library's hook for work in the events' transaction: a snapshot is stored if and
-        # only if the events it sums up are, and costs no transaction of its own.
-        if snapshots:
-            curs.execute(self.insert_snapshots_statement, _columns(snapshots), binary=True)
-
-    def _insert_stored_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any) -> None:
-        self._lock_table(curs)
-        self._notify_channel(curs)
-        curs.execute(self.insert_binary_statement, _columns(stored_events), binary=True)
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], *, snapshots: Sequence[StoredEvent] = (), **_: Any
+    ) -> Sequence[int] | None:
+        if not stored_events:
+            return None
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            assert conn.autocommit
+            curs.execute(
+                self.insert_function_statement,
+                (*_columns(stored_events), *_columns(snapshots)),
+                binary=True,
+                prepare=True,
+            )
+            return [row["n"] for row in curs.fetchall()]
 
 
 def _columns(stored: Sequence[StoredEvent]) -> tuple[list[Any], list[int], list[str], list[bytes]]:
