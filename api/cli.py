@@ -1,11 +1,15 @@
-"""The `coupon-ledger` command line: serve, migrate, retailer create, verify."""
+"""The `coupon-ledger` command line: serve, project, migrate, retailer create, verify."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import signal
+import subprocess
 import sys
+import threading
 
 from psycopg_pool import ConnectionPool
 
@@ -14,6 +18,7 @@ from api.database import apply_schema, eventsourcing_env, open_ledger, resolve_d
 from api.retailers import Retailers
 from api.settings import Settings
 from projections.coupons import construct_view
+from projections.runner import ProjectionLeader
 from projections.verify import verify
 
 
@@ -35,14 +40,74 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             ledger.close()
             print(f"Created the demo retailer {retailer_id}. Its API key (shown once): {api_key}", flush=True)
     os.environ["DATABASE_URL"] = url  # worker processes use the same database
-    uvicorn.run(
-        "api.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        access_log=args.access_log,
-    )
+    # The projections run in a process of their own, beside the API's: on another core, and
+    # without taking the GIL from the requests and the writer. The API workers do not project.
+    os.environ["COUPON_LEDGER_RUN_PROJECTIONS"] = "false"
+    with ProjectionProcess(os.getpid()):
+        uvicorn.run(
+            "api.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            access_log=args.access_log,
+        )
+    return 0
+
+
+class ProjectionProcess:
+    """`coupon-ledger project` as a child of `serve`: restarted if it dies, stopped with serve;
+    and if serve itself is killed, the child sees its parent change and stops too."""
+
+    def __init__(self, parent_pid: int) -> None:
+        self.command = [sys.executable, "-m", "api.cli", "project", "--parent", str(parent_pid)]
+        self.process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._watchdog = threading.Thread(target=self._keep_running, name="projection-process", daemon=True)
+
+    def __enter__(self) -> ProjectionProcess:
+        self.process = subprocess.Popen(self.command)
+        self._watchdog.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stopping.set()
+        self._watchdog.join()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def _keep_running(self) -> None:
+        while not self._stopping.wait(1.0):
+            if self.process is not None and self.process.poll() is not None:
+                logging.getLogger(__name__).error(
+                    "the projection process exited with %s; starting it again", self.process.returncode
+                )
+                self.process = subprocess.Popen(self.command)
+
+
+def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the projections until SIGTERM or SIGINT (or, with --parent, until that process is gone).
+
+    Every running `project` takes part in the leader election: one projects, the others stand by.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    url, _embedded = database_url(settings)
+    apply_schema(url)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    leader = ProjectionLeader(url, eventsourcing_env(url)).start()
+    try:
+        while not stop.wait(0.5):
+            if args.parent is not None and os.getppid() != args.parent:
+                break  # serve is gone (even killed): do not project on as an orphan
+    finally:
+        leader.stop()
     return 0
 
 
@@ -94,6 +159,12 @@ def parser() -> argparse.ArgumentParser:
     # Off by default: a line per request costs about a tenth of a request's CPU time.
     serve.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
     serve.set_defaults(func=cmd_serve)
+
+    project = commands.add_parser(
+        "project", help="run the projections (one process leads across all that run); serve starts one"
+    )
+    project.add_argument("--parent", type=int, default=None, help=argparse.SUPPRESS)
+    project.set_defaults(func=cmd_project)
 
     commands.add_parser("migrate", help="apply schema.sql").set_defaults(func=cmd_migrate)
 
