@@ -97,7 +97,8 @@ def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     url, _embedded = database_url(settings)
-    apply_schema(url)
+    if args.parent is None:  # started by serve, which has just applied it
+        apply_schema(url)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

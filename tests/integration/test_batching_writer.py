@@ -38,7 +38,9 @@ from projections.verify import verify
 from tests.integration.helpers import (
     RECORDED_TOPIC,
     Server,
+    auth,
     cluster,
+    create_coupon,
     head,
     ledger_with_clock,
     project_to_head,
@@ -61,14 +63,6 @@ Command = tuple[tuple[UUID, ...], Callable[[Batch], Any]]
 
 def open_test_ledger(url: str, pool_size: int = 4, max_overflow: int = 12) -> CouponLedger:
     return ledger_with_clock(eventsourcing_env(url, pool_size, max_overflow), partial(datetime.now, UTC))
-
-
-@pytest.fixture
-def open_ledgers() -> Iterator[list[CouponLedger]]:
-    ledgers: list[CouponLedger] = []
-    yield ledgers
-    for ledger in ledgers:
-        ledger.close()
 
 
 @contextmanager
@@ -183,21 +177,6 @@ def create_retailer(url: str) -> tuple[UUID, str]:
     return UUID(retailer["retailer_id"]), retailer["api_key"]
 
 
-def auth(api_key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"}
-
-
-def create_coupon_over_http(server: Server, api_key: str, code: str, max_uses: int | None) -> UUID:
-    response = httpx.post(
-        f"{server.base_url}/v1/coupons",
-        json={"code": code, "discount_type": "percentage", "discount_value": "10", "max_uses": max_uses},
-        headers=auth(api_key),
-        timeout=30,
-    )
-    assert response.status_code == 201, response.text
-    return UUID(response.json()["id"])
-
-
 @contextmanager
 def http_client(connections: int) -> Iterator[httpx.Client]:
     """One client shared by the test's threads (a client per request costs ~40 ms of CPU in TLS setup alone)."""
@@ -271,7 +250,7 @@ def test_two_batching_servers_and_direct_threads_racing_a_fifty_use_coupon_redee
         client = stack.enter_context(http_client(HTTP_APPLIES))
         pool = stack.enter_context(ThreadPoolExecutor(DIRECT_APPLIES))
         servers = running.start(2)
-        coupon_id = create_coupon_over_http(servers[0], api_key, "HOT50", HOT_MAX_USES)
+        coupon_id = UUID(create_coupon(servers[0], api_key, "HOT50", HOT_MAX_USES)["id"])
         batches_before = direct.writer.stats.batches
 
         with held_writer(direct):
@@ -514,7 +493,7 @@ def test_a_server_killed_mid_load_loses_no_acknowledged_redemption_and_retries_w
     retailer_id, api_key = create_retailer(database_url)
     with cluster(database_url, tmp_path) as running, http_client(LOAD_THREADS) as client:
         (server,) = running.start(1)
-        coupon_id = create_coupon_over_http(server, api_key, "SURVIVE", None)
+        coupon_id = UUID(create_coupon(server, api_key, "SURVIVE", None)["id"])
 
         # Load: threads applying under fresh keys until the server is gone.
         first: dict[str, httpx.Response | httpx.TransportError] = {}

@@ -7,7 +7,7 @@ race; separate ledgers (as separate processes would) race on the store's version
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
@@ -37,14 +37,6 @@ SUBTOTAL = Decimal("80.00")
 @pytest.fixture
 def env(database_url: str) -> dict[str, str]:
     return eventsourcing_env(database_url)
-
-
-@pytest.fixture
-def open_ledgers() -> Iterator[list[CouponLedger]]:
-    ledgers: list[CouponLedger] = []
-    yield ledgers
-    for ledger in ledgers:
-        ledger.close()
 
 
 def outcome(result: Receipt | BaseException) -> str:

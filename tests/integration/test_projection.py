@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import suppress
 from decimal import Decimal
 from typing import Any, ClassVar
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import psycopg
 import pytest
@@ -16,7 +16,6 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, Tracking
 from psycopg.rows import DictRow
 
-from api.database import eventsourcing_env, open_ledger
 from ledger.application import CouponLedger
 from projections.coupons import CouponChanges, CouponsProjection, CouponsView, CouponUpdate, construct_view
 from projections.runner import DEFAULT_MAX_BATCH_SIZE, BatchingProjectionRunner, ProjectionLeader
@@ -36,23 +35,6 @@ from tests.integration.helpers import (
 )
 
 SUBTOTAL = Decimal("100.00")
-
-
-@pytest.fixture
-def env(database_url: str) -> dict[str, str]:
-    return eventsourcing_env(database_url, pool_size=2, max_overflow=4)
-
-
-@pytest.fixture
-def ledger(env: dict[str, str]) -> Iterator[CouponLedger]:
-    ledger = open_ledger(env)
-    yield ledger
-    ledger.close()
-
-
-@pytest.fixture
-def retailer_id() -> UUID:
-    return uuid4()
 
 
 def redeem(ledger: CouponLedger, retailer_id: UUID, code: str, times: int) -> None:

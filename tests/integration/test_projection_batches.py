@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import queue
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,7 +21,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import projections.runner
-from api.database import eventsourcing_env, open_ledger
 from ledger.application import CouponLedger
 from ledger.domain import Coupon, Redemption
 from ledger.errors import CouponInactive
@@ -35,23 +34,6 @@ from projections.runner import (
 from tests.integration.helpers import head, redeemed_events, tracking_position, uses_count, wait_for
 
 SUBTOTAL = Decimal("100.00")
-
-
-@pytest.fixture
-def env(database_url: str) -> dict[str, str]:
-    return eventsourcing_env(database_url, pool_size=2, max_overflow=4)
-
-
-@pytest.fixture
-def ledger(env: dict[str, str]) -> Iterator[CouponLedger]:
-    ledger = open_ledger(env)
-    yield ledger
-    ledger.close()
-
-
-@pytest.fixture
-def retailer_id() -> UUID:
-    return uuid4()
 
 
 class RecordingProjection(CouponsProjection):

@@ -7,7 +7,6 @@ import time
 from collections import Counter
 from functools import partial
 from pathlib import Path
-from typing import Any
 from uuid import UUID
 
 import httpx
@@ -15,7 +14,9 @@ import pytest
 
 from tests.integration.helpers import (
     Server,
+    auth,
     cluster,
+    create_coupon,
     leader_lock_holders,
     projection_listeners,
     race,
@@ -35,22 +36,6 @@ def create_retailer(url: str) -> dict[str, str]:
     assert created.returncode == 0, created.stderr
     retailer: dict[str, str] = json.loads(created.stdout.strip().splitlines()[-1])
     return retailer
-
-
-def auth(api_key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"}
-
-
-def create_coupon(server: Server, api_key: str, code: str, max_uses: int | None) -> dict[str, Any]:
-    response = httpx.post(
-        f"{server.base_url}/v1/coupons",
-        json={"code": code, "discount_type": "percentage", "discount_value": "10", "max_uses": max_uses},
-        headers=auth(api_key),
-        timeout=30,
-    )
-    assert response.status_code == 201, response.text
-    coupon: dict[str, Any] = response.json()
-    return coupon
 
 
 def apply(server: Server, api_key: str, code: str) -> httpx.Response:

@@ -3,26 +3,16 @@ transaction of those events, and used to read a coupon after a restart."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 from uuid import uuid4
 
 import psycopg
-import pytest
 
 from api.database import eventsourcing_env, open_ledger
 from ledger.application import SNAPSHOT_INTERVAL, CouponLedger
 
 SUBTOTAL = Decimal("80.00")
-
-
-@pytest.fixture
-def open_ledgers() -> Iterator[list[CouponLedger]]:
-    ledgers: list[CouponLedger] = []
-    yield ledgers
-    for ledger in ledgers:
-        ledger.close()
 
 
 def new_ledger(url: str, ledgers: list[CouponLedger]) -> CouponLedger:
