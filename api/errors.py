@@ -79,18 +79,15 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(LedgerError)
-    async def ledger_error(request: Request, exc: LedgerError) -> JSONResponse:
+async def render_error(request: Request, exc: Exception) -> JSONResponse:
+    """The error response for any exception a request raised: the one mapping, used by the
+    handlers installed on the app and by the routes served directly (api.app.RequestContext)."""
+    if isinstance(exc, LedgerError):
         return error_response(request, exc.code, exc.message, exc.details)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    if isinstance(exc, RequestValidationError):
         errors = [{"field": _field(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
         return error_response(request, "VALIDATION_FAILED", "The request is not valid.", {"errors": errors})
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if isinstance(exc, StarletteHTTPException):
         if exc.status_code == 404:
             return error_response(request, "NOT_FOUND", f"No route for {request.method} {request.url.path}.")
         if exc.status_code == 405:
@@ -101,8 +98,10 @@ def install_error_handlers(app: FastAPI) -> None:
             return payload_too_large(request)
         code = "VALIDATION_FAILED" if exc.status_code < 500 else "INTERNAL_ERROR"
         return error_response(request, code, str(exc.detail))
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(request, "INTERNAL_ERROR", "An unexpected error occurred.")
 
-    @app.exception_handler(Exception)
-    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(request, "INTERNAL_ERROR", "An unexpected error occurred.")
+
+def install_error_handlers(app: FastAPI) -> None:
+    for handled in (LedgerError, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(handled, render_error)

@@ -7,6 +7,7 @@ redemption is its own aggregate, so the store itself rejects a repeated idempote
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
@@ -34,6 +35,7 @@ def normalize_code(raw: str) -> str:
     return code
 
 
+@lru_cache(maxsize=65_536)  # uuid5 costs a few microseconds; the same coupons come back all the time
 def coupon_id_for(retailer_id: UUID, code: str) -> UUID:
     return uuid5(NAMESPACE, f"coupon/{retailer_id}/{code}")
 

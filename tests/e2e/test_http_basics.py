@@ -210,3 +210,44 @@ def test_openapi_lists_every_endpoint_of_this_issue(client: TestClient) -> None:
     for path, methods in expected.items():
         assert path in paths, path
         assert methods <= set(paths[path]), (path, set(paths[path]))
+
+
+# The redemption route is served by RequestContext itself (api/app.py), not through the router:
+# the same guarantees hold there.
+
+
+def test_the_apply_route_echoes_the_request_id_and_refuses_an_oversized_chunked_body(api: Api) -> None:
+    api.create_coupon("DIRECT1", discount_type="fixed", discount_value="5")
+    body = json.dumps({"code": "DIRECT1", "subtotal": "10.00"}).encode()
+    body += b" " * (70 * 1024)
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 4096):
+            yield body[start : start + 4096]
+
+    response = api.post("/v1/coupons/apply", content=chunks(), headers={"X-Request-ID": "client-req-44"})
+    assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+    assert response.headers["X-Request-ID"] == "client-req-44"
+    assert api.get("/v1/coupons/DIRECT1").json()["uses_count"] == 0
+
+    response = api.post("/v1/coupons/apply", json={"code": "DIRECT1", "subtotal": "10.00"})
+    assert response.status_code == 201, response.text
+    assert response.headers["X-Request-ID"]
+
+
+def test_an_unexpected_failure_on_the_apply_route_is_an_internal_error(
+    api: Api, app: FastAPI, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def explode(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret-internal-detail")
+
+    monkeypatch.setattr(app.state.services.ledger, "apply_async", explode)
+    quiet = TestClient(app, raise_server_exceptions=False)
+    response = quiet.post(
+        "/v1/coupons/apply",
+        json={"code": "ANY1", "subtotal": "10.00"},
+        headers={**api.headers, "X-Request-ID": "client-req-502"},
+    )
+    assert_error(response, 500, "INTERNAL_ERROR")
+    assert response.json()["error"]["request_id"] == "client-req-502"
+    assert "secret-internal-detail" not in response.text
