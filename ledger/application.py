@@ -21,7 +21,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import DomainEvent, DomainEventProtocol, MutableOrImmutableAggregate
-from eventsourcing.persistence import Recording
+from eventsourcing.persistence import Recording, Transcoder
 
 from ledger.domain import (
     Coupon,
@@ -38,6 +38,7 @@ from ledger.errors import (
     IdempotencyKeyReused,
     InvalidCoupon,
 )
+from ledger.event_store import LedgerTranscoder
 from ledger.writer import Batch, BatchWriter
 
 SNAPSHOT_INTERVAL = 100  # measured with bench/capacity.py: see README, Performance
@@ -76,6 +77,11 @@ class CouponLedger(Application[UUID]):
         super().__init__(env)
         self.clock = clock
         self.writer = BatchWriter(self, cached_types=(Coupon,))
+
+    def construct_transcoder(self) -> Transcoder:
+        transcoder = LedgerTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
 
     def save(
         self, *objs: MutableOrImmutableAggregate[UUID] | DomainEventProtocol[UUID] | None, **kwargs: Any
