@@ -114,7 +114,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 
--- The existing Cartly checkout, exactly as in the seed.
+-- The existing Cartly checkout, exactly as in the seed (each row's retailer_id is added below).
 CREATE TABLE IF NOT EXISTS products (
     id bigserial PRIMARY KEY,
     name text NOT NULL,
@@ -137,3 +137,65 @@ CREATE TABLE IF NOT EXISTS order_coupons (
     redemption_id uuid NOT NULL,
     discount_amount numeric(14, 2) NOT NULL
 );
+
+-- Products and orders belong to a retailer (issue 6): the seed's columns stay as they are and
+-- `retailer_id` is added beside them, here rather than in the CREATE TABLEs above, so that a new
+-- database and one that already holds rows take the same path. Every query filters on it.
+--
+-- Rows that exist when the column is added are given an owner once, in that first run, only
+-- where the owner is certain:
+--   * an order with a coupon belongs to the retailer in its `order_coupons` row;
+--   * if the database holds exactly one retailer, every other row is that retailer's (before
+--     this change that retailer alone could list and sell them, so nothing becomes visible to
+--     anyone new; a database that `serve` seeded with the demo retailer is this case);
+--   * otherwise (no retailer, or several: any of them could sell any product, so which one
+--     created it is not recorded) the row keeps retailer_id NULL. Such a row is invisible to
+--     every retailer (`retailer_id = $1` never matches NULL): not listed, not sellable, stock
+--     untouched. Guessing an owner (the oldest retailer, the one named demo) could hand one
+--     retailer's stock and orders to another; an operator who knows the owners assigns them
+--     with an UPDATE.
+-- The first run adds CHECK (retailer_id IS NOT NULL) NOT VALID: every new or changed row needs
+-- an owner even while old ones lack one. The constraint also marks the backfill as done, so it
+-- never runs again (a retailer created later is not handed the orphans). At any start at which
+-- no row lacks an owner (at once on a new or single-retailer database; after the operator's
+-- UPDATE otherwise), the check is validated and the column becomes NOT NULL.
+ALTER TABLE products ADD COLUMN IF NOT EXISTS retailer_id uuid REFERENCES retailers (id);
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS retailer_id uuid REFERENCES retailers (id);
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'products'::regclass AND conname = 'products_retailer_id_required') THEN
+        UPDATE products SET retailer_id = (SELECT id FROM retailers)
+            WHERE retailer_id IS NULL AND (SELECT count(*) FROM retailers) = 1;
+        ALTER TABLE products ADD CONSTRAINT products_retailer_id_required CHECK (retailer_id IS NOT NULL) NOT VALID;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'orders'::regclass AND conname = 'orders_retailer_id_required') THEN
+        UPDATE orders SET retailer_id = oc.retailer_id
+            FROM order_coupons oc WHERE oc.order_id = orders.id AND orders.retailer_id IS NULL;
+        UPDATE orders SET retailer_id = (SELECT id FROM retailers)
+            WHERE retailer_id IS NULL AND (SELECT count(*) FROM retailers) = 1;
+        ALTER TABLE orders ADD CONSTRAINT orders_retailer_id_required CHECK (retailer_id IS NOT NULL) NOT VALID;
+    END IF;
+    IF NOT (SELECT attnotnull FROM pg_attribute WHERE attrelid = 'products'::regclass AND attname = 'retailer_id')
+        AND NOT EXISTS (SELECT 1 FROM products WHERE retailer_id IS NULL) THEN
+        ALTER TABLE products VALIDATE CONSTRAINT products_retailer_id_required;
+        ALTER TABLE products ALTER COLUMN retailer_id SET NOT NULL;
+    END IF;
+    IF NOT (SELECT attnotnull FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attname = 'retailer_id')
+        AND NOT EXISTS (SELECT 1 FROM orders WHERE retailer_id IS NULL) THEN
+        ALTER TABLE orders VALIDATE CONSTRAINT orders_retailer_id_required;
+        ALTER TABLE orders ALTER COLUMN retailer_id SET NOT NULL;
+    END IF;
+END;
+$$;
+-- A retailer's products in id order (GET /v1/products) and its orders. Unique, so that a table
+-- can reference (id, retailer_id) and so hold a row to its retailer.
+CREATE UNIQUE INDEX IF NOT EXISTS products_retailer_id_id ON products (retailer_id, id);
+CREATE UNIQUE INDEX IF NOT EXISTS orders_retailer_id_id ON orders (retailer_id, id);
+-- An order's coupon row names the order's own retailer.
+DO $$
+BEGIN
+    ALTER TABLE order_coupons ADD CONSTRAINT order_coupons_order_retailer
+        FOREIGN KEY (order_id, retailer_id) REFERENCES orders (id, retailer_id);
+EXCEPTION WHEN duplicate_object THEN NULL;
+END;
+$$;

@@ -1,5 +1,8 @@
-"""The existing Cartly checkout: products and orders exactly as in the seed, plus an
-optional coupon that is redeemed with the order id as its idempotency key."""
+"""The existing Cartly checkout: products and orders as in the seed, each owned by a retailer,
+plus an optional coupon that is redeemed with the order id as its idempotency key.
+
+A retailer lists, adds and sells only its own products; another retailer's product is missing
+to it, exactly like one that does not exist."""
 
 from __future__ import annotations
 
@@ -46,24 +49,27 @@ class Checkout:
         self.pool = pool
         self.ledger = ledger
 
-    def list_products(self) -> list[Product]:
-        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute("SELECT id, name, price, stock FROM products ORDER BY id")
-            return [Product(**row) for row in cur.fetchall()]
-
-    def add_product(self, name: str, price: Decimal, stock: int) -> Product:
+    def list_products(self, retailer_id: UUID) -> list[Product]:
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
-                "INSERT INTO products (name, price, stock) VALUES (%s, %s, %s) RETURNING id, name, price, stock",
-                (name, price, stock),
+                "SELECT id, name, price, stock FROM products WHERE retailer_id = %s ORDER BY id", (retailer_id,)
+            )
+            return [Product(**row) for row in cur.fetchall()]
+
+    def add_product(self, retailer_id: UUID, name: str, price: Decimal, stock: int) -> Product:
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "INSERT INTO products (retailer_id, name, price, stock) VALUES (%s, %s, %s, %s)"
+                " RETURNING id, name, price, stock",
+                (retailer_id, name, price, stock),
             )
             row = cur.fetchone()
         assert row is not None
         return Product(**row)
 
-    def add_demo_products(self) -> None:
+    def add_demo_products(self, retailer_id: UUID) -> None:
         for name, price, stock in DEMO_PRODUCTS:
-            self.add_product(name, price, stock)
+            self.add_product(retailer_id, name, price, stock)
 
     def place_order(
         self, retailer_id: UUID, user_id: int, items: list[tuple[int, int]], coupon_code: str | None
@@ -72,9 +78,11 @@ class Checkout:
         for product_id, quantity in items:
             wanted[product_id] += quantity
         with self.pool.connection() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            # Only the caller's products: another retailer's is missing here, exactly like one
+            # that does not exist, and is neither locked nor changed.
             cur.execute(
-                "SELECT id, price, stock FROM products WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
-                (list(wanted),),
+                "SELECT id, price, stock FROM products WHERE retailer_id = %s AND id = ANY(%s) ORDER BY id FOR UPDATE",
+                (retailer_id, list(wanted)),
             )
             products = {row["id"]: row for row in cur.fetchall()}
             missing = sorted(set(wanted) - set(products))
@@ -106,8 +114,9 @@ class Checkout:
             for product_id, quantity in wanted.items():
                 cur.execute("UPDATE products SET stock = stock - %s WHERE id = %s", (quantity, product_id))
             cur.execute(
-                "INSERT INTO orders (id, user_id, subtotal, total) VALUES (%s, %s, %s, %s) RETURNING created_at",
-                (order_id, user_id, subtotal, total),
+                "INSERT INTO orders (id, retailer_id, user_id, subtotal, total) VALUES (%s, %s, %s, %s, %s)"
+                " RETURNING created_at",
+                (order_id, retailer_id, user_id, subtotal, total),
             )
             created = cur.fetchone()
             assert created is not None

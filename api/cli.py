@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+from uuid import UUID
 
 from psycopg_pool import ConnectionPool
 
@@ -31,13 +32,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     url, embedded = database_url(settings)
     apply_schema(url)
-    with ConnectionPool(url, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool:
-        retailers = Retailers(pool)
-        if embedded and retailers.count() == 0:
-            retailer_id, api_key = retailers.create("demo")
-            ledger = open_ledger(eventsourcing_env(url, pool_size=1, max_overflow=0))
-            Checkout(pool, ledger).add_demo_products()
-            ledger.close()
+    if embedded:
+        created = create_demo_retailer(url)
+        if created is not None:
+            retailer_id, api_key = created
             print(f"Created the demo retailer {retailer_id}. Its API key (shown once): {api_key}", flush=True)
     os.environ["DATABASE_URL"] = url  # worker processes use the same database
     # The projections run in a process of their own, beside the API's: on another core, and
@@ -53,6 +51,21 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             access_log=args.access_log,
         )
     return 0
+
+
+def create_demo_retailer(url: str) -> tuple[UUID, str] | None:
+    """On a store without retailers: the `demo` retailer and its demo products; its id and key."""
+    with ConnectionPool(url, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool:
+        retailers = Retailers(pool)
+        if retailers.count() != 0:
+            return None
+        retailer_id, api_key = retailers.create("demo")
+        ledger = open_ledger(eventsourcing_env(url, pool_size=1, max_overflow=0))
+        try:
+            Checkout(pool, ledger).add_demo_products(retailer_id)
+        finally:
+            ledger.close()
+    return retailer_id, api_key
 
 
 class ProjectionProcess:

@@ -162,7 +162,7 @@ class EventPage(BaseModel):
 class ProductCreate(Request):
     name: str = Field(min_length=1, max_length=200)
     price: Amount
-    stock: int = Field(ge=0, le=2_000_000_000)
+    stock: int = Field(ge=0, le=2_000_000_000, strict=True)
 
 
 class ProductPublic(BaseModel):
@@ -173,12 +173,12 @@ class ProductPublic(BaseModel):
 
 
 class CheckoutItem(Request):
-    product_id: int = Field(ge=1)
-    quantity: int = Field(ge=1, le=10_000)
+    product_id: int = Field(ge=1, strict=True)
+    quantity: int = Field(ge=1, le=10_000, strict=True)
 
 
 class CheckoutRequest(Request):
-    user_id: int = Field(ge=1)
+    user_id: int = Field(ge=1, strict=True)
     items: list[CheckoutItem] = Field(min_length=1, max_length=100)
     coupon_code: str | None = Field(default=None, min_length=1, max_length=100)
 

@@ -1,4 +1,5 @@
-"""/v1/products and /v1/checkout: the existing Cartly checkout, with an optional coupon."""
+"""/v1/products and /v1/checkout: the existing Cartly checkout, with an optional coupon; the caller's
+products and orders only."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ router = APIRouter(prefix="/v1", tags=["checkout"])
 
 @router.get("/products")
 def list_products(caller: CallerDep) -> list[ProductPublic]:
-    return [ProductPublic(**vars(p)) for p in caller.services.checkout.list_products()]
+    return [ProductPublic(**vars(p)) for p in caller.services.checkout.list_products(caller.retailer_id)]
 
 
 @router.post("/products", status_code=201)
 def add_product(body: ProductCreate, caller: CallerDep) -> ProductPublic:
-    return ProductPublic(**vars(caller.services.checkout.add_product(body.name, body.price, body.stock)))
+    product = caller.services.checkout.add_product(caller.retailer_id, body.name, body.price, body.stock)
+    return ProductPublic(**vars(product))
 
 
 @router.post(
