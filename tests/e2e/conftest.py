@@ -1,8 +1,8 @@
 """End-to-end fixtures: one fresh database and one running app per test module, a fresh
 retailer (and so an empty coupon list) per test.
 
-Retailers isolate coupons, so tests in a module never see each other's coupons. Products and
-orders are global in the seed's checkout, so checkout tests look only at their own rows.
+Retailers isolate coupons, products and orders, so tests in a module never see each other's;
+checkout tests still look at orders by their own user id.
 """
 
 from __future__ import annotations

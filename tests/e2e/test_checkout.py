@@ -1,7 +1,7 @@
 """The existing Cartly checkout (products, orders) and the optional coupon at checkout.
 
-Products and orders are shared by every test in this module's database, so each test uses
-its own products and its own user id and looks only at those rows.
+Each test is a new retailer, so its products are its own; orders share the module's database, so
+each test also uses its own user id and looks only at those rows.
 """
 
 from __future__ import annotations
@@ -70,6 +70,31 @@ def test_list_products_includes_every_added_product(api: Api) -> None:
 )
 def test_an_invalid_product_is_a_validation_failure(api: Api, body: dict[str, Any], field: str) -> None:
     assert field in assert_validation_failed(api.post("/v1/products", json=body))
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/products", {"name": "x", "price": "1", "stock": False}, "stock"),
+        ("/v1/products", {"name": "x", "price": "1", "stock": True}, "stock"),
+        ("/v1/products", {"name": "x", "price": "1", "stock": "5"}, "stock"),
+        ("/v1/products", {"name": "x", "price": "1", "stock": 5.0}, "stock"),
+        ("/v1/checkout", {"user_id": True, "items": [{"product_id": 1, "quantity": 1}]}, "user_id"),
+        ("/v1/checkout", {"user_id": "7", "items": [{"product_id": 1, "quantity": 1}]}, "user_id"),
+        ("/v1/checkout", {"user_id": 1, "items": [{"product_id": True, "quantity": 1}]}, "items.0.product_id"),
+        ("/v1/checkout", {"user_id": 1, "items": [{"product_id": 1, "quantity": True}]}, "items.0.quantity"),
+        ("/v1/checkout", {"user_id": 1, "items": [{"product_id": 1, "quantity": 1.0}]}, "items.0.quantity"),
+    ],
+)
+def test_integer_fields_of_products_and_checkouts_take_only_json_integers(
+    api: Api, sql: Sql, path: str, body: dict[str, Any], field: str
+) -> None:
+    """`false` is not 0 and `true` is not 1: a boolean (or a string, or a float) is a 422, and
+    nothing is written."""
+    product = api.add_product("Strict", "1.00", 3)
+    assert assert_validation_failed(api.post(path, json=body)) == {field}
+    assert api.get("/v1/products").json() == [product]
+    assert sql("SELECT count(*) FROM orders WHERE retailer_id = %s", api.retailer_id) == [(0,)]
 
 
 def test_checkout_response_without_a_coupon_never_changes(api: Api, sql: Sql, user_id: int) -> None:

@@ -1,11 +1,20 @@
-"""A retailer never sees another's coupons: another retailer's coupon is a 404, exactly like a
-missing one, and nothing it does touches the owner's coupon."""
+"""A retailer never sees another's data: another retailer's coupon or product is a 404, exactly
+like a missing one, and nothing it does touches the owner's coupons, products or orders. One
+walk covers every route of the app, so a route added later is covered or named as uncovered."""
 
 from __future__ import annotations
 
-import pytest
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from tests.e2e.support import Api, assert_error
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import iter_route_contexts
+
+from tests.e2e.support import Api, Sql, assert_error
 
 FOREIGN_REQUESTS = [
     ("GET", "/v1/coupons/THEIRS1", None),
@@ -78,3 +87,260 @@ def test_a_retailer_cannot_replay_another_retailers_redemption(api: Api, other_a
     response = other_api.apply("KEYED2", "50", key="secret-key")
     assert_error(response, 404, "COUPON_NOT_FOUND")
     assert "Idempotent-Replayed" not in response.headers
+
+
+# ---- Every route, walked by a second retailer with the first retailer's ids ----------------------
+
+
+@dataclass(frozen=True)
+class Ids:
+    """The tenant-owned ids a route can take: a coupon code, a product id, an order id."""
+
+    code: str
+    product_id: int
+    order_id: int
+
+
+def missing_like(owner: Ids) -> Ids:
+    """Ids that exist for nobody, equal to each other where the owner's are (a product and an
+    order may share a number), so that both mask the same way."""
+    order_id = 999_999_999 if owner.order_id == owner.product_id else 999_999_998
+    return Ids(code="NEVER-ISSUED", product_id=999_999_999, order_id=order_id)
+
+
+Send = Callable[[Api, Ids], httpx.Response]
+Probe = Callable[[Api, Ids, "Owned"], None]
+
+
+@dataclass
+class Owned:
+    """What the first retailer owns, read through its own key, to compare before and after."""
+
+    api: Api
+    ids: Ids
+    sql: Sql
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "coupon": self.api.coupon(self.ids.code),
+            "events": self.api.events(self.ids.code),
+            "coupons": self.api.get("/v1/coupons").json(),
+            "products": self.api.get("/v1/products").json(),
+            "orders": self.sql(
+                "SELECT id, user_id, subtotal, total FROM orders WHERE retailer_id = %s ORDER BY id",
+                self.api.retailer_id,
+            ),
+            "order_coupons": self.sql(
+                "SELECT order_id, coupon_code, redemption_id FROM order_coupons WHERE retailer_id = %s",
+                self.api.retailer_id,
+            ),
+        }
+
+
+def _masked(value: Any, ids: Ids) -> Any:
+    """An error with the ids it was given replaced by placeholders (and no request id), so that
+    the answer for another retailer's id can be compared with the answer for a missing one."""
+    if isinstance(value, dict):
+        return {k: _masked(v, ids) for k, v in value.items() if k != "request_id"}
+    if isinstance(value, list):
+        return [_masked(v, ids) for v in value]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return {ids.product_id: "<product>", ids.order_id: "<order>"}.get(value, value)
+    if isinstance(value, str):
+        for token, placeholder in (
+            (ids.code, "<code>"),
+            (str(ids.product_id), "<product>"),
+            (str(ids.order_id), "<order>"),
+        ):
+            value = re.sub(rf"(?<![\w-]){re.escape(token)}(?![\w-])", placeholder, value, flags=re.IGNORECASE)
+        return value
+    return value
+
+
+def not_found(code: str, send: Send) -> Probe:
+    """The owner's id is a 404 `code`, exactly like a missing id: same status, code, message
+    and details once the ids are masked."""
+
+    def probe(other: Api, owner: Ids, _: Owned) -> None:
+        foreign = send(other, owner)
+        assert_error(foreign, 404, code)
+        missing_ids = missing_like(owner)
+        missing = send(other, missing_ids)
+        assert_error(missing, 404, code)
+        assert _masked(foreign.json(), owner) == _masked(missing.json(), missing_ids)
+
+    return probe
+
+
+def lists_only_its_own(path: str, items: Callable[[Any], list[dict[str, Any]]]) -> Probe:
+    """A list answers 200 with none of the owner's items."""
+
+    def probe(other: Api, _: Ids, owned: Owned) -> None:
+        response = other.get(path)
+        assert response.status_code == 200, response.text
+        theirs = {item["id"] for item in items(owned.api.get(path).json())}
+        assert theirs, "the owner has items that could leak"
+        assert not {item["id"] for item in items(response.json())} & theirs
+
+    return probe
+
+
+def creates_its_own(path: str, body: Callable[[Ids], dict[str, Any]]) -> Probe:
+    """A create under the owner's code or name makes the caller's own item, not the owner's."""
+
+    def probe(other: Api, owner: Ids, owned: Owned) -> None:
+        before = owned.snapshot()
+        response = other.post(path, json=body(owner))
+        assert response.status_code == 201, response.text
+        created = response.json()
+        owners_ids = {item["id"] for item in before["coupons"]["data"]} | {p["id"] for p in before["products"]}
+        assert created["id"] not in owners_ids
+
+    return probe
+
+
+# Routes that take no tenant-owned id and return no tenant data.
+EXEMPT = {
+    ("GET", "/healthz"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/redoc"),
+}
+
+# One probe per (method, path), run in this order: the creates come last, so that until then the
+# second retailer owns no coupon under the owner's code. A route missing here fails the walk.
+FOREIGN_PROBES: dict[tuple[str, str], Probe] = {
+    ("GET", "/v1/coupons"): lists_only_its_own("/v1/coupons", lambda body: body["data"]),
+    ("GET", "/v1/coupons/{code}"): not_found("COUPON_NOT_FOUND", lambda api, ids: api.get(f"/v1/coupons/{ids.code}")),
+    ("GET", "/v1/coupons/{code}/events"): not_found(
+        "COUPON_NOT_FOUND", lambda api, ids: api.get(f"/v1/coupons/{ids.code.lower()}/events")
+    ),
+    ("POST", "/v1/coupons/{code}/deactivate"): not_found(
+        "COUPON_NOT_FOUND", lambda api, ids: api.post(f"/v1/coupons/{ids.code}/deactivate")
+    ),
+    ("POST", "/v1/coupons/{code}/activate"): not_found(
+        "COUPON_NOT_FOUND", lambda api, ids: api.post(f"/v1/coupons/{ids.code}/activate")
+    ),
+    ("POST", "/v1/coupons/validate"): not_found(
+        "COUPON_NOT_FOUND",
+        lambda api, ids: api.post("/v1/coupons/validate", json={"code": ids.code, "subtotal": "100"}),
+    ),
+    # With the owner's code and the very idempotency key of the owner's checkout redemption.
+    ("POST", "/v1/coupons/apply"): not_found(
+        "COUPON_NOT_FOUND",
+        lambda api, ids: api.apply(ids.code, "100", key=f"order:{ids.order_id}", order_id=str(ids.order_id)),
+    ),
+    ("GET", "/v1/products"): lists_only_its_own("/v1/products", lambda body: body),
+    # The owner's product (with the owner's coupon): not found, before the coupon is looked at.
+    ("POST", "/v1/checkout"): not_found(
+        "NOT_FOUND",
+        lambda api, ids: api.post(
+            "/v1/checkout",
+            json={"user_id": 7, "items": [{"product_id": ids.product_id, "quantity": 1}], "coupon_code": ids.code},
+        ),
+    ),
+    ("POST", "/v1/products"): creates_its_own(
+        "/v1/products", lambda ids: {"name": f"Copy of {ids.product_id}", "price": "1.00", "stock": 1}
+    ),
+    ("POST", "/v1/coupons"): creates_its_own(
+        "/v1/coupons", lambda ids: {"code": ids.code, "discount_type": "fixed", "discount_value": "1"}
+    ),
+}
+
+
+def app_routes(app: FastAPI) -> set[tuple[str, str]]:
+    """Every (method, path) the app serves, the routes of included routers among them."""
+    routes = set()
+    for route in iter_route_contexts(app.routes):
+        assert route.path is not None, route
+        for method in route.methods or {"WEBSOCKET"}:
+            if method != "HEAD":
+                routes.add((method, route.path))
+    return routes
+
+
+def test_every_route_is_walked_by_the_foreign_retailer_walk(app: FastAPI) -> None:
+    routes = app_routes(app)
+    uncovered = sorted(routes - EXEMPT - set(FOREIGN_PROBES))
+    assert not uncovered, f"routes without a foreign-retailer probe in FOREIGN_PROBES (or EXEMPT): {uncovered}"
+    assert not (set(FOREIGN_PROBES) | EXEMPT) - routes, "probes for routes the app no longer has"
+
+
+def test_another_retailer_walking_every_route_with_the_owners_ids_finds_nothing_and_changes_nothing(
+    app: FastAPI, api: Api, other_api: Api, sql: Sql
+) -> None:
+    api.create_coupon("OWNED-1", max_uses=5)
+    product = api.add_product("Owner's lamp", "20.00", 5)
+    order = api.post(
+        "/v1/checkout",
+        json={"user_id": 41, "items": [{"product_id": product["id"], "quantity": 1}], "coupon_code": "OWNED-1"},
+    )
+    assert order.status_code == 201, order.text
+    owner = Ids(code="OWNED-1", product_id=product["id"], order_id=order.json()["id"])
+    owned = Owned(api, owner, sql)
+    before = owned.snapshot()
+    assert before["coupon"]["uses_count"] == 1
+    assert [p["stock"] for p in before["products"]] == [4]
+    assert len(before["orders"]) == len(before["order_coupons"]) == 1
+
+    assert set(FOREIGN_PROBES) - EXEMPT <= app_routes(app)
+    for (method, path), probe in FOREIGN_PROBES.items():
+        try:
+            probe(other_api, owner, owned)
+        except AssertionError as error:
+            raise AssertionError(f"{method} {path}: {error}") from error
+
+    assert owned.snapshot() == before  # coupon, uses_count, events, stock, orders: untouched
+    # The second retailer placed no order, and its own items are not in the owner's lists.
+    assert sql("SELECT count(*) FROM orders WHERE retailer_id = %s", other_api.retailer_id) == [(0,)]
+    assert len(other_api.get("/v1/coupons").json()["data"]) == 1
+    assert len(other_api.get("/v1/products").json()) == 1
+
+
+def test_a_checkout_with_another_retailers_product_is_not_found_and_changes_no_stock(
+    api: Api, other_api: Api, sql: Sql
+) -> None:
+    theirs = api.add_product("Their vase", "30.00", 3)
+    mine = other_api.add_product("My vase", "30.00", 3)
+    body = {
+        "user_id": 5,
+        "items": [{"product_id": mine["id"], "quantity": 1}, {"product_id": theirs["id"], "quantity": 1}],
+    }
+    response = other_api.post("/v1/checkout", json=body)
+    details = assert_error(response, 404, "NOT_FOUND")
+    assert details == {"product_ids": [theirs["id"]]}
+    assert response.json()["error"]["message"] == f"Product {theirs['id']} does not exist."
+    assert api.stock_of(theirs["id"]) == 3
+    assert other_api.stock_of(mine["id"]) == 3
+    assert sql("SELECT count(*) FROM orders WHERE retailer_id IN (%s, %s)", api.retailer_id, other_api.retailer_id) == [
+        (0,)
+    ]
+    # The owner still sells it; the order is the owner's.
+    placed = api.post("/v1/checkout", json={"user_id": 5, "items": [{"product_id": theirs["id"], "quantity": 3}]})
+    assert placed.status_code == 201, placed.text
+    assert sql("SELECT retailer_id FROM orders WHERE id = %s", placed.json()["id"]) == [(api.retailer_id,)]
+
+
+def test_a_retailers_product_list_excludes_other_retailers_products(api: Api, other_api: Api) -> None:
+    mine = [api.add_product("Mine A", "1.00", 1), api.add_product("Mine B", "2.00", 2)]
+    theirs = other_api.add_product("Theirs", "3.00", 3)
+    assert api.get("/v1/products").json() == mine
+    assert other_api.get("/v1/products").json() == [theirs]
+
+
+def test_an_order_with_a_coupon_records_the_same_retailer_on_the_order_and_its_coupon_row(api: Api, sql: Sql) -> None:
+    api.create_coupon("SAMEOWNER")
+    product = api.add_product("Cup", "10.00", 2)
+    response = api.post(
+        "/v1/checkout",
+        json={"user_id": 9, "items": [{"product_id": product["id"], "quantity": 1}], "coupon_code": "SAMEOWNER"},
+    )
+    assert response.status_code == 201, response.text
+    rows = sql(
+        "SELECT o.retailer_id, c.retailer_id FROM orders o JOIN order_coupons c ON c.order_id = o.id WHERE o.id = %s",
+        response.json()["id"],
+    )
+    assert rows == [(api.retailer_id, api.retailer_id)]
