@@ -148,32 +148,47 @@ CREATE TABLE IF NOT EXISTS order_coupons (
 --   * if the database holds exactly one retailer, every other row is that retailer's (before
 --     this change that retailer alone could list and sell them, so nothing becomes visible to
 --     anyone new; a database that `serve` seeded with the demo retailer is this case);
---   * otherwise (no retailer, or several: any of them could sell any product, so which one
---     created it is not recorded) the row keeps retailer_id NULL. Such a row is invisible to
+--   * otherwise (several retailers, any of whom could sell any product, so which one created
+--     it is not recorded; or none at all) the row keeps retailer_id NULL. Such a row is invisible to
 --     every retailer (`retailer_id = $1` never matches NULL): not listed, not sellable, stock
 --     untouched. Guessing an owner (the oldest retailer, the one named demo) could hand one
 --     retailer's stock and orders to another; an operator who knows the owners assigns them
 --     with an UPDATE.
 -- The first run adds CHECK (retailer_id IS NOT NULL) NOT VALID: every new or changed row needs
--- an owner even while old ones lack one. The constraint also marks the backfill as done, so it
--- never runs again (a retailer created later is not handed the orphans). At any start at which
--- no row lacks an owner (at once on a new or single-retailer database; after the operator's
--- UPDATE otherwise), the check is validated and the column becomes NOT NULL.
-ALTER TABLE products ADD COLUMN IF NOT EXISTS retailer_id uuid REFERENCES retailers (id);
-ALTER TABLE orders ADD COLUMN IF NOT EXISTS retailer_id uuid REFERENCES retailers (id);
+-- an owner even while old ones lack one. The constraint also marks the migration as done, so it
+-- never runs again (a retailer created later is not handed the orphans) and a later start takes
+-- no lock on products or orders (ALTER TABLE would take an ACCESS EXCLUSIVE one even when there
+-- is nothing to add). At any start at which no row lacks an owner (at once on a new or
+-- single-retailer database; after the operator's UPDATE otherwise), the check is validated and
+-- the column becomes NOT NULL.
+-- The unique (retailer_id, id) indexes serve a retailer's products in id order (GET
+-- /v1/products) and its orders, and let order_coupons reference (order_id, retailer_id): an
+-- order's coupon row names the order's own retailer.
 DO $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'products'::regclass AND conname = 'products_retailer_id_required') THEN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_constraint
+        WHERE conrelid = 'products'::regclass AND conname = 'products_retailer_id_required'
+    ) THEN
+        ALTER TABLE products ADD COLUMN IF NOT EXISTS retailer_id uuid REFERENCES retailers (id);
         UPDATE products SET retailer_id = (SELECT id FROM retailers)
             WHERE retailer_id IS NULL AND (SELECT count(*) FROM retailers) = 1;
         ALTER TABLE products ADD CONSTRAINT products_retailer_id_required CHECK (retailer_id IS NOT NULL) NOT VALID;
+        CREATE UNIQUE INDEX IF NOT EXISTS products_retailer_id_id ON products (retailer_id, id);
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'orders'::regclass AND conname = 'orders_retailer_id_required') THEN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_constraint
+        WHERE conrelid = 'orders'::regclass AND conname = 'orders_retailer_id_required'
+    ) THEN
+        ALTER TABLE orders ADD COLUMN IF NOT EXISTS retailer_id uuid REFERENCES retailers (id);
         UPDATE orders SET retailer_id = oc.retailer_id
             FROM order_coupons oc WHERE oc.order_id = orders.id AND orders.retailer_id IS NULL;
         UPDATE orders SET retailer_id = (SELECT id FROM retailers)
             WHERE retailer_id IS NULL AND (SELECT count(*) FROM retailers) = 1;
         ALTER TABLE orders ADD CONSTRAINT orders_retailer_id_required CHECK (retailer_id IS NOT NULL) NOT VALID;
+        CREATE UNIQUE INDEX IF NOT EXISTS orders_retailer_id_id ON orders (retailer_id, id);
+        ALTER TABLE order_coupons ADD CONSTRAINT order_coupons_order_retailer
+            FOREIGN KEY (order_id, retailer_id) REFERENCES orders (id, retailer_id);
     END IF;
     IF NOT (SELECT attnotnull FROM pg_attribute WHERE attrelid = 'products'::regclass AND attname = 'retailer_id')
         AND NOT EXISTS (SELECT 1 FROM products WHERE retailer_id IS NULL) THEN
@@ -185,17 +200,5 @@ BEGIN
         ALTER TABLE orders VALIDATE CONSTRAINT orders_retailer_id_required;
         ALTER TABLE orders ALTER COLUMN retailer_id SET NOT NULL;
     END IF;
-END;
-$$;
--- A retailer's products in id order (GET /v1/products) and its orders. Unique, so that a table
--- can reference (id, retailer_id) and so hold a row to its retailer.
-CREATE UNIQUE INDEX IF NOT EXISTS products_retailer_id_id ON products (retailer_id, id);
-CREATE UNIQUE INDEX IF NOT EXISTS orders_retailer_id_id ON orders (retailer_id, id);
--- An order's coupon row names the order's own retailer.
-DO $$
-BEGIN
-    ALTER TABLE order_coupons ADD CONSTRAINT order_coupons_order_retailer
-        FOREIGN KEY (order_id, retailer_id) REFERENCES orders (id, retailer_id);
-EXCEPTION WHEN duplicate_object THEN NULL;
 END;
 $$;

@@ -155,6 +155,19 @@ def test_with_several_retailers_only_certain_owners_are_set_and_the_rest_is_invi
     assert not_null(old_database, "products") and not_null(old_database, "orders")
 
 
+def test_applying_the_schema_again_waits_for_no_checkout(database_url: str) -> None:
+    """Every start applies schema.sql; on a migrated database it takes no lock on products,
+    orders or order_coupons, so a start never queues behind (or in front of) checkouts."""
+    retailer_id = add_retailer(database_url, "busy")
+    with psycopg.connect(database_url) as busy:  # a checkout in progress: rows locked and written
+        busy.execute("SELECT * FROM products FOR UPDATE")
+        busy.execute("INSERT INTO products (retailer_id, name, price, stock) VALUES (%s, 'x', 1, 1)", (retailer_id,))
+        busy.execute("INSERT INTO orders (retailer_id, user_id, subtotal, total) VALUES (%s, 1, 1, 1)", (retailer_id,))
+        busy.execute("SELECT * FROM order_coupons FOR UPDATE")
+        apply_schema(make_conninfo(database_url, options="-c lock_timeout=2s"))
+        busy.rollback()
+
+
 def test_an_order_coupon_row_must_name_its_orders_retailer(database_url: str) -> None:
     mine = add_retailer(database_url, "mine")
     theirs = add_retailer(database_url, "theirs")
