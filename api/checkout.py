@@ -10,13 +10,15 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
+from psycopg import Connection
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from api.errors import ApiError
-from ledger.application import CouponLedger, Receipt
+from ledger.application import CHECKOUT_KEY_PREFIX, CouponLedger, Receipt
 from ledger.money import CENT
 
 DEMO_PRODUCTS = [
@@ -74,56 +76,97 @@ class Checkout:
     def place_order(
         self, retailer_id: UUID, user_id: int, items: list[tuple[int, int]], coupon_code: str | None
     ) -> Order:
+        """Place an order: all or nothing. With a coupon, the order, its stock and the coupon's
+        redemption are written in one transaction (the ledger writer's, which saves the
+        redemption's events): a failure anywhere leaves no use consumed, no order, no stock change."""
         wanted = Counter[int]()
         for product_id, quantity in items:
             wanted[product_id] += quantity
-        with self.pool.connection() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        # What can be checked before anything is written is checked here; the same checks are
+        # made again under the rows' locks in the transaction that writes the order.
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             # Only the caller's products: another retailer's is missing here, exactly like one
             # that does not exist, and is neither locked nor changed.
             cur.execute(
-                "SELECT id, price, stock FROM products WHERE retailer_id = %s AND id = ANY(%s) ORDER BY id FOR UPDATE",
+                "SELECT id, price, stock FROM products WHERE retailer_id = %s AND id = ANY(%s)",
                 (retailer_id, list(wanted)),
             )
             products = {row["id"]: row for row in cur.fetchall()}
-            missing = sorted(set(wanted) - set(products))
-            if missing:
-                raise ApiError("NOT_FOUND", f"Product {missing[0]} does not exist.", product_ids=missing)
-            for product_id, quantity in sorted(wanted.items()):
-                if products[product_id]["stock"] < quantity:
-                    raise ApiError(
-                        "OUT_OF_STOCK",
-                        f"Product {product_id} has {products[product_id]['stock']} in stock, {quantity} requested.",
-                        product_id=product_id,
-                        requested=quantity,
-                        available=products[product_id]["stock"],
-                    )
+            check_stock(wanted, products)
             subtotal = sum((products[pid]["price"] * qty for pid, qty in wanted.items()), Decimal(0)).quantize(CENT)
             cur.execute("SELECT nextval(pg_get_serial_sequence('orders', 'id')) AS id")
             order_row = cur.fetchone()
-            assert order_row is not None
-            order_id = int(order_row["id"])
-            receipt = None
-            total = subtotal
-            if coupon_code is not None:
-                # Redeemed while this transaction holds the product rows: a coupon error
-                # rolls the order back; the order id makes the redemption idempotent.
-                receipt = self.ledger.apply(
-                    retailer_id, coupon_code, subtotal, idempotency_key=f"order:{order_id}", order_id=str(order_id)
-                )
-                total = receipt.quote.final_total
-            for product_id, quantity in wanted.items():
-                cur.execute("UPDATE products SET stock = stock - %s WHERE id = %s", (quantity, product_id))
-            cur.execute(
-                "INSERT INTO orders (id, retailer_id, user_id, subtotal, total) VALUES (%s, %s, %s, %s, %s)"
-                " RETURNING created_at",
-                (order_id, retailer_id, user_id, subtotal, total),
-            )
-            created = cur.fetchone()
-            assert created is not None
-            if receipt is not None:
+        assert order_row is not None
+        order_id = int(order_row["id"])
+        placed: list[datetime] = []
+
+        def write_order(conn: Connection[Any], receipt: Receipt | None) -> None:
+            total = receipt.quote.final_total if receipt is not None else subtotal
+            with conn.cursor(row_factory=dict_row) as cur:
                 cur.execute(
-                    "INSERT INTO order_coupons (order_id, retailer_id, coupon_code, redemption_id, discount_amount)"
-                    " VALUES (%s, %s, %s, %s, %s)",
-                    (order_id, retailer_id, receipt.quote.code, receipt.redemption_id, receipt.quote.discount_amount),
+                    "SELECT id, price, stock FROM products WHERE retailer_id = %s AND id = ANY(%s)"
+                    " ORDER BY id FOR UPDATE",
+                    (retailer_id, list(wanted)),
                 )
-        return Order(order_id, user_id, subtotal, total, created["created_at"], receipt)
+                check_stock(wanted, {row["id"]: row for row in cur.fetchall()})
+                for product_id, quantity in sorted(wanted.items()):
+                    cur.execute("UPDATE products SET stock = stock - %s WHERE id = %s", (quantity, product_id))
+                cur.execute(
+                    "INSERT INTO orders (id, retailer_id, user_id, subtotal, total) VALUES (%s, %s, %s, %s, %s)"
+                    " RETURNING created_at",
+                    (order_id, retailer_id, user_id, subtotal, total),
+                )
+                created = cur.fetchone()
+                assert created is not None
+                if receipt is not None:
+                    cur.execute(
+                        "INSERT INTO order_coupons"
+                        " (order_id, retailer_id, coupon_code, redemption_id, discount_amount)"
+                        " VALUES (%s, %s, %s, %s, %s)",
+                        (
+                            order_id,
+                            retailer_id,
+                            receipt.quote.code,
+                            receipt.redemption_id,
+                            receipt.quote.discount_amount,
+                        ),
+                    )
+            placed.append(created["created_at"])
+
+        receipt = None
+        if coupon_code is None:
+            with self.pool.connection() as conn, conn.transaction():
+                write_order(conn, None)
+        else:
+            # The order id is the redemption's idempotency key: a retry can never redeem twice.
+            receipt = self.ledger.apply(
+                retailer_id,
+                coupon_code,
+                subtotal,
+                idempotency_key=f"{CHECKOUT_KEY_PREFIX}{order_id}",
+                order_id=str(order_id),
+                also=write_order,
+            )
+        if not placed:  # the key was taken by an earlier apply call (the order was not written)
+            raise ApiError(
+                "IDEMPOTENCY_KEY_REUSED",
+                f"The redemption key {CHECKOUT_KEY_PREFIX}{order_id} was already used by another request.",
+                idempotency_key=f"{CHECKOUT_KEY_PREFIX}{order_id}",
+            )
+        total = receipt.quote.final_total if receipt is not None else subtotal
+        return Order(order_id, user_id, subtotal, total, placed[0], receipt)
+
+
+def check_stock(wanted: Counter[int], products: dict[int, dict[str, Any]]) -> None:
+    missing = sorted(set(wanted) - set(products))
+    if missing:
+        raise ApiError("NOT_FOUND", f"Product {missing[0]} does not exist.", product_ids=missing)
+    for product_id, quantity in sorted(wanted.items()):
+        if products[product_id]["stock"] < quantity:
+            raise ApiError(
+                "OUT_OF_STOCK",
+                f"Product {product_id} has {products[product_id]['stock']} in stock, {quantity} requested.",
+                product_id=product_id,
+                requested=quantity,
+                available=products[product_id]["stock"],
+            )

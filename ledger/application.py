@@ -42,6 +42,8 @@ from ledger.event_store import LedgerTranscoder
 from ledger.writer import Batch, BatchWriter
 
 SNAPSHOT_INTERVAL = 100  # measured with bench/capacity.py: see README, Performance
+# The idempotency key of a coupon redeemed at checkout: this prefix and the order id.
+CHECKOUT_KEY_PREFIX = "order:"
 # A redemption's request, as the fingerprint hashes it: keys sorted (one encoder, not one a call).
 FINGERPRINT_JSON = json.JSONEncoder(sort_keys=True)
 EVENT_ENVELOPE = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
@@ -162,8 +164,12 @@ class CouponLedger(Application[UUID]):
         subtotal: Decimal,
         idempotency_key: str | None = None,
         order_id: str | None = None,
+        also: Callable[[Any, Receipt], None] | None = None,
     ) -> Receipt:
-        return self.writer.execute(*self._apply(retailer_id, code, subtotal, idempotency_key, order_id))
+        """Redeem. ``also(connection, receipt)``, if given, runs in the transaction that saves the
+        redemption (PostgreSQL only): both are stored, or neither, and its error is the caller's.
+        A replayed redemption does not run it again."""
+        return self.writer.execute(*self._apply(retailer_id, code, subtotal, idempotency_key, order_id, also))
 
     async def apply_async(
         self,
@@ -265,6 +271,7 @@ class CouponLedger(Application[UUID]):
         subtotal: Decimal,
         idempotency_key: str | None,
         order_id: str | None,
+        also: Callable[[Any, Receipt], None] | None = None,
     ) -> tuple[tuple[UUID, ...], Callable[[Batch], Receipt]]:
         normalized = code.strip().upper()
         fingerprint = self._fingerprint(code=normalized, subtotal=str(subtotal), order_id=order_id)
@@ -299,7 +306,11 @@ class CouponLedger(Application[UUID]):
                     order_id=order_id,
                 )
             )
-            return Receipt(redemption_id, quote, replayed=False)
+            receipt = Receipt(redemption_id, quote, replayed=False)
+            if also is not None:
+                work = also
+                batch.also(lambda connection: work(connection, receipt))
+            return receipt
 
         needs = tuple(i for i in (keyed_id, coupon_id) if i is not None)
         return needs, redeem

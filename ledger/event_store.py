@@ -11,16 +11,27 @@ in-memory store of the unit tests) it falls back to the library's per-aggregate 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder, PostgresDatastore
+from psycopg import Connection
 from psycopg.sql import SQL, Identifier
 
 Aggregate = Any  # any event-sourced aggregate of the application
+Work = Callable[[Connection[Any]], None]  # SQL to run in the transaction of a save
+
+
+class WorkRefused(Exception):
+    """Work given to a save failed: nothing of the save was stored. ``failures`` maps the key
+    each work was given with to the error it raised."""
+
+    def __init__(self, failures: dict[Any, Exception]) -> None:
+        super().__init__(f"{len(failures)} of the save's works failed")
+        self.failures = failures
 
 
 class AggregateReader:
@@ -205,12 +216,37 @@ class LedgerRecorder(PostgresApplicationRecorder):
         ).format(schema=Identifier(self.datastore.schema))
 
     def insert_events(
-        self, stored_events: Sequence[StoredEvent], *, snapshots: Sequence[StoredEvent] = (), **_: Any
+        self,
+        stored_events: Sequence[StoredEvent],
+        *,
+        snapshots: Sequence[StoredEvent] = (),
+        works: Sequence[tuple[Any, Work]] = (),
+        **_: Any,
     ) -> Sequence[int] | None:
+        """``works``: (key, work) pairs; each work runs first, in the same transaction, under a
+        savepoint of its own. If any raises, nothing is stored and ``WorkRefused`` names them all."""
         if not stored_events:
             return None
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+        with self.datastore.get_connection() as conn:
             assert conn.autocommit
+            if not works:
+                return self._insert(conn, stored_events, snapshots)
+            with conn.transaction():
+                failures: dict[Any, Exception] = {}
+                for key, work in works:
+                    try:
+                        with conn.transaction():  # a savepoint: a failed work leaves the others' intact
+                            work(conn)
+                    except Exception as error:
+                        failures[key] = error
+                if failures:
+                    raise WorkRefused(failures)
+                return self._insert(conn, stored_events, snapshots)
+
+    def _insert(
+        self, conn: Connection[Any], stored_events: Sequence[StoredEvent], snapshots: Sequence[StoredEvent]
+    ) -> list[int]:
+        with conn.cursor() as curs:
             curs.execute(
                 self.insert_function_statement,
                 (*_columns(stored_events), *_columns(snapshots)),

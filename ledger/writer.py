@@ -31,7 +31,7 @@ from eventsourcing.application import Application, LRUCache
 from eventsourcing.persistence import IntegrityError
 
 from ledger.errors import LedgerBusy
-from ledger.event_store import AggregateReader, LedgerRecorder, copy_aggregate
+from ledger.event_store import AggregateReader, LedgerRecorder, Work, WorkRefused, copy_aggregate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,7 +42,7 @@ class Command(Generic[T]):
     """A change to decide against the batch: ``decide`` reads and changes aggregates through the
     batch and returns the caller's answer, or raises to reject the command."""
 
-    __slots__ = ("decide", "events", "future", "loop", "needs", "outcome", "touched")
+    __slots__ = ("decide", "events", "future", "loop", "needs", "outcome", "touched", "work")
 
     def __init__(
         self, needs: Iterable[UUID], decide: Callable[[Batch], T], loop: asyncio.AbstractEventLoop | None = None
@@ -54,6 +54,7 @@ class Command(Generic[T]):
         self.future: Future[T] | asyncio.Future[T] = loop.create_future() if loop is not None else Future()
         self.touched: dict[UUID, Aggregate | None] = {}  # id -> the state before this command
         self.events: list[Any] = []
+        self.work: list[Work] = []  # run in the transaction that saves this command's events
         self.outcome: tuple[bool, Any] | None = None  # (succeeded, result or error)
 
     def is_wanted(self) -> bool:
@@ -65,6 +66,7 @@ class Command(Generic[T]):
     def reset(self) -> None:
         self.touched = {}
         self.events = []
+        self.work = []
         self.outcome = None
 
 
@@ -107,6 +109,14 @@ class Batch:
         command.touched.setdefault(aggregate_id, None)
         self.base.setdefault(aggregate_id, None)
         self.current[aggregate_id] = aggregate
+
+    def also(self, work: Work) -> None:
+        """Run ``work(connection)`` in the transaction that saves this command's events (on
+        PostgreSQL): the command's events are stored if and only if its work succeeds. Work that
+        raises rejects this command alone, with that error; the others of the batch are saved."""
+        command = self.command
+        assert command is not None
+        command.work.append(work)
 
 
 class BatchWriter:
@@ -230,9 +240,15 @@ class BatchWriter:
                 self._decide(batch, command)
             saving = [c for c in commands if c.outcome is not None and c.outcome[0]]
             events = [e for c in saving for e in c.events]
+            works = [(c, work) for c in saving for work in c.work]
             try:
                 if events:
-                    self._save(events, self._snapshots(batch, saving))
+                    self._save(events, self._snapshots(batch, saving), works)
+            except WorkRefused as refused:
+                # Nothing was saved; the refused commands fail alone, and whatever built on them
+                # is decided again without them.
+                pending = self._after_refusal(batch, commands, refused.failures)
+                continue
             except IntegrityError:
                 conflicts += 1
                 self.stats.conflicts += 1
@@ -279,6 +295,16 @@ class BatchWriter:
         finally:
             batch.command = None
 
+    def _after_refusal(
+        self, batch: Batch, commands: list[Command[Any]], failures: dict[Any, Exception]
+    ) -> list[Command[Any]]:
+        affected: set[UUID] = set()
+        for command, error in failures.items():
+            affected.update(command.touched)
+            command.reset()
+            command.outcome = (False, error)
+        return self._redecide(batch, commands, affected)
+
     def _after_conflict(self, batch: Batch, commands: list[Command[Any]]) -> list[Command[Any]]:
         """Re-read the batch's aggregates; return the commands to decide again, in arrival order."""
         self.stats.reads += 1
@@ -288,6 +314,11 @@ class BatchWriter:
             batch.base[aggregate_id] = fresh[aggregate_id]
         if not moved:  # rejected for a reason the store does not show: decide everything again
             moved = set(batch.base)
+        return self._redecide(batch, commands, moved)
+
+    @staticmethod
+    def _redecide(batch: Batch, commands: list[Command[Any]], moved: set[UUID]) -> list[Command[Any]]:
+        """Put the moved aggregates back to their base; return the commands to decide again."""
         # Whatever touched a moved aggregate is decided again, and so is everything that touched
         # the same aggregates as those commands: their decisions built on each other.
         affected = set(moved)
@@ -337,9 +368,16 @@ class BatchWriter:
                 snapshots.append(type(aggregate).Snapshot.take(aggregate))
         return snapshots
 
-    def _save(self, events: list[Any], snapshots: list[Any]) -> None:
-        """One transaction for the batch's events and, on PostgreSQL, its snapshots too."""
-        if not snapshots:
+    def _save(self, events: list[Any], snapshots: list[Any], works: list[tuple[Command[Any], Work]]) -> None:
+        """One transaction for the batch's events and, on PostgreSQL, its snapshots and the
+        commands' work too."""
+        if works:
+            if not isinstance(self.app.recorder, LedgerRecorder):
+                raise TypeError("work in the save's transaction needs the PostgreSQL recorder")
+            stored = [self.app.mapper.to_stored_event(s) for s in snapshots]
+            self.app.save(*events, snapshots=stored, works=works)
+            self.stats.snapshots += len(snapshots)
+        elif not snapshots:
             self.app.save(*events)
         elif isinstance(self.app.recorder, LedgerRecorder):
             self.app.save(*events, snapshots=[self.app.mapper.to_stored_event(s) for s in snapshots])

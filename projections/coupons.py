@@ -266,6 +266,18 @@ class CouponsView(PostgresTrackingRecorder):
             rows = conn.execute("SELECT id, uses_count FROM coupons").fetchall()
         return position, {row["id"]: row["uses_count"] for row in rows}
 
+    def redemptions_with_orders(self, redemption_ids: list[UUID]) -> set[UUID]:
+        """Of these redemptions, the ones an order placed at checkout holds (order_coupons)."""
+        if not redemption_ids:
+            return set()
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                "SELECT oc.redemption_id FROM order_coupons oc JOIN orders o ON o.id = oc.order_id"
+                " WHERE oc.redemption_id = ANY(%s)",
+                (redemption_ids,),
+            )
+            return {row["redemption_id"] for row in curs.fetchall()}
+
     def read_lag(self, application_name: str) -> ProjectionLag:
         """How far this read model is behind the application's event log, for benchmarks and
         monitoring: ``(head_notification_id, tracking_notification_id)`` read in ONE query

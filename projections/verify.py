@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from ledger.application import CouponLedger
+from ledger.application import CHECKOUT_KEY_PREFIX, CouponLedger
 from ledger.domain import Coupon, Redemption
 from projections.coupons import CouponsView
 
@@ -30,6 +30,7 @@ def verify(ledger: CouponLedger, view: CouponsView, page_size: int = 1000) -> Re
     redeemed_in_view: Counter[UUID] = Counter()
     redemption_ids_in_coupons: set[UUID] = set()
     recorded_redemptions: set[UUID] = set()
+    at_checkout: dict[UUID, str] = {}  # redemption id -> the order id it was made for
 
     start = 1
     while True:
@@ -53,6 +54,8 @@ def verify(ledger: CouponLedger, view: CouponsView, page_size: int = 1000) -> Re
                     )
             elif isinstance(event, Redemption.Recorded):
                 recorded_redemptions.add(event.originator_id)
+                if event.order_id is not None and event.idempotency_key == f"{CHECKOUT_KEY_PREFIX}{event.order_id}":
+                    at_checkout[event.originator_id] = event.order_id
         start = notifications[-1].id + 1
 
     report.coupons = len(created)
@@ -64,6 +67,15 @@ def verify(ledger: CouponLedger, view: CouponsView, page_size: int = 1000) -> Re
             )
     for redemption_id in sorted(redemption_ids_in_coupons ^ recorded_redemptions):
         report.violations.append(f"redemption {redemption_id} is not recorded on both its coupon and itself")
+
+    # A coupon redeemed at checkout is redeemed in the transaction that writes its order: a
+    # redemption without its order is a use consumed for nothing.
+    with_orders = view.redemptions_with_orders(sorted(at_checkout))
+    for redemption_id in sorted(set(at_checkout) - with_orders):
+        report.violations.append(
+            f"redemption {redemption_id} was made at checkout for order {at_checkout[redemption_id]},"
+            " which does not exist"
+        )
 
     for coupon_id, uses_count in rows.items():
         if coupon_id not in created:

@@ -11,7 +11,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from tests.e2e.support import Api, Sql, assert_error, assert_validation_failed
 
@@ -254,3 +257,38 @@ def test_an_unknown_product_is_not_found_and_changes_nothing(api: Api, sql: Sql,
 )
 def test_an_invalid_checkout_is_a_validation_failure(api: Api, body: dict[str, Any], field: str) -> None:
     assert field in assert_validation_failed(api.post("/v1/checkout", json=body))
+
+
+def test_a_failure_after_the_coupon_check_consumes_no_use_and_writes_no_order(
+    api: Api, app: FastAPI, sql: Sql, user_id: int, e2e_database_url: str
+) -> None:
+    def ddl(statement: str) -> None:
+        with psycopg.connect(e2e_database_url, autocommit=True) as conn:
+            conn.execute(statement)  # type: ignore[arg-type]
+
+    # A real failure inside the database, after the coupon has been checked and redeemed in the
+    # batch: a trigger refuses this user's order rows.
+    ddl(
+        "CREATE OR REPLACE FUNCTION refuse_order() RETURNS trigger LANGUAGE plpgsql AS $$"
+        f" BEGIN IF NEW.user_id = {user_id} THEN RAISE EXCEPTION 'order refused by the test'; END IF;"
+        " RETURN NEW; END $$"
+    )
+    ddl("CREATE TRIGGER refuse_order BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION refuse_order()")
+    api.create_coupon("ATOMIC1", max_uses=1)
+    lamp = api.add_product("Lamp", "40.00", 3)
+    try:
+        quiet = TestClient(app, raise_server_exceptions=False)  # services were started by `client`
+        body = {"user_id": user_id, "items": [{"product_id": lamp["id"], "quantity": 2}], "coupon_code": "ATOMIC1"}
+        response = quiet.post("/v1/checkout", json=body, headers=api.headers)
+        assert_error(response, 500, "INTERNAL_ERROR")
+        _assert_nothing_happened(api, sql, user_id, lamp["id"], 3)
+        assert api.coupon("ATOMIC1")["uses_count"] == 0
+        assert [e["type"] for e in api.events("ATOMIC1")] == ["Coupon.Created"]
+        assert sql("SELECT count(*) FROM order_coupons WHERE coupon_code = 'ATOMIC1'") == [(0,)]
+    finally:
+        ddl("DROP TRIGGER refuse_order ON orders")
+    # The use was never consumed: with the failure gone, the same checkout succeeds (max_uses=1).
+    response = checkout(api, user_id, [(lamp["id"], 2)], coupon_code="ATOMIC1")
+    assert response.status_code == 201, response.text
+    assert api.stock_of(lamp["id"]) == 1
+    assert api.coupon("ATOMIC1")["uses_count"] == 1

@@ -622,3 +622,63 @@ def test_two_hundred_threads_applying_one_coupon_through_one_ledger_share_one_ba
     with pytest.raises(LedgerError) as refused:
         ledger.apply(retailer, "CROWD", SUBTOTAL)
     assert refused.value.code == "USAGE_LIMIT_REACHED"
+
+
+# --- work in the save's transaction (the checkout's order and the coupon's redemption) ---------------
+
+
+def test_work_failing_in_a_batch_rejects_its_own_command_alone_and_the_others_are_decided_again(
+    database_url: str, ledger: CouponLedger, retailer_id: UUID
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE work_done (key text PRIMARY KEY)")
+    ledger.create_coupon(retailer_id, "WORKED", "fixed", Decimal("5"), max_uses=3)
+
+    def record(key: str) -> Callable[[Any, Receipt], None]:
+        def work(conn: Any, receipt: Receipt) -> None:
+            conn.execute("INSERT INTO work_done (key) VALUES (%s)", (key,))
+
+        return work
+
+    def refuse(conn: Any, receipt: Receipt) -> None:
+        raise ValueError("refused by its work")
+
+    def fail_in_sql(conn: Any, receipt: Receipt) -> None:
+        conn.execute("INSERT INTO work_done (key) VALUES (NULL)")  # violates NOT NULL
+
+    plan = [("k1", record("k1")), ("k2", refuse), ("k3", record("k3")), ("k4", fail_in_sql), ("k5", record("k5"))]
+    plan.append(("k6", record("k6")))
+    with held_writer(ledger):  # every command below is decided in one batch
+        futures = {
+            key: ledger.writer.submit(*ledger._apply(retailer_id, "WORKED", SUBTOTAL, key, None, work))
+            for key, work in plan
+        }
+    outcomes = {key: (future.exception(30) or future.result()) for key, future in futures.items()}
+
+    assert isinstance(outcomes["k2"], ValueError)
+    assert isinstance(outcomes["k4"], psycopg.errors.NotNullViolation)
+    # k2 and k4 consumed nothing: k5 still fits under max_uses=3, and k6 is the one over it.
+    assert all(isinstance(outcomes[k], Receipt) for k in ("k1", "k3", "k5")), outcomes
+    assert isinstance(outcomes["k6"], LedgerError) and outcomes["k6"].code == "USAGE_LIMIT_REACHED"
+    with psycopg.connect(database_url) as conn:
+        done = {row[0] for row in conn.execute("SELECT key FROM work_done").fetchall()}
+    assert done == {"k1", "k3", "k5"}
+    assert ledger.get_coupon(retailer_id, "WORKED").uses_count == 3
+    stored = recorded_ids(database_url)
+    assert {redemption_id_for(retailer_id, k) for k in ("k1", "k3", "k5")} <= stored
+    assert not {redemption_id_for(retailer_id, k) for k in ("k2", "k4", "k6")} & stored
+
+
+def test_a_replayed_redemption_does_not_run_its_work_again(
+    database_url: str, ledger: CouponLedger, retailer_id: UUID
+) -> None:
+    ledger.create_coupon(retailer_id, "ONCEWORK", "fixed", Decimal("5"))
+    runs: list[UUID] = []
+    first = ledger.apply(
+        retailer_id, "ONCEWORK", SUBTOTAL, "same-key", also=lambda conn, r: runs.append(r.redemption_id)
+    )
+    again = ledger.apply(
+        retailer_id, "ONCEWORK", SUBTOTAL, "same-key", also=lambda conn, r: runs.append(r.redemption_id)
+    )
+    assert again.replayed and again.redemption_id == first.redemption_id
+    assert runs == [first.redemption_id]

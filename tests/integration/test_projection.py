@@ -361,6 +361,28 @@ def test_verify_finds_nothing_wrong_with_a_consistent_ledger_and_names_a_tampere
     assert len(lines) == 1 and "AUDITED" in lines[0]
 
 
+def test_verify_names_a_redemption_made_at_checkout_whose_order_does_not_exist(
+    database_url: str, env: dict[str, str], ledger: CouponLedger, retailer_id: UUID, view: CouponsView
+) -> None:
+    ledger.create_coupon(retailer_id, "CARTED", "fixed", Decimal("5"))
+    kept = ledger.apply(retailer_id, "CARTED", Decimal("50.00"), "order:900001", order_id="900001")
+    phantom = ledger.apply(retailer_id, "CARTED", Decimal("50.00"), "order:900002", order_id="900002")
+    ledger.apply(retailer_id, "CARTED", Decimal("50.00"), "client-key", order_id="client-order-7")  # not a checkout
+    with psycopg.connect(database_url) as conn:
+        conn.execute("INSERT INTO orders (id, user_id, subtotal, total) VALUES (900001, 1, 50, 45)")
+        conn.execute(
+            "INSERT INTO order_coupons (order_id, retailer_id, coupon_code, redemption_id, discount_amount)"
+            " VALUES (900001, %s, 'CARTED', %s, 5)",
+            (retailer_id, kept.redemption_id),
+        )
+    project_to_head(env, database_url)
+
+    violations = verify(ledger, view).violations
+    assert len(violations) == 1, violations
+    assert str(phantom.redemption_id) in violations[0] and "900002" in violations[0]
+    assert str(kept.redemption_id) not in violations[0]
+
+
 def test_verify_names_every_coupon_whose_read_model_count_disagrees_with_the_log(
     database_url: str, env: dict[str, str], ledger: CouponLedger, retailer_id: UUID, view: CouponsView
 ) -> None:
