@@ -369,7 +369,11 @@ def test_verify_names_a_redemption_made_at_checkout_whose_order_does_not_exist(
     phantom = ledger.apply(retailer_id, "CARTED", Decimal("50.00"), "order:900002", order_id="900002")
     ledger.apply(retailer_id, "CARTED", Decimal("50.00"), "client-key", order_id="client-order-7")  # not a checkout
     with psycopg.connect(database_url) as conn:
-        conn.execute("INSERT INTO orders (id, user_id, subtotal, total) VALUES (900001, 1, 50, 45)")
+        conn.execute("INSERT INTO retailers (id, name) VALUES (%s, 'carted')", (retailer_id,))
+        conn.execute(
+            "INSERT INTO orders (id, retailer_id, user_id, subtotal, total) VALUES (900001, %s, 1, 50, 45)",
+            (retailer_id,),
+        )
         conn.execute(
             "INSERT INTO order_coupons (order_id, retailer_id, coupon_code, redemption_id, discount_amount)"
             " VALUES (900001, %s, 'CARTED', %s, 5)",
