@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Route
+from starlette.routing import Match
 
 from ledger.errors import LedgerError
 
@@ -109,16 +109,19 @@ def validation_errors(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, str
     return [{"field": _field(e), "message": _message(e)} for e in errors]
 
 
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
 def allowed_methods(request: Request) -> list[str]:
     """Every method the request's path supports, across all the routes that share the path
-    (Starlette's own Allow header names only the first such route's methods)."""
-    methods: set[str] = set()
-    for route in request.app.routes:
-        if isinstance(route, Route) and route.methods and route.path_regex.match(request.scope["path"]):
-            methods |= route.methods
-    if "GET" in methods:
-        methods.add("HEAD")
-    return sorted(methods)
+    (Starlette's own Allow header names only the first such route's methods): the methods for
+    which the app's router has a route that fully matches."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
 
 
 async def render_error(request: Request, exc: Exception) -> JSONResponse:

@@ -249,6 +249,17 @@ def _coupon_create_schema(schema: dict[str, Any]) -> None:
         )
     schema["oneOf"] = variants
     properties["discount_value"] = {"description": "Greater than 0; a percentage at most 100. See the variants."}
+    schema["examples"] = [
+        {
+            "code": "SAVE10",
+            "discount_type": "percentage",
+            "discount_value": "10",
+            "min_order_value": "50.00",
+            "max_uses": 100,
+            "expires_at": "2027-01-31T23:59:59Z",
+        },
+        {"code": "FIVEOFF", "discount_type": "fixed", "discount_value": 5},
+    ]
 
 
 def _json_schema_of(annotation: Any) -> dict[str, Any]:

@@ -119,6 +119,12 @@ def list_coupons(
     cursor: Cursor = None,
 ) -> CouponPage:
     services = caller.services
+    if services.leader is not None and services.leader.stopped_on is not None:
+        raise ApiError(
+            "SERVICE_UNAVAILABLE",
+            "The coupon list is unavailable: its read model stopped at an event it cannot hold (see the server log).",
+            retry_after=60,
+        )
     head = services.ledger.recorder.max_notification_id()
     try:
         services.coupons_view.wait_until_processed(
