@@ -83,7 +83,8 @@ def test_an_unwritable_event_stops_the_projection_naming_it_and_the_api_still_an
     assert api.apply("AFTER1", "10.00").status_code == 201
     assert client.get("/healthz").status_code == 200
     # The events before the poisoned one were projected, none after it.
-    rows = services.coupons_view.list_coupons(retailer_id, now=datetime.now(UTC), status=None, after_code=None, limit=10)
+    view = services.coupons_view
+    rows = view.list_coupons(retailer_id, now=datetime.now(UTC), status=None, after_code=None, limit=10)
     assert [r.code for r in rows] == ["BEFORE1"]
 
 
