@@ -146,8 +146,10 @@ async def render_error(request: Request, exc: Exception) -> JSONResponse:
             )
         if exc.status_code == 413:
             return payload_too_large(request)
-        code = "VALIDATION_FAILED" if exc.status_code < 500 else "INTERNAL_ERROR"
-        return error_response(request, code, str(exc.detail))
+        if exc.status_code < 500:  # FastAPI's 400 for a body it cannot read (not UTF-8, not JSON)
+            errors = [{"field": "body", "message": f"cannot be read ({exc.detail})"}]
+            return error_response(request, "VALIDATION_FAILED", "The request is not valid.", {"errors": errors})
+        return error_response(request, "INTERNAL_ERROR", "An unexpected error occurred.")
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(request, "INTERNAL_ERROR", "An unexpected error occurred.")
 

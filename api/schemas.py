@@ -32,9 +32,12 @@ from ledger.money import MAX_AMOUNT, format_amount, parse_amount
 from ledger.timestamps import MAX_TIMESTAMP, MIN_TIMESTAMP, format_timestamp, to_utc
 from projections.coupons import CouponRow
 
-# PostgreSQL's integer and bigint.
+# PostgreSQL's integer and bigint. A bigint in JSON is bounded further, to the integers every
+# JSON parser holds exactly (2**53 - 1): beyond it "9223372036854775807" and "...999" are one
+# double, so neither a client nor a schema validator could tell an id in range from one out of it.
 MAX_INT32 = 2_147_483_647
 MAX_BIGINT = 9_223_372_036_854_775_807
+MAX_JSON_BIGINT = 2**53 - 1
 
 NO_NUL_PATTERN = "^[^\\u0000]*$"
 AMOUNT_PATTERN = "^\\d{1,12}(\\.\\d{1,2})?$"
@@ -431,7 +434,7 @@ class ProductPublic(BaseModel):
 
 
 class CheckoutItem(Request):
-    product_id: Int(1, MAX_BIGINT, 1)  # type: ignore[valid-type]
+    product_id: Int(1, MAX_JSON_BIGINT, 1)  # type: ignore[valid-type]
     quantity: Int(1, 10_000, 2)  # type: ignore[valid-type]
 
 
@@ -443,7 +446,7 @@ class CheckoutRequest(Request):
         },
     )
 
-    user_id: Int(1, MAX_BIGINT, 42)  # type: ignore[valid-type]
+    user_id: Int(1, MAX_JSON_BIGINT, 42)  # type: ignore[valid-type]
     items: list[CheckoutItem] = Field(min_length=1, max_length=100)
     coupon_code: Code | None = None
 
