@@ -33,6 +33,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 from ledger.domain import Coupon
+from ledger.timestamps import to_utc
 
 STATUS_SQL = """
     CASE
@@ -106,6 +107,20 @@ class CouponUpdate:
     is_active: bool | None = None  # None: the batch did not change it
 
 
+class UnstorableValue(ValueError):
+    """A value PostgreSQL would store but could not give back (psycopg reads timestamptz as a
+    Python datetime): stored, it would make every list holding the row fail."""
+
+
+def readable_expiry(expires_at: datetime | None) -> None:
+    if expires_at is None:
+        return
+    try:
+        to_utc(expires_at)
+    except ValueError as error:
+        raise UnstorableValue(f"expires_at {expires_at.isoformat()} {error}") from None
+
+
 @dataclass
 class CouponChanges:
     """What a run of events does to the `coupons` table, coalesced.
@@ -130,6 +145,7 @@ class CouponChanges:
     def add(self, event: DomainEventProtocol[Any]) -> None:
         match event:
             case Coupon.Created():
+                readable_expiry(event.expires_at)
                 self.updated.pop(event.originator_id, None)  # updates of a missing row: no-ops
                 self.created[event.originator_id] = NewCoupon(
                     id=event.originator_id,
@@ -319,7 +335,7 @@ class UnwritableEvent(Exception):
 def cannot_write(error: Exception) -> bool:
     """Whether the database refused the rows themselves (a value out of range, a NUL, a violated
     constraint), as opposed to a rival runner's claim or a lost connection, which retrying fixes."""
-    if isinstance(error, DataError):
+    if isinstance(error, (DataError, UnstorableValue)):
         return True
     return isinstance(error, IntegrityError) and isinstance(error.__cause__, psycopg.IntegrityError)
 

@@ -40,8 +40,8 @@ from api.retailers import hash_key
 from api.settings import Settings
 from tests.conftest import fresh_database
 
-MAX_EXAMPLES = 30  # per operation and phase; see the module docstring for the budget
-STATEFUL_SCENARIOS = 20
+MAX_EXAMPLES = 100  # per operation and phase; see the module docstring for the budget
+STATEFUL_SCENARIOS = 50
 SEED = 20261121
 # A 422 VALIDATION_FAILED on data the schema admits is only right where the rule cannot be
 # written in JSON Schema: an opaque cursor the server did not issue, an order whose subtotal

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 from uuid import uuid4
@@ -36,6 +36,12 @@ POISONS = {
     "amount beyond numeric(14,2)": {"code": "HUGE1", "discount_value": Decimal("1e20")},
     "NUL in the code": {"code": "NUL\x001", "discount_value": Decimal("5.00")},
     "type the table refuses": {"code": "BOGUS1", "discount_type": "bogus", "discount_value": Decimal("5.00")},
+    # PostgreSQL stores year 10000 UTC, but psycopg cannot read it back: every list would fail.
+    "expiry beyond what can be read back": {
+        "code": "FAR1",
+        "discount_value": Decimal("5.00"),
+        "expires_at": datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-1))),
+    },
 }
 
 
