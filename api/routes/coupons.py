@@ -178,7 +178,16 @@ APPLY_OPENAPI: dict[str, Any] = {
     status_code=201,
     response_model=None,
     responses={
-        201: {"model": RedemptionPublic, "description": "The redemption (replayed: header Idempotent-Replayed)"},
+        201: {
+            "model": RedemptionPublic,
+            "description": "The redemption (replayed: header Idempotent-Replayed)",
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": "`true` when this is the first response to the same key and body, again.",
+                    "schema": {"type": "string", "enum": ["true"]},
+                }
+            },
+        },
         **errors({**NOT_FOUND, 409: ["IDEMPOTENCY_KEY_REUSED"], 422: REFUSED, **WRITE_BUSY}),
     },
     openapi_extra=APPLY_OPENAPI,
