@@ -94,6 +94,16 @@ COUPON_LINKS = {
         ("ActivateCoupon", "activate_coupon", "Activate it."),
         ("CouponEvents", "coupon_events", "Its audit trail."),
     ]
+} | {
+    name: {
+        "operationId": operation,
+        "requestBody": {"code": "$response.body#/code", "subtotal": "100.00"},
+        "description": description,
+    }
+    for name, operation, description in [
+        ("ValidateCoupon", "validate_coupon", "Price an order of 100.00 with it."),
+        ("ApplyCoupon", "apply_coupon", "Redeem it on an order of 100.00."),
+    ]
 }
 
 
