@@ -10,8 +10,23 @@ coupon rule from a 422 for the input), and the contract's one error shape on eve
 A stateful run follows the document's links (create a coupon, then read, deactivate, activate,
 list its events; add a product, then check out).
 
-Budget: deterministic (fixed seed), a few minutes at most on 2 cores; the cases run per operation
-are printed at the end of the module and written to <pytest basetemp>/fuzz-cases.json.
+Budget: deterministic (fixed seed), about a minute on 2 cores; the cases run per operation are
+printed at the end of the module and written to <pytest basetemp>/fuzz-cases.json.
+
+What it found (fixed unless said):
+- a body that is not UTF-8 was a 422 VALIDATION_FAILED without details.errors (FastAPI's 400 for
+  an unreadable body went through the generic mapping): now details.errors names `body`;
+- user_id and product_id were documented up to 2**63 - 1, where a double cannot tell one integer
+  from its neighbours: 9223372036854775999 passed as schema-valid and was refused. JSON integers
+  for bigint columns are now bounded to 2**53 - 1;
+- OPTIONS /v1/coupons/validate answers `Allow: GET, POST`, which allow_header_conformance calls
+  wrong: it is right (GET /v1/coupons/{code} serves that path too), so that check is off;
+- scenarios of the stateful run shared one retailer, so a replay met a database the first run had
+  changed (Hypothesis reported flaky data): each scenario now has its own retailer;
+- schemathesis.pytest.from_fixture does not run on pytest 9.2 (it sets Node._nodeid): the document
+  is read from the app at import instead, which needs no database.
+A one-off run with 1,000 examples per operation and 300 stateful scenarios (12,529 cases, about
+3 minutes) found nothing more.
 """
 
 from __future__ import annotations
