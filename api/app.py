@@ -12,6 +12,7 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response, install_error_handlers, payload_too_large, render_error
+from api.openapi import install_docs, install_openapi
 from api.routes import checkout, coupons, ops
 from api.services import Services
 from api.settings import Settings
@@ -120,6 +121,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Event-sourced coupon engine for Cartly retailers.",
         lifespan=lifespan,
+        docs_url=None,  # served from local assets by install_docs
+        redoc_url=None,
+        generate_unique_id_function=lambda route: route.name,  # operationIds the links refer to
         # FastAPI's OpenTelemetry hooks: no provider is configured, so skip the per-request check.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
@@ -135,4 +139,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(coupons.router)
     app.include_router(checkout.router)
     app.include_router(ops.router)
+    install_openapi(app)
+    install_docs(app)
     return app

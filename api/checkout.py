@@ -19,7 +19,7 @@ from psycopg_pool import ConnectionPool
 
 from api.errors import ApiError
 from ledger.application import CHECKOUT_KEY_PREFIX, CouponLedger, Receipt
-from ledger.money import CENT
+from ledger.money import CENT, MAX_AMOUNT
 
 DEMO_PRODUCTS = [
     ("Canvas tote bag", Decimal("24.00"), 100),
@@ -94,6 +94,11 @@ class Checkout:
             products = {row["id"]: row for row in cur.fetchall()}
             check_stock(wanted, products)
             subtotal = sum((products[pid]["price"] * qty for pid, qty in wanted.items()), Decimal(0)).quantize(CENT)
+            if subtotal > MAX_AMOUNT:  # the orders columns are numeric(14,2): refused before anything is written
+                message = f"the order's subtotal {subtotal} would exceed {MAX_AMOUNT}"
+                raise ApiError(
+                    "VALIDATION_FAILED", "The request is not valid.", errors=[{"field": "items", "message": message}]
+                )
             cur.execute("SELECT nextval(pg_get_serial_sequence('orders', 'id')) AS id")
             order_row = cur.fetchone()
         assert order_row is not None

@@ -5,14 +5,16 @@ Domain errors are mapped to HTTP here and nowhere else.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ledger.errors import LedgerError
 
@@ -40,6 +42,14 @@ class ApiError(LedgerError):
         self.code = code
 
 
+class ErrorJSONResponse(JSONResponse):
+    """JSON with non-ASCII characters escaped: an error may quote text a client sent, and text
+    that is not valid Unicode (a lone surrogate) must still give a valid response."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def error_response(
     request: Request,
     code: str,
@@ -62,7 +72,7 @@ def error_response(
             "request_id": getattr(request.state, "request_id", None),
         }
     }
-    return JSONResponse(body, status_code=status, headers=headers)
+    return ErrorJSONResponse(body, status_code=status, headers=headers)
 
 
 def payload_too_large(request: Request) -> JSONResponse:
@@ -72,11 +82,46 @@ def payload_too_large(request: Request) -> JSONResponse:
     )
 
 
-def _field(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc]
+def _field(error: Mapping[str, Any]) -> str:
+    if error.get("type") in ("json_invalid", "json_type"):
+        return "body"  # not the character position pydantic puts in loc
+    parts = [str(p) for p in error["loc"]]
     if parts and parts[0] in ("body", "query", "path", "header"):
         parts = parts[1:]
     return ".".join(parts) or "body"
+
+
+PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    """pydantic's message in plain words: without its "Value error, " prefix."""
+    message = str(error.get("msg", "is not valid"))
+    for prefix in PYDANTIC_PREFIXES:
+        message = message.removeprefix(prefix)
+    if error.get("type") == "json_invalid":
+        message = f"is not valid JSON ({error.get('ctx', {}).get('error', message)})"
+    return message
+
+
+def validation_errors(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """pydantic's errors as the contract's [{field, message}]."""
+    return [{"field": _field(e), "message": _message(e)} for e in errors]
+
+
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the request's path supports, across all the routes that share the path
+    (Starlette's own Allow header names only the first such route's methods): the methods for
+    which the app's router has a route that fully matches."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
 
 
 async def render_error(request: Request, exc: Exception) -> JSONResponse:
@@ -85,19 +130,26 @@ async def render_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, LedgerError):
         return error_response(request, exc.code, exc.message, exc.details)
     if isinstance(exc, RequestValidationError):
-        errors = [{"field": _field(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
+        errors = validation_errors(exc.errors())
         return error_response(request, "VALIDATION_FAILED", "The request is not valid.", {"errors": errors})
     if isinstance(exc, StarletteHTTPException):
         if exc.status_code == 404:
             return error_response(request, "NOT_FOUND", f"No route for {request.method} {request.url.path}.")
         if exc.status_code == 405:
+            allow = ", ".join(allowed_methods(request)) or (exc.headers or {}).get("Allow", "")
             return error_response(
-                request, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed here.", headers=exc.headers
+                request,
+                "METHOD_NOT_ALLOWED",
+                f"{request.method} is not allowed here.",
+                {"allowed": allow.split(", ")},
+                headers={"Allow": allow},
             )
         if exc.status_code == 413:
             return payload_too_large(request)
-        code = "VALIDATION_FAILED" if exc.status_code < 500 else "INTERNAL_ERROR"
-        return error_response(request, code, str(exc.detail))
+        if exc.status_code < 500:  # FastAPI's 400 for a body it cannot read (not UTF-8, not JSON)
+            errors = [{"field": "body", "message": f"cannot be read ({exc.detail})"}]
+            return error_response(request, "VALIDATION_FAILED", "The request is not valid.", {"errors": errors})
+        return error_response(request, "INTERNAL_ERROR", "An unexpected error occurred.")
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(request, "INTERNAL_ERROR", "An unexpected error occurred.")
 

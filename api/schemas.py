@@ -1,33 +1,277 @@
-"""Request and response models. Amounts are Decimals in, two-place strings out."""
+"""Request and response models. Amounts are Decimals in, two-place strings out.
+
+Every value a request carries goes through one of the shared types below, so that whatever is
+accepted can be stored: text without NUL (and valid Unicode) within its length, integers within
+their PostgreSQL column, timestamps PostgreSQL stores (normalised to UTC), amounts that fit
+numeric(14,2), codes of the code alphabet. Each type documents in OpenAPI exactly what it admits.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, WithJsonSchema
+from annotated_types import Ge, Le
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    WithJsonSchema,
+)
 
 from ledger.application import RecordedEvent
-from ledger.domain import Coupon, Quote
-from ledger.money import format_amount, parse_amount
+from ledger.domain import CODE_RULE, Coupon, Quote, normalize_code
+from ledger.errors import InvalidCoupon
+from ledger.money import MAX_AMOUNT, format_amount, parse_amount
+from ledger.timestamps import MAX_TIMESTAMP, MIN_TIMESTAMP, format_timestamp, to_utc
 from projections.coupons import CouponRow
+
+# PostgreSQL's integer and bigint. A bigint in JSON is bounded further, to the integers every
+# JSON parser holds exactly (2**53 - 1): beyond it "9223372036854775807" and "...999" are one
+# double, so neither a client nor a schema validator could tell an id in range from one out of it.
+MAX_INT32 = 2_147_483_647
+MAX_BIGINT = 9_223_372_036_854_775_807
+MAX_JSON_BIGINT = 2**53 - 1
+
+NO_NUL_PATTERN = "^[^\\u0000]*$"
+AMOUNT_PATTERN = "^\\d{1,12}(\\.\\d{1,2})?$"
+CODE_PATTERN = "^[\\t\\n\\v\\f\\r ]*[A-Za-z0-9_-]{3,50}[\\t\\n\\v\\f\\r ]*$"
+PATH_CODE_PATTERN = "^[A-Za-z0-9_-]{3,50}$"
+# Local dates that may fall outside the stored range once converted to UTC (offsets reach
+# +-23:59): the documented form leaves them out, the server checks the instant itself.
+TIMESTAMP_PATTERN = "^(?!0001-01-0[12]|9999-12-3[01])"
+
+
+def check_text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    return value
+
+
+def text(min_length: int, max_length: int, example: str | None = None) -> Any:
+    """Text of ``min_length`` to ``max_length`` characters without NUL."""
+    schema: dict[str, Any] = {
+        "type": "string",
+        "minLength": min_length,
+        "maxLength": max_length,
+        "pattern": NO_NUL_PATTERN,
+    }
+    if example is not None:
+        schema["examples"] = [example]
+    return Annotated[
+        str, Field(min_length=min_length, max_length=max_length), AfterValidator(check_text), WithJsonSchema(schema)
+    ]
+
+
+def _check_new_code(value: str) -> str:
+    try:
+        return normalize_code(value)
+    except InvalidCoupon:
+        raise ValueError(CODE_RULE) from None
+
+
+def _check_lookup_code(value: str) -> str:
+    """A code to look up: any text that can be sent is looked up (an impossible code is then
+    COUPON_NOT_FOUND, like any missing one), but never text that cannot be a code at all."""
+    check_text(value)
+    return value
+
+
+CODE_SCHEMA = {
+    "type": "string",
+    "minLength": 3,
+    "maxLength": 100,
+    "pattern": CODE_PATTERN,
+    "description": "A coupon code: 3-50 of A-Z 0-9 _ - (any case; surrounding spaces are ignored).",
+    "examples": ["SAVE10"],
+}
+NewCode = Annotated[str, Field(max_length=100), AfterValidator(_check_new_code), WithJsonSchema(CODE_SCHEMA)]
+"""The code of a new coupon, normalised (trimmed, upper-cased); anything else is a 422."""
+Code = Annotated[
+    str, Field(min_length=1, max_length=100), AfterValidator(_check_lookup_code), WithJsonSchema(CODE_SCHEMA)
+]
+"""The code of an existing coupon, as sent; the ledger normalises it."""
 
 Amount = Annotated[
     Decimal,
     PlainValidator(parse_amount),
     PlainSerializer(format_amount, return_type=str, when_used="json"),
-    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "number"}], "examples": ["150.00"]}),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": AMOUNT_PATTERN},
+                {"type": "number", "minimum": 0, "maximum": float(MAX_AMOUNT), "multipleOf": 0.01},
+            ],
+            "description": f"An amount: a decimal string or a number, 0 to {MAX_AMOUNT}, at most two decimals.",
+            "examples": ["150.00"],
+        },
+        mode="validation",
+    ),
+    WithJsonSchema(
+        {"type": "string", "pattern": AMOUNT_PATTERN, "examples": ["150.00"]},
+        mode="serialization",
+    ),
 ]
 
 
-def _assume_utc(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+def _parse_positive(value: object) -> Decimal:
+    amount = parse_amount(value)
+    if amount <= 0:
+        raise ValueError("must be greater than 0")
+    return amount
 
 
-Timestamp = Annotated[datetime, AfterValidator(_assume_utc)]
+POSITIVE_AMOUNT_PATTERN = "^(?!0+(\\.0{1,2})?$)\\d{1,12}(\\.\\d{1,2})?$"
+PositiveAmount = Annotated[
+    Decimal,
+    PlainValidator(_parse_positive),
+    PlainSerializer(format_amount, return_type=str, when_used="json"),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": POSITIVE_AMOUNT_PATTERN},
+                {"type": "number", "exclusiveMinimum": 0, "maximum": float(MAX_AMOUNT), "multipleOf": 0.01},
+            ],
+            "description": (
+                f"An amount greater than 0: a decimal string or a number, up to {MAX_AMOUNT}, at most two decimals."
+            ),
+            "examples": ["10.00"],
+        },
+    ),
+]
+Percentage = Annotated[
+    Decimal,
+    PlainValidator(_parse_positive),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": "^(100(\\.00?)?|(?!0+(\\.0{1,2})?$)\\d{1,2}(\\.\\d{1,2})?)$"},
+                {"type": "number", "exclusiveMinimum": 0, "maximum": 100, "multipleOf": 0.01},
+            ],
+            "description": "A percentage: greater than 0, at most 100, at most two decimals.",
+            "examples": ["10"],
+        },
+    ),
+]
+"""Only for the documented schema of a percentage coupon's discount_value (the domain checks it)."""
+
+TIMESTAMP_SCHEMA = {
+    "type": "string",
+    "format": "date-time",
+    "pattern": TIMESTAMP_PATTERN,
+    "description": (
+        f"RFC 3339; without an offset it is read as UTC. Stored and returned in UTC (Z), between "
+        f"{format_timestamp(MIN_TIMESTAMP)} and {format_timestamp(MAX_TIMESTAMP)}."
+    ),
+    "examples": ["2027-01-31T23:59:59Z"],
+}
+Timestamp = Annotated[
+    datetime,
+    AfterValidator(to_utc),
+    PlainSerializer(format_timestamp, return_type=str, when_used="json"),
+    WithJsonSchema(TIMESTAMP_SCHEMA, mode="validation"),
+    WithJsonSchema(
+        {"type": "string", "format": "date-time", "examples": ["2027-01-31T23:59:59Z"]}, mode="serialization"
+    ),
+]
+"""A timestamp in a request: normalised to UTC, within what PostgreSQL stores."""
+UtcTimestamp = Annotated[
+    datetime,
+    PlainSerializer(format_timestamp, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2027-01-31T23:59:59Z"]}),
+]
+"""A timestamp in a response: always UTC with Z."""
+
+
+def Int(minimum: int, maximum: int, example: int) -> Any:
+    """An integer from ``minimum`` to ``maximum`` (a column's range): a JSON integer (``20`` or,
+    as JSON Schema counts it, ``20.0``), not a boolean or a string."""
+    schema = {"type": "integer", "minimum": minimum, "maximum": maximum, "examples": [example]}
+    return Annotated[int, BeforeValidator(_json_integer), Ge(minimum), Le(maximum), WithJsonSchema(schema)]
+
+
+def _json_integer(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    if isinstance(value, str):
+        raise ValueError("must be an integer, not a string")
+    return value
+
+
+IDEMPOTENCY_KEY_PATTERN = "^[\\x20-\\x7e]{1,255}$"
+IDEMPOTENCY_KEY_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 255,
+    "pattern": IDEMPOTENCY_KEY_PATTERN,
+    "description": "1-255 printable ASCII characters; the same key with the same body replays the first response.",
+    "examples": ["order-1001"],
+}
+
+
+def _check_idempotency_key(value: str) -> str:
+    if not 1 <= len(value) <= 255:
+        raise ValueError("must be 1-255 characters")
+    if not all(" " <= c <= "~" for c in value):
+        raise ValueError("must be printable ASCII characters only")
+    return value
+
+
+IdempotencyKey = Annotated[str, AfterValidator(_check_idempotency_key), WithJsonSchema(IDEMPOTENCY_KEY_SCHEMA)]
+
+CURSOR_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 200,
+    "pattern": "^[A-Za-z0-9_-]+$",
+    "description": "The next_cursor of the previous page, as returned.",
+}
 Status = Literal["active", "inactive", "time_expired", "count_expired"]
+
+
+def _coupon_create_schema(schema: dict[str, Any]) -> None:
+    """A percentage is at most 100: documented as one variant per discount type."""
+    properties = schema["properties"]
+    variants = []
+    for discount_type, value_schema in (
+        ("percentage", Percentage),
+        ("fixed", PositiveAmount),
+    ):
+        variant_value = _json_schema_of(value_schema)
+        variants.append(
+            {
+                "properties": {"discount_type": {"const": discount_type}, "discount_value": variant_value},
+            }
+        )
+    schema["oneOf"] = variants
+    properties["discount_value"] = {"description": "Greater than 0; a percentage at most 100. See the variants."}
+    schema["examples"] = [
+        {
+            "code": "SAVE10",
+            "discount_type": "percentage",
+            "discount_value": "10",
+            "min_order_value": "50.00",
+            "max_uses": 100,
+            "expires_at": "2027-01-31T23:59:59Z",
+        },
+        {"code": "FIVEOFF", "discount_type": "fixed", "discount_value": 5},
+    ]
+
+
+def _json_schema_of(annotation: Any) -> dict[str, Any]:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(annotation).json_schema()
 
 
 class Request(BaseModel):
@@ -35,34 +279,39 @@ class Request(BaseModel):
 
 
 class CouponCreate(Request):
-    code: str = Field(min_length=1, max_length=100, examples=["SAVE10"])
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=_coupon_create_schema,
+    )
+
+    code: NewCode
     discount_type: Literal["percentage", "fixed"]
-    discount_value: Amount
+    discount_value: PositiveAmount
     min_order_value: Amount | None = None
     expires_at: Timestamp | None = None
-    max_uses: int | None = Field(default=None, ge=1, le=2_000_000_000)
+    max_uses: Int(1, MAX_INT32, 100) | None = None  # type: ignore[valid-type]
     is_active: bool = True
 
 
 class CouponPublic(BaseModel):
     id: UUID
-    code: str
-    discount_type: str
+    code: str = Field(pattern=PATH_CODE_PATTERN, examples=["SAVE10"])
+    discount_type: Literal["percentage", "fixed"]
     discount_value: Amount
     min_order_value: Amount | None
-    expires_at: datetime | None
+    expires_at: UtcTimestamp | None
     max_uses: int | None
     uses_count: int
     is_active: bool
     status: Status
-    created_at: datetime
+    created_at: UtcTimestamp
 
     @classmethod
     def from_coupon(cls, coupon: Coupon, now: datetime) -> CouponPublic:
         return cls(
             id=coupon.id,
             code=coupon.code,
-            discount_type=coupon.discount_type,
+            discount_type=coupon.discount_type,  # type: ignore[arg-type]
             discount_value=coupon.discount_value,
             min_order_value=coupon.min_order_value,
             expires_at=coupon.expires_at,
@@ -78,7 +327,7 @@ class CouponPublic(BaseModel):
         return cls(
             id=row.id,
             code=row.code,
-            discount_type=row.discount_type,
+            discount_type=row.discount_type,  # type: ignore[arg-type]
             discount_value=row.discount_value,
             min_order_value=row.min_order_value,
             expires_at=row.expiry_date,
@@ -92,16 +341,25 @@ class CouponPublic(BaseModel):
 
 class CouponPage(BaseModel):
     data: list[CouponPublic]
-    next_cursor: str | None
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null on the last page.")
 
 
 class ValidateRequest(Request):
-    code: str = Field(min_length=1, max_length=100)
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"code": "SAVE10", "subtotal": "150.00"}]}
+    )
+
+    code: Code
     subtotal: Amount
 
 
 class ApplyRequest(ValidateRequest):
-    order_id: str | None = Field(default=None, min_length=1, max_length=100)
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"code": "SAVE10", "subtotal": "150.00", "order_id": "1001"}]},
+    )
+
+    order_id: text(1, 100, "1001") | None = None  # type: ignore[valid-type]
 
 
 class QuotePublic(BaseModel):
@@ -135,13 +393,15 @@ class RedemptionPublic(BaseModel):
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Decimal):
         return format_amount(value) if value == value.quantize(Decimal("0.01")) else str(value)
+    if isinstance(value, datetime):
+        return format_timestamp(value)
     return value
 
 
 class EventPublic(BaseModel):
     version: int
     type: str
-    occurred_at: datetime
+    occurred_at: UtcTimestamp
     data: dict[str, Any]
 
     @classmethod
@@ -156,13 +416,17 @@ class EventPublic(BaseModel):
 
 class EventPage(BaseModel):
     data: list[EventPublic]
-    next_cursor: str | None
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null on the last page.")
 
 
 class ProductCreate(Request):
-    name: str = Field(min_length=1, max_length=200)
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"name": "Wool scarf", "price": "45.00", "stock": 20}]}
+    )
+
+    name: text(1, 200, "Wool scarf")  # type: ignore[valid-type]
     price: Amount
-    stock: int = Field(ge=0, le=2_000_000_000, strict=True)
+    stock: Int(0, MAX_INT32, 20)  # type: ignore[valid-type]
 
 
 class ProductPublic(BaseModel):
@@ -173,14 +437,21 @@ class ProductPublic(BaseModel):
 
 
 class CheckoutItem(Request):
-    product_id: int = Field(ge=1, strict=True)
-    quantity: int = Field(ge=1, le=10_000, strict=True)
+    product_id: Int(1, MAX_JSON_BIGINT, 1)  # type: ignore[valid-type]
+    quantity: Int(1, 10_000, 2)  # type: ignore[valid-type]
 
 
 class CheckoutRequest(Request):
-    user_id: int = Field(ge=1, strict=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"user_id": 42, "items": [{"product_id": 1, "quantity": 2}], "coupon_code": "SAVE10"}]
+        },
+    )
+
+    user_id: Int(1, MAX_JSON_BIGINT, 42)  # type: ignore[valid-type]
     items: list[CheckoutItem] = Field(min_length=1, max_length=100)
-    coupon_code: str | None = Field(default=None, min_length=1, max_length=100)
+    coupon_code: Code | None = None
 
 
 class OrderPublic(BaseModel):
@@ -188,10 +459,36 @@ class OrderPublic(BaseModel):
     user_id: int
     subtotal: Amount
     total: Amount
-    created_at: datetime
+    created_at: UtcTimestamp
 
 
 class OrderWithCouponPublic(OrderPublic):
     discount_amount: Amount
     coupon_code: str
     redemption_id: UUID
+
+
+def _order_fields_only_required(schema: dict[str, Any]) -> None:
+    schema["required"] = list(OrderPublic.model_fields)
+
+
+class OrderCreated(OrderWithCouponPublic):
+    """The documented 201 of a checkout: the seed's order; discount_amount, coupon_code and
+    redemption_id are there exactly when the request had a coupon_code."""
+
+    model_config = ConfigDict(json_schema_extra=_order_fields_only_required)
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(
+        description="Stable machine code: branch on this, never on message.", examples=["COUPON_NOT_FOUND"]
+    )
+    message: str = Field(description="For people.")
+    details: dict[str, Any] = Field(description="Per code; VALIDATION_FAILED has errors: [{field, message}].")
+    request_id: str | None = Field(description="Also in the X-Request-ID header.")
+
+
+class Error(BaseModel):
+    """The one error shape of every 4xx and 5xx response."""
+
+    error: ErrorBody

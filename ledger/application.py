@@ -27,6 +27,7 @@ from ledger.domain import (
     Coupon,
     Quote,
     Redemption,
+    ascii_upper,
     check_discount,
     coupon_id_for,
     normalize_code,
@@ -273,7 +274,7 @@ class CouponLedger(Application[UUID]):
         order_id: str | None,
         also: Callable[[Any, Receipt], None] | None = None,
     ) -> tuple[tuple[UUID, ...], Callable[[Batch], Receipt]]:
-        normalized = code.strip().upper()
+        normalized = ascii_upper(code)
         fingerprint = self._fingerprint(code=normalized, subtotal=str(subtotal), order_id=order_id)
         keyed_id = redemption_id_for(retailer_id, idempotency_key) if idempotency_key else None
         try:
@@ -336,7 +337,7 @@ class CouponLedger(Application[UUID]):
         try:
             return normalize_code(code)
         except InvalidCoupon:
-            raise CouponNotFound(f"Coupon {code.strip().upper()} does not exist.", code=code) from None
+            raise CouponNotFound(f"Coupon {ascii_upper(code)} does not exist.", code=code) from None
 
     @staticmethod
     def _fingerprint(**request: object) -> str:

@@ -20,6 +20,7 @@ from ledger.errors import (
     UsageLimitReached,
 )
 from ledger.money import HUNDRED, format_amount, percentage_of
+from ledger.timestamps import format_timestamp
 
 NAMESPACE = UUID("6f1c3f8e-2b9a-4d1e-9c55-0c0a7e4b7d21")
 CODE_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
@@ -28,10 +29,22 @@ FIXED = "fixed"
 DISCOUNT_TYPES = (PERCENTAGE, FIXED)
 
 
+ASCII_WHITESPACE = " \t\n\r\f\v"
+CODE_RULE = "must be 3-50 characters of A-Z, a-z, 0-9, '_' or '-' (surrounding spaces are ignored)"
+
+
+def ascii_upper(raw: str) -> str:
+    """Trimmed of ASCII whitespace and upper-cased in ASCII only: a non-ASCII letter is kept
+    as it is, never transliterated ('straße' stays 'STRAßE', which is no code)."""
+    trimmed = raw.strip(ASCII_WHITESPACE)
+    return trimmed.upper() if trimmed.isascii() else "".join(c.upper() if c.isascii() else c for c in trimmed)
+
+
 def normalize_code(raw: str) -> str:
-    code = raw.strip().upper()
+    """The canonical form of a coupon code; InvalidCoupon if ``raw`` is not one."""
+    code = ascii_upper(raw)
     if not 3 <= len(code) <= 50 or not set(code) <= CODE_ALPHABET:
-        raise InvalidCoupon("code", "must be 3-50 characters of A-Z, 0-9, '_' or '-'")
+        raise InvalidCoupon("code", CODE_RULE)
     return code
 
 
@@ -179,8 +192,8 @@ class Coupon(Aggregate):
         if self.is_expired(now):
             assert self.expires_at is not None
             raise CouponExpired(
-                f"Coupon {self.code} expired at {self.expires_at.isoformat()}.",
-                expired_at=self.expires_at.isoformat(),
+                f"Coupon {self.code} expired at {format_timestamp(self.expires_at)}.",
+                expired_at=format_timestamp(self.expires_at),
             )
 
     def check_uses_remain(self) -> None:

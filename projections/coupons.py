@@ -22,16 +22,18 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 from uuid import UUID
 
+import psycopg
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Tracking
+from eventsourcing.persistence import DataError, InfrastructureFactory, IntegrityError, Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.projection import Projection
-from eventsourcing.utils import Environment, EnvType
+from eventsourcing.utils import Environment, EnvType, get_topic
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 from ledger.domain import Coupon
+from ledger.timestamps import to_utc
 
 STATUS_SQL = """
     CASE
@@ -105,6 +107,20 @@ class CouponUpdate:
     is_active: bool | None = None  # None: the batch did not change it
 
 
+class UnstorableValue(ValueError):
+    """A value PostgreSQL would store but could not give back (psycopg reads timestamptz as a
+    Python datetime): stored, it would make every list holding the row fail."""
+
+
+def readable_expiry(expires_at: datetime | None) -> None:
+    if expires_at is None:
+        return
+    try:
+        to_utc(expires_at)
+    except ValueError as error:
+        raise UnstorableValue(f"expires_at {expires_at.isoformat()} {error}") from None
+
+
 @dataclass
 class CouponChanges:
     """What a run of events does to the `coupons` table, coalesced.
@@ -129,6 +145,7 @@ class CouponChanges:
     def add(self, event: DomainEventProtocol[Any]) -> None:
         match event:
             case Coupon.Created():
+                readable_expiry(event.expires_at)
                 self.updated.pop(event.originator_id, None)  # updates of a missing row: no-ops
                 self.created[event.originator_id] = NewCoupon(
                     id=event.originator_id,
@@ -313,6 +330,28 @@ class CouponsView(PostgresTrackingRecorder):
             interval = min(interval * 2, 0.1)
 
 
+class UnwritableEvent(Exception):
+    """An event the read model cannot hold (a value its columns refuse). Projecting stops at it:
+    every later event would be projected on a read model that misses it."""
+
+    def __init__(self, event: DomainEventProtocol[Any], cause: Exception) -> None:
+        self.originator_id = event.originator_id
+        self.originator_version = event.originator_version
+        self.topic = get_topic(type(event))
+        super().__init__(
+            f"coupons projection cannot write event originator_id={self.originator_id}"
+            f" originator_version={self.originator_version} topic={self.topic}: {cause}"
+        )
+
+
+def cannot_write(error: Exception) -> bool:
+    """Whether the database refused the rows themselves (a value out of range, a NUL, a violated
+    constraint), as opposed to a rival runner's claim or a lost connection, which retrying fixes."""
+    if isinstance(error, (DataError, UnstorableValue)):
+        return True
+    return isinstance(error, IntegrityError) and isinstance(error.__cause__, psycopg.IntegrityError)
+
+
 class CouponsProjection(Projection[CouponsView]):
     """Projects coupon events into the `coupons` table, a batch per transaction.
 
@@ -329,8 +368,17 @@ class CouponsProjection(Projection[CouponsView]):
         does not handle change no row but still advance the tracking record."""
         if not batch:
             return
-        changes = CouponChanges.of(event for event, _ in batch)
-        self.view.record_batch(changes, first_notification_id=batch[0][1].notification_id, tracking=batch[-1][1])
+        try:
+            changes = CouponChanges.of(event for event, _ in batch)
+            self.view.record_batch(changes, first_notification_id=batch[0][1].notification_id, tracking=batch[-1][1])
+        except Exception as error:
+            if not cannot_write(error):
+                raise
+            if len(batch) == 1:
+                raise UnwritableEvent(batch[0][0], error) from error
+            # Find the event: the batch wrote nothing, so write its events one by one up to it.
+            for item in batch:
+                self.process_events([item])
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         self.process_events([(domain_event, tracking)])

@@ -37,7 +37,7 @@ from eventsourcing.projection import (
 from eventsourcing.utils import EnvType
 
 from ledger.application import CouponLedger
-from projections.coupons import CouponsProjection, CouponsView
+from projections.coupons import CouponsProjection, CouponsView, UnwritableEvent
 
 log = logging.getLogger(__name__)
 LEADER_LOCK_KEY = 0x636F75706F6E  # "coupon"
@@ -150,6 +150,8 @@ class ProjectionLeader:
         self.poll_interval = poll_interval
         self.max_batch_size = max_batch_size
         self.is_leader = threading.Event()
+        self.stopped_on: UnwritableEvent | None = None
+        """The event projecting stopped at, if it met one the read model cannot hold."""
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="projection-leader", daemon=True)
 
@@ -165,6 +167,13 @@ class ProjectionLeader:
         while not self._stopping.is_set():
             try:
                 self._lead_while_holding_lock()
+            except UnwritableEvent as error:
+                # Retrying cannot help, and the events after it must not be projected without
+                # it: stop, say which event, and let the list answer 503 until it is dealt with.
+                self.stopped_on = error
+                self.is_leader.clear()
+                log.error("projection stopped: %s", error)
+                return
             except Exception:
                 log.exception("projection runner failed; retrying")
             self.is_leader.clear()

@@ -7,7 +7,15 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import CallerDep
-from api.schemas import CheckoutRequest, OrderPublic, OrderWithCouponPublic, ProductCreate, ProductPublic
+from api.openapi import errors
+from api.schemas import (
+    CheckoutRequest,
+    OrderCreated,
+    OrderPublic,
+    OrderWithCouponPublic,
+    ProductCreate,
+    ProductPublic,
+)
 
 router = APIRouter(prefix="/v1", tags=["checkout"])
 
@@ -17,7 +25,16 @@ def list_products(caller: CallerDep) -> list[ProductPublic]:
     return [ProductPublic(**vars(p)) for p in caller.services.checkout.list_products(caller.retailer_id)]
 
 
-@router.post("/products", status_code=201)
+PRODUCT_LINKS = {
+    "CheckoutProduct": {
+        "operationId": "checkout",
+        "requestBody": {"user_id": 1, "items": [{"product_id": "$response.body#/id", "quantity": 1}]},
+        "description": "Buy one of the product just added.",
+    }
+}
+
+
+@router.post("/products", status_code=201, responses={201: {"description": "The product", "links": PRODUCT_LINKS}})
 def add_product(body: ProductCreate, caller: CallerDep) -> ProductPublic:
     product = caller.services.checkout.add_product(caller.retailer_id, body.name, body.price, body.stock)
     return ProductPublic(**vars(product))
@@ -27,7 +44,20 @@ def add_product(body: ProductCreate, caller: CallerDep) -> ProductPublic:
     "/checkout",
     status_code=201,
     response_model=None,
-    responses={201: {"model": OrderWithCouponPublic, "description": "The order; coupon fields only with a coupon"}},
+    responses={
+        201: {
+            "model": OrderCreated,
+            "description": "The order; discount_amount, coupon_code and redemption_id only with a coupon_code",
+        },
+        **errors(
+            {
+                404: ["NOT_FOUND", "COUPON_NOT_FOUND"],
+                409: ["OUT_OF_STOCK"],
+                422: ["COUPON_INACTIVE", "COUPON_EXPIRED", "USAGE_LIMIT_REACHED", "MIN_ORDER_NOT_MET"],
+                503: ["SERVICE_UNAVAILABLE"],
+            }
+        ),
+    },
 )
 def checkout(body: CheckoutRequest, caller: CallerDep) -> JSONResponse:
     order = caller.services.checkout.place_order(

@@ -6,24 +6,31 @@ import base64
 import binascii
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, StringConstraints, TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from api.deps import CallerDep, get_caller
 from api.errors import ApiError
+from api.openapi import errors
 from api.schemas import (
+    CURSOR_SCHEMA,
+    MAX_BIGINT,
+    PATH_CODE_PATTERN,
     ApplyRequest,
     CouponCreate,
     CouponPage,
     CouponPublic,
     EventPage,
     EventPublic,
+    IdempotencyKey,
     QuotePublic,
     RedemptionPublic,
     Status,
     ValidateRequest,
+    check_text,
 )
+from ledger.domain import CODE_ALPHABET
 
 router = APIRouter(prefix="/v1/coupons", tags=["coupons"])
 M = TypeVar("M", bound=BaseModel)
@@ -42,8 +49,11 @@ def bad_cursor() -> ApiError:
 
 
 def decode_cursor(cursor: str) -> str:
+    """The text a cursor encodes; 422 naming ``cursor`` unless it is base64 of UTF-8 text
+    without NUL. Each endpoint then checks the decoded value is one it could have returned."""
     try:
         decoded = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
+        check_text(decoded)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise bad_cursor() from None
     if not decoded:
@@ -51,21 +61,80 @@ def decode_cursor(cursor: str) -> str:
     return decoded
 
 
-@router.post("", status_code=201)
+def decode_code_cursor(cursor: str) -> str:
+    code = decode_cursor(cursor)
+    if not (3 <= len(code) <= 50 and set(code) <= CODE_ALPHABET):
+        raise bad_cursor()
+    return code
+
+
+def decode_version_cursor(cursor: str) -> int:
+    decoded = decode_cursor(cursor)
+    if not (decoded.isascii() and decoded.isdigit() and int(decoded) <= MAX_BIGINT):
+        raise bad_cursor()
+    return int(decoded)
+
+
+Cursor = Annotated[str | None, Query(max_length=200, json_schema_extra=CURSOR_SCHEMA)]
+CouponCode = Annotated[
+    str,
+    Path(
+        description="The coupon's code, in any case. A code that cannot exist is COUPON_NOT_FOUND like a missing one.",
+        json_schema_extra={"pattern": PATH_CODE_PATTERN, "examples": ["SAVE10"]},
+    ),
+]
+NOT_FOUND = {404: ["COUPON_NOT_FOUND"]}
+WRITE_BUSY = {503: ["SERVICE_UNAVAILABLE"]}
+REFUSED = ["COUPON_INACTIVE", "COUPON_EXPIRED", "USAGE_LIMIT_REACHED", "MIN_ORDER_NOT_MET"]
+COUPON_LINKS = {
+    name: {"operationId": operation, "parameters": {"code": "$response.body#/code"}, "description": description}
+    for name, operation, description in [
+        ("GetCoupon", "get_coupon", "The coupon just created."),
+        ("DeactivateCoupon", "deactivate_coupon", "Deactivate it."),
+        ("ActivateCoupon", "activate_coupon", "Activate it."),
+        ("CouponEvents", "coupon_events", "Its audit trail."),
+    ]
+} | {
+    name: {
+        "operationId": operation,
+        "requestBody": {"code": "$response.body#/code", "subtotal": "100.00"},
+        "description": description,
+    }
+    for name, operation, description in [
+        ("ValidateCoupon", "validate_coupon", "Price an order of 100.00 with it."),
+        ("ApplyCoupon", "apply_coupon", "Redeem it on an order of 100.00."),
+    ]
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    responses={
+        201: {"description": "The coupon", "links": COUPON_LINKS},
+        **errors({409: ["COUPON_CODE_TAKEN"], **WRITE_BUSY}),
+    },
+)
 async def create_coupon(body: CouponCreate, caller: CallerDep) -> CouponPublic:
     ledger = caller.services.ledger
     coupon = await ledger.create_coupon_async(caller.retailer_id, **body.model_dump())
     return CouponPublic.from_coupon(coupon, ledger.clock())
 
 
-@router.get("")
+@router.get("", responses=errors({503: ["SERVICE_UNAVAILABLE"]}))
 def list_coupons(
     caller: CallerDep,
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
+    cursor: Cursor = None,
 ) -> CouponPage:
     services = caller.services
+    if services.leader is not None and services.leader.stopped_on is not None:
+        raise ApiError(
+            "SERVICE_UNAVAILABLE",
+            "The coupon list is unavailable: its read model stopped at an event it cannot hold (see the server log).",
+            retry_after=60,
+        )
     head = services.ledger.recorder.max_notification_id()
     try:
         services.coupons_view.wait_until_processed(
@@ -79,7 +148,7 @@ def list_coupons(
         caller.retailer_id,
         now=services.ledger.clock(),
         status=status,
-        after_code=decode_cursor(cursor) if cursor else None,
+        after_code=decode_code_cursor(cursor) if cursor else None,
         limit=limit + 1,
     )
     page = rows[:limit]
@@ -87,22 +156,30 @@ def list_coupons(
     return CouponPage(data=[CouponPublic.from_row(r) for r in page], next_cursor=next_cursor)
 
 
-@router.post("/validate")
+@router.post("/validate", responses=errors({**NOT_FOUND, 422: REFUSED}))
 def validate_coupon(body: ValidateRequest, caller: CallerDep) -> QuotePublic:
     return QuotePublic.from_quote(caller.services.ledger.validate(caller.retailer_id, body.code, body.subtotal))
 
 
-IdempotencyKey = TypeAdapter(Annotated[str, StringConstraints(min_length=1, max_length=255)])
+IDEMPOTENCY_KEY = TypeAdapter[str](IdempotencyKey)
 APPLY_OPENAPI: dict[str, Any] = {
     "parameters": [
         {
             "name": "Idempotency-Key",
             "in": "header",
             "required": False,
-            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            "schema": IDEMPOTENCY_KEY.json_schema(),
         }
     ],
-    "requestBody": {"required": True, "content": {"application/json": {"schema": ApplyRequest.model_json_schema()}}},
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": ApplyRequest.model_json_schema(ref_template="#/components/schemas/{model}"),
+                "example": {"code": "SAVE10", "subtotal": "150.00", "order_id": "1001"},
+            }
+        },
+    },
 }
 
 
@@ -111,7 +188,17 @@ APPLY_OPENAPI: dict[str, Any] = {
     status_code=201,
     response_model=None,
     responses={
-        201: {"model": RedemptionPublic, "description": "The redemption (replayed: header Idempotent-Replayed)"}
+        201: {
+            "model": RedemptionPublic,
+            "description": "The redemption (replayed: header Idempotent-Replayed)",
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": "`true` when this is the first response to the same key and body, again.",
+                    "schema": {"type": "string", "enum": ["true"]},
+                }
+            },
+        },
+        **errors({**NOT_FOUND, 409: ["IDEMPOTENCY_KEY_REUSED"], 422: REFUSED, **WRITE_BUSY}),
     },
     openapi_extra=APPLY_OPENAPI,
 )
@@ -123,7 +210,7 @@ async def apply_coupon(request: Request) -> Response:
     caller = await get_caller(request)
     body = parsed(ApplyRequest, await request.body())
     header = request.headers.get("idempotency-key")
-    idempotency_key = validated_header(IdempotencyKey, "idempotency-key", header) if header is not None else None
+    idempotency_key = validated_header(IDEMPOTENCY_KEY, "Idempotency-Key", header) if header is not None else None
     receipt = await caller.services.ledger.apply_async(
         caller.retailer_id, body.code, body.subtotal, idempotency_key=idempotency_key, order_id=body.order_id
     )
@@ -154,37 +241,32 @@ def validated_header(adapter: TypeAdapter[str], name: str, value: str) -> str:
         raise RequestValidationError([{**e, "loc": ("header", name)} for e in error.errors()]) from None
 
 
-@router.get("/{code}")
-def get_coupon(code: str, caller: CallerDep) -> CouponPublic:
+@router.get("/{code}", responses=errors(NOT_FOUND))
+def get_coupon(code: CouponCode, caller: CallerDep) -> CouponPublic:
     ledger = caller.services.ledger
     return CouponPublic.from_coupon(ledger.get_coupon(caller.retailer_id, code), ledger.clock())
 
 
-@router.post("/{code}/deactivate")
-async def deactivate_coupon(code: str, caller: CallerDep) -> CouponPublic:
+@router.post("/{code}/deactivate", responses=errors({**NOT_FOUND, **WRITE_BUSY}))
+async def deactivate_coupon(code: CouponCode, caller: CallerDep) -> CouponPublic:
     ledger = caller.services.ledger
     return CouponPublic.from_coupon(await ledger.deactivate_async(caller.retailer_id, code), ledger.clock())
 
 
-@router.post("/{code}/activate")
-async def activate_coupon(code: str, caller: CallerDep) -> CouponPublic:
+@router.post("/{code}/activate", responses=errors({**NOT_FOUND, **WRITE_BUSY}))
+async def activate_coupon(code: CouponCode, caller: CallerDep) -> CouponPublic:
     ledger = caller.services.ledger
     return CouponPublic.from_coupon(await ledger.activate_async(caller.retailer_id, code), ledger.clock())
 
 
-@router.get("/{code}/events")
+@router.get("/{code}/events", responses=errors(NOT_FOUND))
 def coupon_events(
-    code: str,
+    code: CouponCode,
     caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    cursor: str | None = None,
+    cursor: Cursor = None,
 ) -> EventPage:
-    after = 0
-    if cursor:
-        decoded = decode_cursor(cursor)
-        if not (decoded.isascii() and decoded.isdigit()):
-            raise bad_cursor()
-        after = int(decoded)
+    after = decode_version_cursor(cursor) if cursor else 0
     events = caller.services.ledger.coupon_events(caller.retailer_id, code, after_version=after, limit=limit + 1)
     page = events[:limit]
     next_cursor = encode_cursor(str(page[-1].version)) if len(events) > limit else None

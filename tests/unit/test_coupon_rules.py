@@ -23,6 +23,7 @@ import ledger.writer as writer_module
 from ledger.application import CouponLedger, Receipt
 from ledger.domain import FIXED, PERCENTAGE, Coupon
 from ledger.errors import LedgerBusy, LedgerError, UsageLimitReached
+from ledger.timestamps import format_timestamp
 
 START = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 RETAILER = UUID("00000000-0000-4000-8000-00000000000a")
@@ -30,6 +31,17 @@ OTHER_RETAILER = UUID("00000000-0000-4000-8000-00000000000b")
 D = Decimal
 BOTH_CHECKS = pytest.mark.parametrize("operation", ["validate", "apply"])
 MALFORMED_CODES = ["ab", "  ab  ", "", "   ", "X" * 51, "SAVE 10", "SAVE!", "SAVE.10", "ÄBC", "SAVE\t10"]
+# Non-ASCII letters that str.upper() would turn into ASCII ones, and non-ASCII spaces str.strip() would trim.
+TRANSLITERATED_CODES = [
+    "straße",
+    "ﬁx10",
+    "\u0131ce10",
+    "\u3000SAVE10",
+    "SAVE10\u00a0",
+    "\uff33\uff21\uff36\uff2510",
+    "SAVE\x0010",
+]
+MALFORMED_CODES += TRANSLITERATED_CODES
 
 
 class ManualClock:
@@ -149,6 +161,15 @@ class TestCouponRules:
             lambda: ledger.coupon_events(RETAILER, raw),
         ]
         assert [error_from(lookup).code for lookup in lookups] == ["COUPON_NOT_FOUND"] * len(lookups)
+
+    @pytest.mark.parametrize(("raw", "lookalike"), [("straße", "STRASSE"), ("ﬁx10", "FIX10"), ("\u0131ce10", "ICE10")])
+    def test_a_code_with_non_ascii_letters_never_finds_its_ascii_transliteration(
+        self, ledger: CouponLedger, raw: str, lookalike: str
+    ) -> None:
+        ledger.create_coupon(RETAILER, lookalike, FIXED, D("5.00"))
+        assert error_from(lambda: ledger.get_coupon(RETAILER, raw)).code == "COUPON_NOT_FOUND"
+        assert error_from(lambda: ledger.apply(RETAILER, raw, D("10.00"))).code == "COUPON_NOT_FOUND"
+        assert uses(ledger, lookalike) == 0
 
     # ------------------------------------------------------------------ uniqueness per retailer
 
@@ -273,7 +294,7 @@ class TestCouponRules:
         clock.set(expires_at)
         error = error_from(lambda: check(ledger, operation, "SOON", "20.00"))
         assert error.code == "COUPON_EXPIRED"
-        assert error.details == {"expired_at": expires_at.isoformat()}
+        assert error.details == {"expired_at": format_timestamp(expires_at)}
         clock.advance(timedelta(days=400))
         assert error_from(lambda: check(ledger, operation, "SOON", "20.00")).code == "COUPON_EXPIRED"
         assert uses(ledger, "SOON") == 0
