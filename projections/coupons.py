@@ -24,7 +24,7 @@ from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Tracking
-from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from eventsourcing.projection import Projection
 from eventsourcing.utils import Environment, EnvType
 from psycopg import Cursor
@@ -32,6 +32,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 from ledger.domain import Coupon
+from ledger.event_store import bound_waits, fewer_retries
 
 STATUS_SQL = """
     CASE
@@ -169,6 +170,13 @@ class CouponChanges:
 
 class CouponsView(PostgresTrackingRecorder):
     """SQL of the `coupons` table (created by schema.sql)."""
+
+    max_tracking_id = fewer_retries(PostgresTrackingRecorder.max_tracking_id)
+    has_tracking_id = fewer_retries(PostgresTrackingRecorder.has_tracking_id)
+
+    def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        bound_waits(datastore)
 
     def record_batch(self, changes: CouponChanges, first_notification_id: int, tracking: Tracking) -> None:
         """Write a batch's coalesced changes and its one tracking record in one transaction.
