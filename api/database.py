@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import psycopg
-from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
 from psycopg.conninfo import conninfo_to_dict
 
 from ledger.application import CouponLedger
-from ledger.event_store import CONNECT_TIMEOUT, POOL_TIMEOUT
+from ledger.event_store import CONNECT_TIMEOUT, POOL_TIMEOUT, read_with_fewer_retries
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +251,8 @@ def open_ledger(env: dict[str, str]) -> CouponLedger:
     ledger = CouponLedger(env=env)
     if isinstance(ledger.recorder, PostgresApplicationRecorder):
         ledger.recorder.datastore.register_type_adapters()
+    if ledger.snapshots is not None and isinstance(ledger.snapshots.recorder, PostgresAggregateRecorder):
+        read_with_fewer_retries(ledger.snapshots.recorder)
     return ledger
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
@@ -61,6 +62,13 @@ def fewer_retries(method: Callable[..., Any]) -> Any:
     connection: over 20 s while the database is down. Once is enough for a connection that went
     stale in a restart; after that the caller hears of it (an HTTP request: 503)."""
     return retry((InterfaceError, OperationalError), max_attempts=2, wait=0.2)(inspect.unwrap(method))
+
+
+def read_with_fewer_retries(recorder: PostgresAggregateRecorder) -> None:
+    """``fewer_retries`` for the reads of a recorder of the library's own class (the snapshot
+    store's, which no setting lets us choose)."""
+    reads = types.MethodType(fewer_retries(PostgresAggregateRecorder.select_events), recorder)
+    recorder.select_events = reads
 
 
 Aggregate = Any  # any event-sourced aggregate of the application
