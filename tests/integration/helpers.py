@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +23,7 @@ import psycopg
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.projection import ProjectionRunner
 
+from api.database import stop_postmaster
 from ledger.application import CouponLedger
 from projections.coupons import CouponsProjection, CouponsView
 from projections.runner import LEADER_LOCK_KEY
@@ -344,3 +347,18 @@ def create_coupon(server: Server, api_key: str, code: str, max_uses: int | None)
     assert response.status_code == 201, response.text
     coupon: dict[str, Any] = response.json()
     return coupon
+
+
+@contextmanager
+def embedded_data_dir(name: str) -> Iterator[Path]:
+    """A data folder for an embedded server, removed afterwards with whatever still runs in it.
+
+    Not under pytest's tmp_path: as root the wheel runs PostgreSQL as another user, who must be able
+    to enter every parent folder, and each pytest session (others may run at the same time on the
+    machine) makes its /tmp/pytest-of-<user> private again."""
+    folder = Path(tempfile.mkdtemp(prefix=f"coupon-ledger-{name}-"))
+    try:
+        yield folder / "data"
+    finally:
+        stop_postmaster(folder / "data" / "pgdata")
+        shutil.rmtree(folder, ignore_errors=True)

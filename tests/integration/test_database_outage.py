@@ -16,8 +16,16 @@ import httpx
 import psycopg
 import pytest
 
-from api.database import start_embedded, stop_embedded, stop_postmaster
-from tests.integration.helpers import Server, auth, create_coupon, redeemed_events, run_cli, wait_for
+from api.database import start_embedded, stop_embedded
+from tests.integration.helpers import (
+    Server,
+    auth,
+    create_coupon,
+    embedded_data_dir,
+    redeemed_events,
+    run_cli,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -36,13 +44,12 @@ class Answer:
 
 
 @pytest.fixture
-def embedded(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+def embedded() -> Iterator[tuple[Path, str]]:
     """An embedded PostgreSQL of the test's own, which it stops and starts again."""
-    data_dir = tmp_path / "data"
-    url = start_embedded(data_dir)
-    yield data_dir, url
-    stop_embedded(data_dir)
-    stop_postmaster(data_dir / "pgdata")
+    with embedded_data_dir("outage") as data_dir:
+        url = start_embedded(data_dir)
+        yield data_dir, url
+        stop_embedded(data_dir)
 
 
 def apply(client: httpx.Client, key: str) -> Answer:

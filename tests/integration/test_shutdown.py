@@ -22,6 +22,7 @@ from tests.integration.helpers import (
     Server,
     auth,
     create_coupon,
+    embedded_data_dir,
     postgres_pids,
     projection_children,
     run_cli,
@@ -34,11 +35,10 @@ EXIT_WITHIN = 20.0  # seconds from the signal to the exit of serve
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def data_dir() -> Iterator[Path]:
     """One data folder for the module (initdb once); whatever a failed test left running is stopped."""
-    folder = tmp_path_factory.mktemp("embedded") / "data"
-    yield folder
-    stop_postmaster(folder / "pgdata")
+    with embedded_data_dir("shutdown") as folder:
+        yield folder
 
 
 @pytest.fixture
