@@ -93,9 +93,11 @@ def test_a_request_in_flight_at_sigterm_is_answered_before_serve_stops(
     create_coupon(server, key, "INFLIGHT", None)
     body = json.dumps({"code": "INFLIGHT", "subtotal": "80.00"}).encode()
     signalled = threading.Event()
+    begun = threading.Event()
 
     def slow_body() -> Iterator[bytes]:
         yield body[:10]
+        begun.set()  # the headers and the first bytes are sent
         signalled.wait(10)
         time.sleep(0.5)  # serve has begun its shutdown
         yield body[10:]
@@ -117,7 +119,8 @@ def test_a_request_in_flight_at_sigterm_is_answered_before_serve_stops(
 
     client = threading.Thread(target=send)
     client.start()
-    time.sleep(0.5)  # the request has started
+    assert begun.wait(10)
+    time.sleep(0.5)  # and serve has read them: the request is in flight
     server.process.send_signal(signal.SIGTERM)
     signalled.set()
     client.join(30)
@@ -134,9 +137,11 @@ def test_a_second_sigterm_ends_a_shutdown_that_waits_for_a_stalled_request(
 ) -> None:
     server = start(data_dir, tmp_path, "second-signal", "--graceful-timeout", "60")
     release = threading.Event()
+    begun = threading.Event()
 
     def never_finishing_body() -> Iterator[bytes]:
         yield b'{"code": "NOPE", '
+        begun.set()  # the headers and the first bytes are sent
         release.wait(60)
         yield b'"subtotal": "1.00"}'
 
@@ -153,7 +158,8 @@ def test_a_second_sigterm_ends_a_shutdown_that_waits_for_a_stalled_request(
     client = threading.Thread(target=send, daemon=True)
     client.start()
     try:
-        time.sleep(0.5)
+        assert begun.wait(10)
+        time.sleep(0.5)  # serve has read them: the request is in flight
         server.process.send_signal(signal.SIGTERM)
         time.sleep(1.0)
         assert server.process.poll() is None, "precondition: the first signal waits for the stalled request"
