@@ -108,6 +108,22 @@ CREATE TABLE IF NOT EXISTS retailers (
     name text NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
 );
+-- Names are unique, compared without case and surrounding spaces. A database from before this
+-- index may hold duplicates: the oldest retailer keeps the name, each later one is renamed to
+-- "<name> (<its id>)" (keys and coupons hang on ids, never on names), so the index can be built.
+DO $$
+BEGIN
+    IF to_regclass('retailers_name_unique') IS NULL THEN
+        UPDATE retailers r SET name = r.name || ' (' || r.id || ')'
+        FROM (
+            SELECT id, row_number() OVER (PARTITION BY lower(btrim(name)) ORDER BY created_at, id) AS n
+            FROM retailers
+        ) d
+        WHERE d.id = r.id AND d.n > 1;
+    END IF;
+END;
+$$;
+CREATE UNIQUE INDEX IF NOT EXISTS retailers_name_unique ON retailers (lower(btrim(name)));
 CREATE TABLE IF NOT EXISTS api_keys (
     key_hash text PRIMARY KEY,
     retailer_id uuid NOT NULL REFERENCES retailers (id),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -10,47 +11,158 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
+from types import FrameType
 from uuid import UUID
 
+import uvicorn
 from psycopg_pool import ConnectionPool
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from api.checkout import Checkout
-from api.database import apply_schema, eventsourcing_env, open_ledger, resolve_database
-from api.retailers import Retailers
+from api.database import abandon_embedded, apply_schema, eventsourcing_env, open_database, open_ledger
+from api.retailers import RetailerNameTaken, Retailers, normalize_retailer_name
 from api.settings import Settings
 from projections.coupons import construct_view
 from projections.runner import ProjectionLeader
 from projections.verify import verify
 
+log = logging.getLogger(__name__)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STARTUP_FAILURE = 3  # uvicorn's exit code when the app could not start
 
-def database_url(settings: Settings) -> tuple[str, bool]:
-    return resolve_database(settings.database_url, settings.data_dir)
+
+class ShutdownSignals:
+    """SIGTERM and SIGINT for `serve`: the first stops the service cleanly, a second ends it at once.
+
+    While uvicorn serves, its own handlers take the signals (graceful shutdown: no new connections,
+    in-flight requests finish, then the app's lifespan closes). Before it runs (start-up) a signal
+    is remembered and serve stops once started; after it has returned (stopping the projection
+    process and the embedded PostgreSQL) any signal is a second one: the projection process is
+    killed, the embedded server is asked to shut down without waiting, and the process exits.
+    """
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.phase = "starting"
+        self.on_force: list[Callable[[], None]] = []
+        self.stop_server: Callable[[], None] = lambda: None
+        self._previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.phase == "serving":
+            # uvicorn handled it and re-raises it as it returns; or it came before uvicorn took over.
+            self.requested.set()
+            self.stop_server()
+            return
+        if self.phase == "starting" and not self.requested.is_set():
+            log.warning("received %s: stopping once started", signal.Signals(signum).name)
+            self.requested.set()
+            return
+        self.force(signum)
+
+    def force(self, signum: int) -> None:
+        print(f"received {signal.Signals(signum).name} again: exiting now", file=sys.stderr, flush=True)
+        for callback in self.on_force:
+            with contextlib.suppress(Exception):  # exiting anyway
+                callback()
+        os._exit(128 + signum)
+
+    def serving(self) -> None:
+        self.phase = "serving"
+
+    def stopping(self) -> None:
+        """uvicorn has returned; re-install the handlers (a multi-worker uvicorn leaves its own)."""
+        self.phase = "stopping"
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._handle)
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
+    signals = ShutdownSignals()
+    signals.on_force.append(abandon_embedded)
+    try:
+        with open_database(settings.database_url, settings.data_dir) as (url, embedded):
+            if signals.requested.is_set():
+                return 0
+            apply_schema(url)
+            created = create_demo_retailer(url) if embedded else None
+            if created is not None:
+                retailer_id, api_key = created
+                print(f"Created the demo retailer {retailer_id}. Its API key (shown once): {api_key}", flush=True)
+            if signals.requested.is_set():
+                return 0
+            os.environ["DATABASE_URL"] = url  # worker processes use the same database
+            # The projections run in a process of their own, beside the API's: on another core, and
+            # without taking the GIL from the requests and the writer. The API workers do not project.
+            os.environ["COUPON_LEDGER_RUN_PROJECTIONS"] = "false"
+            with ProjectionProcess(os.getpid(), should_stop=signals.requested.is_set) as projection:
+                signals.on_force.insert(0, projection.kill)
+                started = True
+                if not signals.requested.is_set():
+                    signals.serving()
+                    try:
+                        started = run_uvicorn(args, signals)
+                    finally:
+                        signals.stopping()
+            if not started and not signals.requested.is_set():
+                return STARTUP_FAILURE
+        return 0
+    finally:
+        signals.restore()
 
-    url, embedded = database_url(settings)
-    apply_schema(url)
-    if embedded:
-        created = create_demo_retailer(url)
-        if created is not None:
-            retailer_id, api_key = created
-            print(f"Created the demo retailer {retailer_id}. Its API key (shown once): {api_key}", flush=True)
-    os.environ["DATABASE_URL"] = url  # worker processes use the same database
-    # The projections run in a process of their own, beside the API's: on another core, and
-    # without taking the GIL from the requests and the writer. The API workers do not project.
-    os.environ["COUPON_LEDGER_RUN_PROJECTIONS"] = "false"
-    with ProjectionProcess(os.getpid()):
-        uvicorn.run(
-            "api.app:create_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            access_log=args.access_log,
-        )
-    return 0
+
+def run_uvicorn(args: argparse.Namespace, signals: ShutdownSignals) -> bool:
+    """Serve until SIGTERM or SIGINT (uvicorn's graceful shutdown); whether the server started."""
+    config = uvicorn.Config(
+        "api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        access_log=args.access_log,
+        timeout_graceful_shutdown=args.graceful_timeout,
+    )
+    if config.workers > 1:
+        supervisor = Supervisor(config, sockets=[config.bind_socket()])
+        signals.stop_server = supervisor.should_exit.set
+        supervisor.run()
+        return True
+    server = Server(config)
+    signals.stop_server = server.request_exit
+    server.run()
+    return server.started
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, where a second SIGTERM, not only a second SIGINT, stops waiting for
+    in-flight requests."""
+
+    def request_exit(self) -> None:
+        self.should_exit = True
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit:
+            self.force_exit = True
+        super().handle_exit(sig, frame)
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's supervisor of several workers, where a signal that comes while the workers finish
+    their requests kills them instead of being ignored."""
+
+    def join_all(self) -> None:
+        for worker in self.processes:
+            while worker.process.is_alive():
+                if self.signal_queue:
+                    log.warning("second signal: killing the workers")
+                    for other in self.processes:
+                        other.kill()
+                worker.process.join(0.1)
 
 
 def create_demo_retailer(url: str) -> tuple[UUID, str] | None:
@@ -72,9 +184,10 @@ class ProjectionProcess:
     """`coupon-ledger project` as a child of `serve`: restarted if it dies, stopped with serve;
     and if serve itself is killed, the child sees its parent change and stops too."""
 
-    def __init__(self, parent_pid: int) -> None:
+    def __init__(self, parent_pid: int, should_stop: Callable[[], bool] = lambda: False) -> None:
         self.command = [sys.executable, "-m", "api.cli", "project", "--parent", str(parent_pid)]
         self.process: subprocess.Popen[bytes] | None = None
+        self.should_stop = should_stop
         self._stopping = threading.Event()
         self._watchdog = threading.Thread(target=self._keep_running, name="projection-process", daemon=True)
 
@@ -94,12 +207,17 @@ class ProjectionProcess:
                 self.process.kill()
                 self.process.wait()
 
+    def kill(self) -> None:
+        self._stopping.set()
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+
     def _keep_running(self) -> None:
         while not self._stopping.wait(1.0):
+            if self.should_stop():  # serve is stopping: a child that stopped (Ctrl-C) stays stopped
+                continue
             if self.process is not None and self.process.poll() is not None:
-                logging.getLogger(__name__).error(
-                    "the projection process exited with %s; starting it again", self.process.returncode
-                )
+                log.error("the projection process exited with %s; starting it again", self.process.returncode)
                 self.process = subprocess.Popen(self.command)
 
 
@@ -109,49 +227,53 @@ def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
     Every running `project` takes part in the leader election: one projects, the others stand by.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    url, _embedded = database_url(settings)
-    if args.parent is None:  # started by serve, which has just applied it
-        apply_schema(url)
     stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, lambda *_: stop.set())
-    leader = ProjectionLeader(url, eventsourcing_env(url)).start()
-    try:
-        while not stop.wait(0.5):
-            if args.parent is not None and os.getppid() != args.parent:
-                break  # serve is gone (even killed): do not project on as an orphan
-    finally:
-        leader.stop()
+    with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
+        if args.parent is None:  # started by serve, which has just applied it
+            apply_schema(url)
+        leader = ProjectionLeader(url, eventsourcing_env(url)).start()
+        try:
+            while not stop.wait(0.5):
+                if args.parent is not None and os.getppid() != args.parent:
+                    break  # serve is gone (even killed): do not project on as an orphan
+        finally:
+            leader.stop()
     return 0
 
 
 def cmd_migrate(_: argparse.Namespace, settings: Settings) -> int:
-    url, _embedded = database_url(settings)
-    apply_schema(url)
+    with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
+        apply_schema(url)
     print("schema applied")
     return 0
 
 
 def cmd_retailer_create(args: argparse.Namespace, settings: Settings) -> int:
-    url, _embedded = database_url(settings)
-    apply_schema(url)
-    with ConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
-        retailer_id, api_key = Retailers(pool).create(args.name)
+    with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
+        apply_schema(url)
+        with ConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
+            try:
+                retailer_id, api_key = Retailers(pool).create(args.name)
+            except RetailerNameTaken as taken:
+                print(f"coupon-ledger retailer create: error: {taken}", file=sys.stderr)
+                return 1
     print(json.dumps({"retailer_id": str(retailer_id), "api_key": api_key}))
     return 0
 
 
 def cmd_verify(_: argparse.Namespace, settings: Settings) -> int:
-    url, _embedded = database_url(settings)
-    apply_schema(url)
-    env = eventsourcing_env(url, pool_size=1, max_overflow=0)
-    ledger = open_ledger(env)
-    view = construct_view(env)
-    try:
-        report = verify(ledger, view)
-    finally:
-        view.datastore.close()
-        ledger.close()
+    with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
+        apply_schema(url)
+        env = eventsourcing_env(url, pool_size=1, max_overflow=0)
+        ledger = open_ledger(env)
+        view = construct_view(env)
+        try:
+            report = verify(ledger, view)
+        finally:
+            view.datastore.close()
+            ledger.close()
     for violation in report.violations:
         print(f"VIOLATION: {violation}")
     print(
@@ -162,38 +284,111 @@ def cmd_verify(_: argparse.Namespace, settings: Settings) -> int:
     return 1 if report.violations else 0
 
 
-def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="coupon-ledger", description=__doc__)
-    commands = root.add_subparsers(dest="command", required=True)
+def retailer_name(raw: str) -> str:
+    try:
+        return normalize_retailer_name(raw)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
-    serve = commands.add_parser("serve", help="run the HTTP API")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+
+def positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, not {raw}")
+    return value
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default (argparse's), unless it has none to show."""
+
+
+EPILOG = (
+    "All commands read DATABASE_URL; without it they use an embedded PostgreSQL kept in "
+    "COUPON_LEDGER_DATA_DIR (default ./.coupon-ledger), started if needed and stopped by the last "
+    "command that uses it."
+)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="coupon-ledger", description=__doc__, epilog=EPILOG, formatter_class=HelpFormatter
+    )
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:  # noqa: A002
+        return commands.add_parser(
+            name, help=help, description=description or help, epilog=EPILOG, formatter_class=HelpFormatter
+        )
+
+    serve = command(
+        "serve",
+        "run the HTTP API (and the projections as a child process)",
+        "Run the HTTP API, with `coupon-ledger project` as a child process. SIGTERM or Ctrl-C (SIGINT) "
+        "stops it cleanly: in-flight requests finish, then the projection process and the embedded "
+        "PostgreSQL stop, and it exits 0; a second signal exits at once.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="the TCP port to listen on")
+    serve.add_argument("--workers", type=positive_int, default=1, help="the number of API processes")
     # Off by default: a line per request costs about a tenth of a request's CPU time.
-    serve.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
+    serve.add_argument(
+        "--access-log", action="store_true", default=False, help="log every request (uvicorn's access log)"
+    )
+    serve.add_argument(
+        "--graceful-timeout",
+        type=non_negative_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="on SIGTERM or SIGINT, how long in-flight requests may take to finish before their connections are closed",
+    )
     serve.set_defaults(func=cmd_serve)
 
-    project = commands.add_parser(
-        "project", help="run the projections (one process leads across all that run); serve starts one"
+    project = command(
+        "project",
+        "run the projections (one process leads across all that run); serve starts one",
+        "Run the projections until SIGTERM or SIGINT. Of all the `project` processes on one database, "
+        "one leads (a PostgreSQL advisory lock) and the others take over if it goes away.",
     )
     project.add_argument("--parent", type=int, default=None, help=argparse.SUPPRESS)
     project.set_defaults(func=cmd_project)
 
-    commands.add_parser("migrate", help="apply schema.sql").set_defaults(func=cmd_migrate)
+    command("migrate", "apply schema.sql (idempotent; also done at every start)").set_defaults(func=cmd_migrate)
 
-    retailer = commands.add_parser("retailer", help="manage retailers")
-    retailer_commands = retailer.add_subparsers(dest="retailer_command", required=True)
-    create = retailer_commands.add_parser("create", help="create a retailer and print its API key")
-    create.add_argument("name")
+    retailer = command("retailer", "manage retailers")
+    retailer_commands = retailer.add_subparsers(dest="retailer_command", required=True, metavar="ACTION")
+    create = retailer_commands.add_parser(
+        "create",
+        help="create a retailer and print its API key",
+        description="Create a retailer and print one JSON line with its id and API key (shown only here). "
+        "Names are unique, compared without case and surrounding spaces.",
+        formatter_class=HelpFormatter,
+    )
+    create.add_argument(
+        "name",
+        type=retailer_name,
+        help="the retailer's name: 1 to 200 characters after trimming spaces, no control characters",
+    )
     create.set_defaults(func=cmd_retailer_create)
 
-    commands.add_parser("verify", help="check the invariants; exit 1 on any violation").set_defaults(func=cmd_verify)
+    command("verify", "check the invariants; exit 1 on any violation").set_defaults(func=cmd_verify)
     return root
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds: an embedded server this command started is stopped
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.func is not cmd_serve and args.func is not cmd_project:
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     return int(args.func(args, Settings()))
 
 

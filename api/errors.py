@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from ledger.errors import LedgerError
+from ledger.event_store import DATABASE_UNAVAILABLE, is_database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +151,19 @@ async def render_error(request: Request, exc: Exception) -> JSONResponse:
             errors = [{"field": "body", "message": f"cannot be read ({exc.detail})"}]
             return error_response(request, "VALIDATION_FAILED", "The request is not valid.", {"errors": errors})
         return error_response(request, "INTERNAL_ERROR", "An unexpected error occurred.")
+    if is_database_unavailable(exc):
+        # The database is down, restarting or out of connections (psycopg's or the library's
+        # OperationalError or InterfaceError, a pool timeout): the client should retry, not give up.
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(
+            request, "SERVICE_UNAVAILABLE", "The database is unavailable; retry shortly.", {"retry_after": 1}
+        )
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(request, "INTERNAL_ERROR", "An unexpected error occurred.")
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    for handled in (LedgerError, RequestValidationError, StarletteHTTPException, Exception):
+    # The database errors by class, not only through the catch-all Exception handler: that one's
+    # middleware re-raises after answering, which would log each request of an outage as a crash.
+    for handled in (LedgerError, RequestValidationError, StarletteHTTPException, *DATABASE_UNAVAILABLE, Exception):
         app.add_exception_handler(handled, render_error)

@@ -5,9 +5,34 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
+import unicodedata
 from uuid import UUID, uuid4
 
+from psycopg import errors
 from psycopg_pool import ConnectionPool
+
+MAX_NAME_LENGTH = 200
+NAME_INDEX = "retailers_name_unique"  # schema.sql: unique on lower(btrim(name))
+
+
+class RetailerNameTaken(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a retailer named {name!r} already exists (names are compared without case)")
+        self.name = name
+
+
+def normalize_retailer_name(raw: str) -> str:
+    """The name as stored: surrounding whitespace trimmed; ValueError if it is empty, longer than
+    MAX_NAME_LENGTH characters, or holds a control character (NUL, a line break, ...)."""
+    name = raw.strip()
+    if not name:
+        raise ValueError("the retailer name must not be empty or only whitespace")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"the retailer name is {len(name)} characters long; at most {MAX_NAME_LENGTH} are allowed")
+    bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Cs")), None)
+    if bad is not None:
+        raise ValueError(f"the retailer name must not contain control characters (found {bad!r})")
+    return name
 
 
 def hash_key(api_key: str) -> str:
@@ -21,10 +46,18 @@ class Retailers:
         self._lock = threading.Lock()
 
     def create(self, name: str) -> tuple[UUID, str]:
+        """A new retailer and its API key. Raises ValueError for a malformed name, and
+        RetailerNameTaken, creating nothing, if the name is taken (the database decides)."""
+        name = normalize_retailer_name(name)
         retailer_id = uuid4()
         api_key = "cl_" + secrets.token_urlsafe(32)
         with self.pool.connection() as conn, conn.transaction():
-            conn.execute("INSERT INTO retailers (id, name) VALUES (%s, %s)", (retailer_id, name))
+            try:
+                conn.execute("INSERT INTO retailers (id, name) VALUES (%s, %s)", (retailer_id, name))
+            except errors.UniqueViolation as error:
+                if error.diag.constraint_name == NAME_INDEX:
+                    raise RetailerNameTaken(name) from None
+                raise
             conn.execute(
                 "INSERT INTO api_keys (key_hash, retailer_id) VALUES (%s, %s)", (hash_key(api_key), retailer_id)
             )

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from psycopg_pool import ConnectionPool
 
 from api.checkout import Checkout
-from api.database import apply_schema, eventsourcing_env, open_ledger, resolve_database
+from api.database import apply_schema, eventsourcing_env, open_ledger, release_database, resolve_database
 from api.retailers import Retailers
 from api.settings import Settings
 from ledger.application import CouponLedger
+from ledger.event_store import CONNECT_TIMEOUT, POOL_TIMEOUT, RECONNECT_TIMEOUT, is_database_unavailable
 from projections.coupons import CouponsView, construct_view
 from projections.runner import ProjectionLeader
 
@@ -25,14 +26,32 @@ class Services:
     checkout: Checkout
     pool: ConnectionPool
     leader: ProjectionLeader | None
+    embedded: bool = False
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
-        url, _embedded = resolve_database(settings.database_url, settings.data_dir)
+        url, embedded = resolve_database(settings.database_url, settings.data_dir)
+        try:
+            return cls._open(settings, url, embedded)
+        except BaseException:
+            release_database(embedded, settings.data_dir)
+            raise
+
+    @classmethod
+    def _open(cls, settings: Settings, url: str, embedded: bool) -> Services:
         apply_schema(url)
         env = eventsourcing_env(url)
         ledger = open_ledger(env)
-        pool = ConnectionPool(url, min_size=1, max_size=8, kwargs={"autocommit": True}, open=True)
+        # Bounded waits: a request that cannot get a connection in POOL_TIMEOUT is answered 503.
+        pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=8,
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+            timeout=POOL_TIMEOUT,
+            reconnect_timeout=RECONNECT_TIMEOUT,
+            open=True,
+        )
         leader = ProjectionLeader(url, env).start() if settings.run_projections else None
         return cls(
             settings=settings,
@@ -43,11 +62,31 @@ class Services:
             checkout=Checkout(pool, ledger),
             pool=pool,
             leader=leader,
+            embedded=embedded,
         )
 
+    def unready_reason(self) -> tuple[str, str] | None:
+        """None if the service can answer requests; else why not: (reason, message)."""
+        if not self.ledger.writer.is_alive():
+            return "writer_stopped", "The ledger's writer thread has stopped."
+        error: Exception | None = None
+        for _ in range(2):  # a second try: the first may have met a connection the database dropped
+            try:
+                with self.pool.connection(timeout=POOL_TIMEOUT) as conn:
+                    conn.execute("SELECT 1")
+                return None
+            except Exception as caught:
+                if not is_database_unavailable(caught):
+                    raise
+                error = caught
+        return "database_unavailable", f"The database cannot be reached ({type(error).__name__})."
+
     def close(self) -> None:
-        if self.leader is not None:
-            self.leader.stop()
-        self.coupons_view.datastore.close()
-        self.ledger.close()
-        self.pool.close()
+        try:
+            if self.leader is not None:
+                self.leader.stop()
+            self.coupons_view.datastore.close()
+            self.ledger.close()
+            self.pool.close()
+        finally:
+            release_database(self.embedded, self.settings.data_dir)

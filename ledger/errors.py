@@ -55,3 +55,11 @@ class LedgerBusy(LedgerError):
     """Too many concurrent writers on one coupon: the bounded retry loop gave up."""
 
     code = "SERVICE_UNAVAILABLE"
+
+
+class StoreUnavailable(LedgerError):
+    """The database could not be reached, or the connection was lost during a save, whose outcome
+    is then unknown: nothing is acknowledged; a retry with the same idempotency key replays the
+    redemption if it was stored after all, or makes it now."""
+
+    code = "SERVICE_UNAVAILABLE"

@@ -10,16 +10,67 @@ in-memory store of the unit tests) it falls back to the library's per-aggregate 
 
 from __future__ import annotations
 
+import inspect
 import json
+import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from eventsourcing.application import Application
-from eventsourcing.persistence import JSONTranscoder, StoredEvent
+from eventsourcing.persistence import InterfaceError, JSONTranscoder, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.utils import retry
 from psycopg import Connection
 from psycopg.sql import SQL, Identifier
+
+# How long a caller waits for the database before it hears that it is unavailable (seconds): for a
+# free connection in a pool, and for a new connection to be made (libpq's connect_timeout, at
+# least 2). Requests are answered 503 within a few of these rather than hang while it is away.
+POOL_TIMEOUT = 2.0
+CONNECT_TIMEOUT = 3
+# How long a pool keeps retrying a lost connection in the background (backing off exponentially)
+# before it gives up and connects afresh at the next request: bounds how long the service takes to
+# notice that the database is back after a long outage.
+RECONNECT_TIMEOUT = 5.0
+
+
+def bound_waits(datastore: PostgresDatastore) -> None:
+    """Make a library datastore's pool give up in bounded time while the database is away, and
+    reconnect promptly once it is back (POOL_TIMEOUT is the library's POSTGRES_CONNECT_TIMEOUT)."""
+    pool = datastore.pool
+    pool.reconnect_timeout = RECONNECT_TIMEOUT
+    if isinstance(pool.kwargs, dict):
+        pool.kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT)
+
+
+# What the library (it wraps psycopg's errors) and psycopg raise when the database cannot be
+# reached, the connection was lost, or no pooled connection came in time (PoolTimeout is a
+# psycopg OperationalError): errors of the moment, not of the statement.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
+
+
+def is_database_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` says the database is unavailable rather than that a statement was wrong."""
+    return isinstance(error, DATABASE_UNAVAILABLE)
+
+
+def fewer_retries(method: Callable[..., Any]) -> Any:
+    """The library's read ``method`` retried once, not nine times, after a lost connection.
+
+    The library retries its reads 10 times, 0.2 s apart, each waiting up to POOL_TIMEOUT for a
+    connection: over 20 s while the database is down. Once is enough for a connection that went
+    stale in a restart; after that the caller hears of it (an HTTP request: 503)."""
+    return retry((InterfaceError, OperationalError), max_attempts=2, wait=0.2)(inspect.unwrap(method))
+
+
+def read_with_fewer_retries(recorder: PostgresAggregateRecorder) -> None:
+    """``fewer_retries`` for the reads of a recorder of the library's own class (the snapshot
+    store's, which no setting lets us choose)."""
+    reads = types.MethodType(fewer_retries(PostgresAggregateRecorder.select_events), recorder)
+    recorder.select_events = reads
+
 
 Aggregate = Any  # any event-sourced aggregate of the application
 Work = Callable[[Connection[Any]], None]  # SQL to run in the transaction of a save
@@ -209,8 +260,13 @@ class LedgerRecorder(PostgresApplicationRecorder):
     committed, and the writer's callers retry with their idempotency keys instead.
     """
 
+    select_events = fewer_retries(PostgresApplicationRecorder.select_events)
+    select_notifications = fewer_retries(PostgresApplicationRecorder.select_notifications)
+    max_notification_id = fewer_retries(PostgresApplicationRecorder.max_notification_id)
+
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
+        bound_waits(datastore)
         self.insert_function_statement = SQL(
             "SELECT n FROM {schema}.ledger_insert_events(%b, %b, %b, %b, %b, %b, %b, %b) AS n"
         ).format(schema=Identifier(self.datastore.schema))

@@ -30,8 +30,15 @@ from uuid import UUID
 from eventsourcing.application import Application, LRUCache
 from eventsourcing.persistence import IntegrityError
 
-from ledger.errors import LedgerBusy
-from ledger.event_store import AggregateReader, LedgerRecorder, Work, WorkRefused, copy_aggregate
+from ledger.errors import LedgerBusy, StoreUnavailable
+from ledger.event_store import (
+    AggregateReader,
+    LedgerRecorder,
+    Work,
+    WorkRefused,
+    copy_aggregate,
+    is_database_unavailable,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -206,13 +213,45 @@ class BatchWriter:
             if live:
                 try:
                     self._write(live)
-                except BaseException as error:  # a bug or a lost database: every caller hears of it
-                    log.exception("ledger writer failed a batch of %d commands", len(live))
-                    for command in live:
-                        command.outcome = (False, error)
+                except BaseException as error:  # a lost database or a bug: every caller hears of it
+                    self._failed(live, error)
                 self._answer(live)
             if stop:
                 return
+
+    def is_alive(self) -> bool:
+        """False only if the writer thread has stopped without being closed (never expected)."""
+        thread = self._thread
+        return self._closed or thread is None or thread.is_alive()
+
+    def _failed(self, commands: list[Command[Any]], error: BaseException) -> None:
+        """Answer every command of a batch that could not be written. If the database was away or
+        the connection was lost, even during the save (which then may or may not have committed),
+        each gets StoreUnavailable (503): never a success that might not be stored, and a retry
+        with the same idempotency key replays the redemption if the save did commit. The cache
+        is left as it was: the next batch reads whatever was stored since."""
+        if not is_database_unavailable(error):
+            log.exception("ledger writer failed a batch of %d commands", len(commands), exc_info=error)
+            for command in commands:
+                command.outcome = (False, error)
+            return
+        log.warning("ledger writer: the database is unavailable (%s); %d commands answered 503", error, len(commands))
+        for command in commands:
+            command.reset()
+            command.outcome = (
+                False,
+                StoreUnavailable(
+                    "The database is unavailable; retry shortly with the same Idempotency-Key.", retry_after=1
+                ),
+            )
+        # Drop the pool's connections that died with the database, so that the next batch, once it
+        # is back, does not fail on one of them.
+        recorder = self.app.recorder
+        if isinstance(recorder, LedgerRecorder):
+            try:
+                recorder.datastore.pool.check()
+            except Exception:
+                log.debug("pool check failed", exc_info=True)
 
     def load(self, batch: Batch, ids: Iterable[UUID]) -> None:
         """Bring these aggregates up to date in the batch (one query for all of them)."""

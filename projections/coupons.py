@@ -25,7 +25,7 @@ from uuid import UUID
 import psycopg
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import DataError, InfrastructureFactory, IntegrityError, Tracking
-from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from eventsourcing.projection import Projection
 from eventsourcing.utils import Environment, EnvType, get_topic
 from psycopg import Cursor
@@ -33,6 +33,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 from ledger.domain import Coupon
+from ledger.event_store import bound_waits, fewer_retries
 from ledger.timestamps import to_utc
 
 STATUS_SQL = """
@@ -186,6 +187,13 @@ class CouponChanges:
 
 class CouponsView(PostgresTrackingRecorder):
     """SQL of the `coupons` table (created by schema.sql)."""
+
+    max_tracking_id = fewer_retries(PostgresTrackingRecorder.max_tracking_id)
+    has_tracking_id = fewer_retries(PostgresTrackingRecorder.has_tracking_id)
+
+    def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        bound_waits(datastore)
 
     def record_batch(self, changes: CouponChanges, first_notification_id: int, tracking: Tracking) -> None:
         """Write a batch's coalesced changes and its one tracking record in one transaction.

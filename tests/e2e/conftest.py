@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from uuid import uuid4
 
 import psycopg
 import pytest
@@ -39,7 +40,7 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 
 
 def _new_retailer(app: FastAPI, client: TestClient, name: str) -> Api:
-    retailer_id, api_key = app.state.services.retailers.create(name)
+    retailer_id, api_key = app.state.services.retailers.create(f"{name}-{uuid4().hex[:12]}")  # names are unique
     return Api(client, retailer_id, api_key)
 
 

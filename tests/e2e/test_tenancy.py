@@ -204,6 +204,7 @@ def creates_its_own(path: str, body: Callable[[Ids], dict[str, Any]]) -> Probe:
 # Routes that take no tenant-owned id and return no tenant data.
 EXEMPT = {
     ("GET", "/healthz"),
+    ("GET", "/readyz"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/redoc"),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +23,7 @@ import psycopg
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.projection import ProjectionRunner
 
+from api.database import stop_postmaster
 from ledger.application import CouponLedger
 from projections.coupons import CouponsProjection, CouponsView
 from projections.runner import LEADER_LOCK_KEY
@@ -186,14 +189,22 @@ def wait_for(condition: Callable[[], T], timeout: float, interval: float = 0.1, 
 # --- the command line and server processes -------------------------------------------------------
 
 
-def cli_env(url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.endswith("PERSISTENCE_MODULE")}
-    env["DATABASE_URL"] = url
+def cli_env(url: str | None, data_dir: Path | None = None) -> dict[str, str]:
+    """The environment of a CLI process: on ``url``, or (None) on the embedded server in ``data_dir``."""
+    env = {k: v for k, v in os.environ.items() if not k.endswith("PERSISTENCE_MODULE") and k != "DATABASE_URL"}
+    if url is not None:
+        env["DATABASE_URL"] = url
+    if data_dir is not None:
+        env["COUPON_LEDGER_DATA_DIR"] = str(data_dir)
     return env
 
 
-def run_cli(url: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CLI, *args], env=cli_env(url), capture_output=True, text=True, timeout=timeout, check=False)
+def run_cli(
+    url: str | None, *args: str, timeout: float = 60.0, data_dir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, *args], env=cli_env(url, data_dir), capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def free_port() -> int:
@@ -203,16 +214,19 @@ def free_port() -> int:
 
 
 class Server:
-    """One `coupon-ledger serve` process on its own port."""
+    """One `coupon-ledger serve` process on its own port: on ``url``, or (None) on the embedded
+    server in ``data_dir``."""
 
-    def __init__(self, url: str, log_dir: Path, name: str) -> None:
+    def __init__(
+        self, url: str | None, log_dir: Path, name: str, data_dir: Path | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            [CLI, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=cli_env(url),
+            [CLI, "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
+            env=cli_env(url, data_dir),
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -245,6 +259,45 @@ class Server:
     def log(self) -> str:
         self._log.flush()
         return self.log_path.read_text()
+
+    def wait_exit(self, timeout: float) -> int:
+        """The exit code; fails (and kills the process) if it has not exited within ``timeout`` seconds."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+            raise AssertionError(f"serve did not exit within {timeout} s:\n{self.log()}") from None
+
+
+# --- processes, read from /proc (no psutil) --------------------------------------------------------
+
+
+def processes() -> Iterator[tuple[int, list[str]]]:
+    """(pid, argv) of every process that can be read."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if raw and state != "Z":
+            yield int(entry.name), [os.fsdecode(arg) for arg in raw.rstrip(b"\0").split(b"\0")]
+
+
+def postgres_pids(pgdata: Path) -> list[int]:
+    """Every `postgres` process started for this data directory (the postmaster and its children
+    show it in their command line; children are renamed, so the postmaster's is what counts)."""
+    wanted = str(pgdata.resolve())
+    return sorted(pid for pid, argv in processes() if Path(argv[0]).name == "postgres" and wanted in argv)
+
+
+def projection_children(serve_pid: int) -> list[int]:
+    """`coupon-ledger project` processes started by the serve process ``serve_pid``."""
+    tail = ["project", "--parent", str(serve_pid)]
+    return [pid for pid, argv in processes() if argv[-3:] == tail]
 
 
 class Cluster:
@@ -294,3 +347,18 @@ def create_coupon(server: Server, api_key: str, code: str, max_uses: int | None)
     assert response.status_code == 201, response.text
     coupon: dict[str, Any] = response.json()
     return coupon
+
+
+@contextmanager
+def embedded_data_dir(name: str) -> Iterator[Path]:
+    """A data folder for an embedded server, removed afterwards with whatever still runs in it.
+
+    Not under pytest's tmp_path: as root the wheel runs PostgreSQL as another user, who must be able
+    to enter every parent folder, and each pytest session (others may run at the same time on the
+    machine) makes its /tmp/pytest-of-<user> private again."""
+    folder = Path(tempfile.mkdtemp(prefix=f"coupon-ledger-{name}-"))
+    try:
+        yield folder / "data"
+    finally:
+        stop_postmaster(folder / "data" / "pgdata")
+        shutil.rmtree(folder, ignore_errors=True)
