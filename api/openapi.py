@@ -92,6 +92,8 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             if path.startswith("/v1/"):
                 operation["security"] = [{SECURITY_SCHEME: []}]
                 _add_codes(responses, 401, ["UNAUTHENTICATED"])
+                # Every /v1 route reads the database: while it is unreachable, 503 with Retry-After.
+                _add_codes(responses, 503, ["SERVICE_UNAVAILABLE"])
             for parameter in operation.get("parameters", []):
                 parameter["schema"] = _without_null(parameter.get("schema", {}))
             reads_input = any(p.get("in") != "path" for p in operation.get("parameters", []))
