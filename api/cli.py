@@ -1,4 +1,4 @@
-"""The `coupon-ledger` command line: serve, project, migrate, retailer create, verify."""
+"""The `coupon-ledger` command line: serve, project, migrate, retailer create / key, verify."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 
 from api.checkout import Checkout
 from api.database import abandon_embedded, apply_schema, eventsourcing_env, open_database, open_ledger
-from api.retailers import RetailerNameTaken, Retailers, normalize_retailer_name
+from api.retailers import RetailerNameTaken, RetailerNotFound, Retailers, normalize_retailer_name
 from api.settings import Settings
 from projections.coupons import construct_view
 from projections.runner import ProjectionLeader
@@ -263,6 +263,19 @@ def cmd_retailer_create(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_retailer_key(args: argparse.Namespace, settings: Settings) -> int:
+    with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
+        apply_schema(url)
+        with ConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
+            try:
+                retailer_id, api_key, revoked = Retailers(pool).issue_key(args.name, args.revoke_others)
+            except RetailerNotFound as missing:
+                print(f"coupon-ledger retailer key: error: {missing}", file=sys.stderr)
+                return 1
+    print(json.dumps({"retailer_id": str(retailer_id), "api_key": api_key, "revoked_keys": revoked}))
+    return 0
+
+
 def cmd_verify(_: argparse.Namespace, settings: Settings) -> int:
     with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
         apply_schema(url)
@@ -376,6 +389,19 @@ def parser() -> argparse.ArgumentParser:
         help="the retailer's name: 1 to 200 characters after trimming spaces, no control characters",
     )
     create.set_defaults(func=cmd_retailer_create)
+    key = retailer_commands.add_parser(
+        "key",
+        help="issue a new API key for a retailer (a lost or leaked key)",
+        description="Issue a new API key for the retailer of this name and print one JSON line with it "
+        "(shown only here). Keys are stored as hashes, so a lost key cannot be shown again: issue a new "
+        "one, and with --revoke-others make every older key stop working (within 30 s on running servers).",
+        formatter_class=HelpFormatter,
+    )
+    key.add_argument("name", type=retailer_name, help="the retailer's name, as given to `retailer create`")
+    key.add_argument(
+        "--revoke-others", action="store_true", help="revoke every other key of this retailer (a leaked key)"
+    )
+    key.set_defaults(func=cmd_retailer_key)
 
     command("verify", "check the invariants; exit 1 on any violation").set_defaults(func=cmd_verify)
     return root

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
+import time
 import unicodedata
 from uuid import UUID, uuid4
 
@@ -12,7 +13,14 @@ from psycopg import errors
 from psycopg_pool import ConnectionPool
 
 MAX_NAME_LENGTH = 200
+KNOWN_FOR = 30.0  # seconds a process trusts a key it has checked: a revoked key works at most this long
 NAME_INDEX = "retailers_name_unique"  # schema.sql: unique on lower(btrim(name))
+
+
+class RetailerNotFound(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no retailer is named {name!r}")
+        self.name = name
 
 
 class RetailerNameTaken(Exception):
@@ -40,9 +48,10 @@ def hash_key(api_key: str) -> str:
 
 
 class Retailers:
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, known_for: float = KNOWN_FOR) -> None:
         self.pool = pool
-        self._known: dict[str, UUID] = {}
+        self.known_for = known_for
+        self._known: dict[str, tuple[UUID, float]] = {}  # key hash -> (retailer, until when)
         self._lock = threading.Lock()
 
     def create(self, name: str) -> tuple[UUID, str]:
@@ -63,22 +72,47 @@ class Retailers:
             )
         return retailer_id, api_key
 
+    def issue_key(self, name: str, revoke_others: bool = False) -> tuple[UUID, str, int]:
+        """A new API key for the retailer of this name (for a lost or leaked key): its id, the key,
+        and how many older keys were revoked (all of them with ``revoke_others``, else none).
+        Raises RetailerNotFound."""
+        name = normalize_retailer_name(name)
+        api_key = "cl_" + secrets.token_urlsafe(32)
+        with self.pool.connection() as conn, conn.transaction():
+            row = conn.execute("SELECT id FROM retailers WHERE lower(btrim(name)) = lower(%s)", (name,)).fetchone()
+            if row is None:
+                raise RetailerNotFound(name)
+            retailer_id: UUID = row[0]
+            revoked = 0
+            if revoke_others:
+                revoked = conn.execute("DELETE FROM api_keys WHERE retailer_id = %s", (retailer_id,)).rowcount
+            conn.execute(
+                "INSERT INTO api_keys (key_hash, retailer_id) VALUES (%s, %s)", (hash_key(api_key), retailer_id)
+            )
+        return retailer_id, api_key, revoked
+
     def known(self, api_key: str) -> UUID | None:
-        """The retailer of a key already authenticated by this process; None if not seen yet."""
-        return self._known.get(hash_key(api_key))
+        """The retailer of a key this process authenticated within the last KNOWN_FOR seconds;
+        None otherwise (then ``authenticate`` asks the database again, so a revoked key stops
+        working within that time)."""
+        entry = self._known.get(hash_key(api_key))
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
 
     def authenticate(self, api_key: str) -> UUID | None:
+        retailer_id = self.known(api_key)
+        if retailer_id is not None:
+            return retailer_id
         key_hash = hash_key(api_key)
-        with self._lock:
-            if key_hash in self._known:
-                return self._known[key_hash]
         with self.pool.connection() as conn:
             row = conn.execute("SELECT retailer_id FROM api_keys WHERE key_hash = %s", (key_hash,)).fetchone()
-        if row is None:
-            return None
-        retailer_id: UUID = row[0]
         with self._lock:
-            self._known[key_hash] = retailer_id
+            if row is None:
+                self._known.pop(key_hash, None)
+                return None
+            retailer_id = row[0]
+            self._known[key_hash] = (retailer_id, time.monotonic() + self.known_for)
         return retailer_id
 
     def count(self) -> int:
