@@ -8,6 +8,8 @@ numeric(14,2), codes of the code alphabet. Each type documents in OpenAPI exactl
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -228,6 +230,7 @@ def _check_idempotency_key(value: str) -> str:
 
 
 IdempotencyKey = Annotated[str, AfterValidator(_check_idempotency_key), WithJsonSchema(IDEMPOTENCY_KEY_SCHEMA)]
+VALID_IDEMPOTENCY_KEY = re.compile("[\\x20-\\x7e]{1,255}")  # what _check_idempotency_key accepts, unchanged
 
 CURSOR_SCHEMA = {
     "type": "string",
@@ -388,6 +391,18 @@ class RedemptionPublic(BaseModel):
     discount_amount: Amount
     final_total: Amount
     free_shipping: bool
+
+
+def redemption_json(redemption_id: UUID, quote: Quote) -> bytes:
+    """``RedemptionPublic(...).model_dump_json()``, byte for byte, without building the model: the
+    busiest response, written from values the ledger made (a test holds the two equal)."""
+    return (
+        f'{{"redemption_id":"{redemption_id}","code":{json.dumps(quote.code)},'
+        f'"original_subtotal":"{format_amount(quote.original_subtotal)}",'
+        f'"discount_amount":"{format_amount(quote.discount_amount)}",'
+        f'"final_total":"{format_amount(quote.final_total)}",'
+        f'"free_shipping":{"true" if quote.free_shipping else "false"}}}'
+    ).encode()
 
 
 def _jsonable(value: Any) -> Any:

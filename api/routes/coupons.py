@@ -17,6 +17,7 @@ from api.schemas import (
     CURSOR_SCHEMA,
     MAX_BIGINT,
     PATH_CODE_PATTERN,
+    VALID_IDEMPOTENCY_KEY,
     ApplyRequest,
     CouponCreate,
     CouponPage,
@@ -29,6 +30,7 @@ from api.schemas import (
     Status,
     ValidateRequest,
     check_text,
+    redemption_json,
 )
 from ledger.domain import CODE_ALPHABET
 
@@ -209,22 +211,15 @@ async def apply_coupon(request: Request) -> Response:
     # document is given above.
     caller = await get_caller(request)
     body = parsed(ApplyRequest, await request.body())
-    header = request.headers.get("idempotency-key")
-    idempotency_key = validated_header(IDEMPOTENCY_KEY, "Idempotency-Key", header) if header is not None else None
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is not None and not VALID_IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        validated_header(IDEMPOTENCY_KEY, "Idempotency-Key", idempotency_key)  # raises, naming what is wrong
     receipt = await caller.services.ledger.apply_async(
         caller.retailer_id, body.code, body.subtotal, idempotency_key=idempotency_key, order_id=body.order_id
     )
-    quote = receipt.quote
-    public = RedemptionPublic.model_construct(  # the ledger's values: nothing to validate again
-        redemption_id=receipt.redemption_id,
-        code=quote.code,
-        original_subtotal=quote.original_subtotal,
-        discount_amount=quote.discount_amount,
-        final_total=quote.final_total,
-        free_shipping=quote.free_shipping,
-    )
     headers = {"Idempotent-Replayed": "true"} if receipt.replayed else None
-    return Response(public.model_dump_json(), status_code=201, media_type="application/json", headers=headers)
+    content = redemption_json(receipt.redemption_id, receipt.quote)  # RedemptionPublic's JSON
+    return Response(content, status_code=201, media_type="application/json", headers=headers)
 
 
 def parsed(model: type[M], raw: bytes) -> M:
