@@ -21,6 +21,9 @@ from api.errors import ApiError
 from ledger.application import CHECKOUT_KEY_PREFIX, CouponLedger, Receipt
 from ledger.money import CENT, MAX_AMOUNT
 
+# The caller's products among those asked for (read before anything is written, then again locked).
+OWN_PRODUCTS = "SELECT id, price, stock FROM products WHERE retailer_id = %s AND id = ANY(%s)"
+
 DEMO_PRODUCTS = [
     ("Canvas tote bag", Decimal("24.00"), 100),
     ("Ceramic mug", Decimal("12.50"), 250),
@@ -87,10 +90,7 @@ class Checkout:
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             # Only the caller's products: another retailer's is missing here, exactly like one
             # that does not exist, and is neither locked nor changed.
-            cur.execute(
-                "SELECT id, price, stock FROM products WHERE retailer_id = %s AND id = ANY(%s)",
-                (retailer_id, list(wanted)),
-            )
+            cur.execute(OWN_PRODUCTS, (retailer_id, list(wanted)))
             products = {row["id"]: row for row in cur.fetchall()}
             check_stock(wanted, products)
             subtotal = sum((products[pid]["price"] * qty for pid, qty in wanted.items()), Decimal(0)).quantize(CENT)
@@ -108,11 +108,7 @@ class Checkout:
         def write_order(conn: Connection[Any], receipt: Receipt | None) -> None:
             total = receipt.quote.final_total if receipt is not None else subtotal
             with conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(
-                    "SELECT id, price, stock FROM products WHERE retailer_id = %s AND id = ANY(%s)"
-                    " ORDER BY id FOR UPDATE",
-                    (retailer_id, list(wanted)),
-                )
+                cur.execute(OWN_PRODUCTS + " ORDER BY id FOR UPDATE", (retailer_id, list(wanted)))
                 check_stock(wanted, {row["id"]: row for row in cur.fetchall()})
                 for product_id, quantity in sorted(wanted.items()):
                     cur.execute("UPDATE products SET stock = stock - %s WHERE id = %s", (quantity, product_id))

@@ -104,19 +104,28 @@ Code = Annotated[
 ]
 """The code of an existing coupon, as sent; the ledger normalises it."""
 
+
+def amount_schema(pattern: str, number: dict[str, Any], description: str, example: str) -> dict[str, Any]:
+    """The documented input of an amount: a decimal string matching ``pattern``, or a JSON number
+    with the ``number`` bounds, in steps of a cent."""
+    return {
+        "anyOf": [{"type": "string", "pattern": pattern}, {"type": "number", **number, "multipleOf": 0.01}],
+        "description": description,
+        "examples": [example],
+    }
+
+
 Amount = Annotated[
     Decimal,
     PlainValidator(parse_amount),
     PlainSerializer(format_amount, return_type=str, when_used="json"),
     WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "pattern": AMOUNT_PATTERN},
-                {"type": "number", "minimum": 0, "maximum": float(MAX_AMOUNT), "multipleOf": 0.01},
-            ],
-            "description": f"An amount: a decimal string or a number, 0 to {MAX_AMOUNT}, at most two decimals.",
-            "examples": ["150.00"],
-        },
+        amount_schema(
+            AMOUNT_PATTERN,
+            {"minimum": 0, "maximum": float(MAX_AMOUNT)},
+            f"An amount: a decimal string or a number, 0 to {MAX_AMOUNT}, at most two decimals.",
+            "150.00",
+        ),
         mode="validation",
     ),
     WithJsonSchema(
@@ -139,30 +148,24 @@ PositiveAmount = Annotated[
     PlainValidator(_parse_positive),
     PlainSerializer(format_amount, return_type=str, when_used="json"),
     WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "pattern": POSITIVE_AMOUNT_PATTERN},
-                {"type": "number", "exclusiveMinimum": 0, "maximum": float(MAX_AMOUNT), "multipleOf": 0.01},
-            ],
-            "description": (
-                f"An amount greater than 0: a decimal string or a number, up to {MAX_AMOUNT}, at most two decimals."
-            ),
-            "examples": ["10.00"],
-        },
+        amount_schema(
+            POSITIVE_AMOUNT_PATTERN,
+            {"exclusiveMinimum": 0, "maximum": float(MAX_AMOUNT)},
+            f"An amount greater than 0: a decimal string or a number, up to {MAX_AMOUNT}, at most two decimals.",
+            "10.00",
+        )
     ),
 ]
 Percentage = Annotated[
     Decimal,
     PlainValidator(_parse_positive),
     WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "pattern": "^(100(\\.00?)?|(?!0+(\\.0{1,2})?$)\\d{1,2}(\\.\\d{1,2})?)$"},
-                {"type": "number", "exclusiveMinimum": 0, "maximum": 100, "multipleOf": 0.01},
-            ],
-            "description": "A percentage: greater than 0, at most 100, at most two decimals.",
-            "examples": ["10"],
-        },
+        amount_schema(
+            "^(100(\\.00?)?|(?!0+(\\.0{1,2})?$)\\d{1,2}(\\.\\d{1,2})?)$",
+            {"exclusiveMinimum": 0, "maximum": 100},
+            "A percentage: greater than 0, at most 100, at most two decimals.",
+            "10",
+        )
     ),
 ]
 """Only for the documented schema of a percentage coupon's discount_value (the domain checks it)."""
@@ -230,7 +233,7 @@ def _check_idempotency_key(value: str) -> str:
 
 
 IdempotencyKey = Annotated[str, AfterValidator(_check_idempotency_key), WithJsonSchema(IDEMPOTENCY_KEY_SCHEMA)]
-VALID_IDEMPOTENCY_KEY = re.compile("[\\x20-\\x7e]{1,255}")  # what _check_idempotency_key accepts, unchanged
+VALID_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)  # the same rule, for the apply route's fast path
 
 CURSOR_SCHEMA = {
     "type": "string",
