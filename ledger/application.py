@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
@@ -24,20 +24,36 @@ from eventsourcing.domain import DomainEvent, DomainEventProtocol, MutableOrImmu
 from eventsourcing.persistence import Recording, Transcoder
 
 from ledger.domain import (
+    FREE_SHIPPING,
+    UNSET,
+    ZERO,
+    Campaign,
     Coupon,
+    CustomerUsage,
+    Item,
+    Order,
     Quote,
     Redemption,
+    Scope,
+    Unset,
+    as_order,
     ascii_upper,
     check_discount,
+    check_terms,
     coupon_id_for,
+    customer_usage_id_for,
+    generate_code,
     normalize_code,
+    normalize_prefix,
     redemption_id_for,
 )
 from ledger.errors import (
+    CampaignNotFound,
     CouponCodeTaken,
     CouponNotFound,
     IdempotencyKeyReused,
     InvalidCoupon,
+    RedemptionNotFound,
 )
 from ledger.event_store import LedgerTranscoder
 from ledger.writer import Batch, BatchWriter
@@ -47,6 +63,24 @@ SNAPSHOT_INTERVAL = 100  # measured with bench/capacity.py: see README, Performa
 CHECKOUT_KEY_PREFIX = "order:"
 # A redemption's request, as the fingerprint hashes it: keys sorted (one encoder, not one a call).
 FINGERPRINT_JSON = json.JSONEncoder(sort_keys=True)
+# A campaign generates at most this many codes, this many per save.
+MAX_CAMPAIGN_CODES = 100_000
+CAMPAIGN_CHUNK = 1_000
+# Every field of a new coupon but its code, with its default.
+COUPON_FIELDS: dict[str, Any] = {
+    "discount_type": None,
+    "discount_value": None,
+    "min_order_value": None,
+    "starts_at": None,
+    "expires_at": None,
+    "max_uses": None,
+    "max_uses_per_customer": None,
+    "max_discount_amount": None,
+    "scope": None,
+    "public": False,
+    "is_active": True,
+}
+A = TypeVar("A")
 EVENT_ENVELOPE = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
 
 
@@ -64,6 +98,14 @@ class Receipt:
 
 
 @dataclass(frozen=True)
+class Reversal:
+    """The outcome of a reverse: the redemption, and whether an earlier request reversed it."""
+
+    redemption: Redemption
+    already_reversed: bool
+
+
+@dataclass(frozen=True)
 class RecordedEvent:
     version: int
     type: str
@@ -74,12 +116,12 @@ class RecordedEvent:
 class CouponLedger(Application[UUID]):
     name = "Ledger"
     env = {"AGGREGATE_CACHE_MAXSIZE": "10000"}
-    snapshotting_intervals = {Coupon: SNAPSHOT_INTERVAL}
+    snapshotting_intervals = {Coupon: SNAPSHOT_INTERVAL, CustomerUsage: SNAPSHOT_INTERVAL, Campaign: SNAPSHOT_INTERVAL}
 
     def __init__(self, env: dict[str, str] | None = None, clock: Callable[[], datetime] = utcnow) -> None:
         super().__init__(env)
         self.clock = clock
-        self.writer = BatchWriter(self, cached_types=(Coupon,))
+        self.writer = BatchWriter(self, cached_types=(Coupon, CustomerUsage, Campaign))
 
     def construct_transcoder(self) -> Transcoder:
         transcoder = LedgerTranscoder()
@@ -113,6 +155,8 @@ class CouponLedger(Application[UUID]):
         super().close()
 
     # --- commands: each is decided by the writer against the batch's aggregates ------------------
+    # Every command comes in two forms: blocking (CLI, tests, threads) and awaited (the HTTP API,
+    # which then holds no thread while the batch is written).
 
     def create_coupon(
         self,
@@ -124,9 +168,12 @@ class CouponLedger(Application[UUID]):
         expires_at: datetime | None = None,
         max_uses: int | None = None,
         is_active: bool = True,
+        **terms: Any,
     ) -> Coupon:
+        """Create a coupon. ``terms``: starts_at, max_uses_per_customer, max_discount_amount,
+        scope, public (see Coupon)."""
         command = self._create_coupon(
-            retailer_id, code, discount_type, discount_value, min_order_value, expires_at, max_uses, is_active
+            retailer_id, code, discount_type, discount_value, min_order_value, expires_at, max_uses, is_active, terms
         )
         return self.writer.execute(*command)
 
@@ -140,65 +187,184 @@ class CouponLedger(Application[UUID]):
         expires_at: datetime | None = None,
         max_uses: int | None = None,
         is_active: bool = True,
+        **terms: Any,
     ) -> Coupon:
         command = self._create_coupon(
-            retailer_id, code, discount_type, discount_value, min_order_value, expires_at, max_uses, is_active
+            retailer_id, code, discount_type, discount_value, min_order_value, expires_at, max_uses, is_active, terms
         )
         return await self.writer.execute_async(*command)
 
+    def update_coupon(self, retailer_id: UUID, code: str, changes: Mapping[str, Any]) -> Coupon:
+        """PATCH: change the mutable terms (``None`` removes one); FIELD_IMMUTABLE for the others."""
+        return self.writer.execute(*self._change(retailer_id, code, lambda c, now: c.update(changes)))
+
+    async def update_coupon_async(self, retailer_id: UUID, code: str, changes: Mapping[str, Any]) -> Coupon:
+        return await self.writer.execute_async(*self._change(retailer_id, code, lambda c, now: c.update(changes)))
+
     def deactivate(self, retailer_id: UUID, code: str) -> Coupon:
-        return self.writer.execute(*self._set_active(retailer_id, code, False))
+        return self.writer.execute(*self._change(retailer_id, code, _deactivate))
 
     async def deactivate_async(self, retailer_id: UUID, code: str) -> Coupon:
-        return await self.writer.execute_async(*self._set_active(retailer_id, code, False))
+        return await self.writer.execute_async(*self._change(retailer_id, code, _deactivate))
 
-    def activate(self, retailer_id: UUID, code: str) -> Coupon:
-        return self.writer.execute(*self._set_active(retailer_id, code, True))
+    def activate(self, retailer_id: UUID, code: str, expires_at: datetime | Unset | None = UNSET) -> Coupon:
+        """Activate (repeating is harmless), with a new expiry when one is sent."""
+        return self.writer.execute(*self._change(retailer_id, code, lambda c, now: c.set_active(now, expires_at)))
 
-    async def activate_async(self, retailer_id: UUID, code: str) -> Coupon:
-        return await self.writer.execute_async(*self._set_active(retailer_id, code, True))
+    async def activate_async(self, retailer_id: UUID, code: str, expires_at: datetime | Unset | None = UNSET) -> Coupon:
+        change = self._change(retailer_id, code, lambda c, now: c.set_active(now, expires_at))
+        return await self.writer.execute_async(*change)
+
+    def transition(
+        self, retailer_id: UUID, code: str, event: str, expires_at: datetime | Unset | None = UNSET
+    ) -> Coupon:
+        """One of the platform's state-machine events; INVALID_TRANSITION where the diagram has no arrow."""
+        change = self._change(retailer_id, code, lambda c, now: c.transition(event, now, expires_at))
+        return self.writer.execute(*change)
+
+    async def transition_async(
+        self, retailer_id: UUID, code: str, event: str, expires_at: datetime | Unset | None = UNSET
+    ) -> Coupon:
+        change = self._change(retailer_id, code, lambda c, now: c.transition(event, now, expires_at))
+        return await self.writer.execute_async(*change)
+
+    def archive(self, retailer_id: UUID, code: str) -> Coupon:
+        """Retire a coupon: COUPON_NOT_FOUND for it from now on; its events stay, its code stays taken."""
+        return self.writer.execute(*self._change(retailer_id, code, _archive))
+
+    async def archive_async(self, retailer_id: UUID, code: str) -> Coupon:
+        return await self.writer.execute_async(*self._change(retailer_id, code, _archive))
 
     def apply(
         self,
         retailer_id: UUID,
         code: str,
-        subtotal: Decimal,
+        subtotal: Decimal | None,
         idempotency_key: str | None = None,
         order_id: str | None = None,
         also: Callable[[Any, Receipt], None] | None = None,
+        items: Sequence[Item] | None = None,
+        shipping_amount: Decimal | None = None,
+        customer_id: str | None = None,
     ) -> Receipt:
         """Redeem. ``also(connection, receipt)``, if given, runs in the transaction that saves the
         redemption (PostgreSQL only): both are stored, or neither, and its error is the caller's.
         A replayed redemption does not run it again."""
-        return self.writer.execute(*self._apply(retailer_id, code, subtotal, idempotency_key, order_id, also))
+        order = Order.of(subtotal, items, shipping_amount)
+        command = self._apply(retailer_id, code, order, idempotency_key, order_id, customer_id, also)
+        return self.writer.execute(*command)
 
     async def apply_async(
         self,
         retailer_id: UUID,
         code: str,
-        subtotal: Decimal,
+        subtotal: Decimal | None,
         idempotency_key: str | None = None,
         order_id: str | None = None,
+        items: Sequence[Item] | None = None,
+        shipping_amount: Decimal | None = None,
+        customer_id: str | None = None,
     ) -> Receipt:
-        return await self.writer.execute_async(*self._apply(retailer_id, code, subtotal, idempotency_key, order_id))
+        order = Order.of(subtotal, items, shipping_amount)
+        command = self._apply(retailer_id, code, order, idempotency_key, order_id, customer_id)
+        return await self.writer.execute_async(*command)
+
+    def reverse(self, retailer_id: UUID, redemption_id: UUID, reason: str | None = None) -> Reversal:
+        """Give a redemption's use back (to its coupon, its customer and its campaign), once;
+        reversing it again changes nothing and says so."""
+        return self.writer.execute(*self._reverse(retailer_id, redemption_id, reason))
+
+    async def reverse_async(self, retailer_id: UUID, redemption_id: UUID, reason: str | None = None) -> Reversal:
+        return await self.writer.execute_async(*self._reverse(retailer_id, redemption_id, reason))
+
+    def create_campaign(
+        self,
+        retailer_id: UUID,
+        name: str,
+        prefix: str,
+        count: int,
+        template: Mapping[str, Any],
+        max_redemptions: int | None = None,
+        max_discount_total: Decimal | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Campaign:
+        """Create a campaign and generate its ``count`` codes, CAMPAIGN_CHUNK coupons per save;
+        ``progress(n)`` after each save with the number of codes it added."""
+        plan = self._plan_campaign(retailer_id, name, prefix, count, template, max_redemptions, max_discount_total)
+        campaign: Campaign = self.writer.execute(*plan.start())
+        for size in plan.chunks():
+            campaign = self.writer.execute(*plan.generate(size))
+            if progress is not None:
+                progress(size)
+        return campaign
+
+    async def create_campaign_async(
+        self,
+        retailer_id: UUID,
+        name: str,
+        prefix: str,
+        count: int,
+        template: Mapping[str, Any],
+        max_redemptions: int | None = None,
+        max_discount_total: Decimal | None = None,
+    ) -> Campaign:
+        plan = self._plan_campaign(retailer_id, name, prefix, count, template, max_redemptions, max_discount_total)
+        campaign: Campaign = await self.writer.execute_async(*plan.start())
+        for size in plan.chunks():
+            campaign = await self.writer.execute_async(*plan.generate(size))
+        return campaign
 
     # --- queries: read the store directly -------------------------------------------------------
 
-    def get_coupon(self, retailer_id: UUID, code: str) -> Coupon:
+    def get_coupon(self, retailer_id: UUID, code: str, archived: bool = False) -> Coupon:
+        """The coupon; COUPON_NOT_FOUND if it does not exist or (unless ``archived``) was archived."""
         code = self._lookup_code(code)
-        try:
-            coupon: Coupon = self.repository.get(coupon_id_for(retailer_id, code))
-        except AggregateNotFoundError:
-            raise CouponNotFound(f"Coupon {code} does not exist.", code=code) from None
+        coupon = self._get(coupon_id_for(retailer_id, code), Coupon)
+        if coupon is None or (coupon.archived and not archived):
+            raise CouponNotFound(f"Coupon {code} does not exist.", code=code)
         return coupon
 
-    def validate(self, retailer_id: UUID, code: str, subtotal: Decimal) -> Quote:
-        return self.get_coupon(retailer_id, code).quote(subtotal, self.clock())
+    def validate(
+        self,
+        retailer_id: UUID,
+        code: str,
+        subtotal: Decimal | None,
+        items: Sequence[Item] | None = None,
+        shipping_amount: Decimal | None = None,
+        customer_id: str | None = None,
+    ) -> Quote:
+        """Price an order as apply would, consuming nothing."""
+        order = Order.of(subtotal, items, shipping_amount)
+        coupon = self.get_coupon(retailer_id, code)
+        usage = self._get(customer_usage_id_for(coupon.id, customer_id), CustomerUsage) if customer_id else None
+        campaign = self._get(coupon.campaign_id, Campaign) if coupon.campaign_id is not None else None
+        return coupon.quote(order, self.clock(), customer_id, usage, campaign)
+
+    def get_campaign(self, retailer_id: UUID, campaign_id: UUID) -> Campaign:
+        campaign = self._get(campaign_id, Campaign)
+        if campaign is None or campaign.retailer_id != retailer_id:
+            raise CampaignNotFound(f"Campaign {campaign_id} does not exist.", campaign_id=str(campaign_id))
+        return campaign
+
+    def get_redemption(self, retailer_id: UUID, redemption_id: UUID) -> Redemption:
+        redemption = self._get(redemption_id, Redemption)
+        if redemption is None or redemption.retailer_id != retailer_id:
+            raise RedemptionNotFound(f"Redemption {redemption_id} does not exist.", redemption_id=str(redemption_id))
+        return redemption
+
+    def _get(self, aggregate_id: UUID, kind: type[A]) -> A | None:
+        """The aggregate with this id if it is one of ``kind``; else None."""
+        try:
+            aggregate: object = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        return aggregate if isinstance(aggregate, kind) else None
 
     def coupon_events(
         self, retailer_id: UUID, code: str, after_version: int = 0, limit: int = 100
     ) -> list[RecordedEvent]:
-        coupon_id = self.get_coupon(retailer_id, code).id
+        """A coupon's events (archived coupons' too: their history is kept)."""
+        coupon_id = self.get_coupon(retailer_id, code, archived=True).id
         events: Sequence[DomainEventProtocol[UUID]] = list(
             self.events.get(coupon_id, gt=after_version or None, limit=limit)
         )
@@ -224,63 +390,81 @@ class CouponLedger(Application[UUID]):
         expires_at: datetime | None,
         max_uses: int | None,
         is_active: bool,
+        terms: Mapping[str, Any] | None = None,
     ) -> tuple[tuple[UUID, ...], Callable[[Batch], Coupon]]:
         code = normalize_code(code)
-        check_discount(discount_type, discount_value)
-        if max_uses is not None and max_uses < 1:
-            raise InvalidCoupon("max_uses", "must be at least 1")
+        fields = self._coupon_fields(
+            {
+                "discount_type": discount_type,
+                "discount_value": discount_value,
+                "min_order_value": min_order_value,
+                "expires_at": expires_at,
+                "max_uses": max_uses,
+                "is_active": is_active,
+                **(terms or {}),
+            }
+        )
         coupon_id = coupon_id_for(retailer_id, code)
 
         def create(batch: Batch) -> Coupon:
             if batch.get(coupon_id) is not None:
                 raise CouponCodeTaken(f"Coupon code {code} is already taken.", code=code)
-            coupon = Coupon(
-                retailer_id=retailer_id,
-                code=code,
-                discount_type=discount_type,
-                discount_value=discount_value,
-                min_order_value=min_order_value,
-                expires_at=expires_at,
-                max_uses=max_uses,
-                is_active=is_active,
-            )
+            coupon = Coupon(retailer_id=retailer_id, code=code, **fields)
             batch.add(coupon)
             return coupon
 
         return (coupon_id,), create
 
-    def _set_active(
-        self, retailer_id: UUID, code: str, active: bool
+    @staticmethod
+    def _coupon_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+        """A new coupon's fields (all of them, defaults filled in), checked."""
+        unknown = set(fields) - COUPON_FIELDS.keys()
+        if unknown:
+            raise TypeError(f"unknown coupon fields: {', '.join(sorted(unknown))}")
+        checked = {**COUPON_FIELDS, **fields}
+        if checked["discount_type"] == FREE_SHIPPING and checked["discount_value"] is None:
+            checked["discount_value"] = ZERO
+        check_discount(checked["discount_type"], checked["discount_value"])
+        check_terms(checked, checked["discount_type"])
+        scope = Scope.of(checked["scope"])
+        checked["scope"] = scope.as_dict() if scope is not None else None
+        return checked
+
+    def _change(
+        self, retailer_id: UUID, code: str, change: Callable[[Coupon, datetime], object]
     ) -> tuple[tuple[UUID, ...], Callable[[Batch], Coupon]]:
         code = self._lookup_code(code)
         coupon_id = coupon_id_for(retailer_id, code)
 
-        def change(batch: Batch) -> Coupon:
+        def decide(batch: Batch) -> Coupon:
             coupon = self._coupon_in(batch, coupon_id, code)
-            if active and not coupon.is_active:
-                coupon.activate()
-            elif not active and coupon.is_active:
-                coupon.deactivate()
+            change(coupon, self.clock())
             return coupon
 
-        return (coupon_id,), change
+        return (coupon_id,), decide
 
     def _apply(
         self,
         retailer_id: UUID,
         code: str,
-        subtotal: Decimal,
+        order: Order | Decimal,
         idempotency_key: str | None,
         order_id: str | None,
+        customer_id: str | None = None,
         also: Callable[[Any, Receipt], None] | None = None,
     ) -> tuple[tuple[UUID, ...], Callable[[Batch], Receipt]]:
+        order = as_order(order)
         normalized = ascii_upper(code)
-        fingerprint = self._fingerprint(code=normalized, subtotal=str(subtotal), order_id=order_id)
+        request = {"code": normalized, **order.fingerprint(), "order_id": order_id}
+        if customer_id is not None:
+            request["customer_id"] = customer_id
+        fingerprint = self._fingerprint(request)
         keyed_id = redemption_id_for(retailer_id, idempotency_key) if idempotency_key else None
         try:
             coupon_id: UUID | None = coupon_id_for(retailer_id, normalize_code(code))
         except InvalidCoupon:
             coupon_id = None
+        usage_id = customer_usage_id_for(coupon_id, customer_id) if coupon_id and customer_id else None
 
         def redeem(batch: Batch) -> Receipt:
             if keyed_id is not None:
@@ -290,8 +474,15 @@ class CouponLedger(Application[UUID]):
             if coupon_id is None:
                 raise CouponNotFound(f"Coupon {normalized} does not exist.", code=code)
             coupon = self._coupon_in(batch, coupon_id, normalized)
+            usage: CustomerUsage | None = None
+            if usage_id is not None and customer_id is not None:
+                usage = batch.get(usage_id)
+                if usage is None:
+                    usage = CustomerUsage(coupon_id=coupon_id, customer_id=customer_id)
+                    batch.add(usage)
+            campaign: Campaign | None = batch.get(coupon.campaign_id) if coupon.campaign_id is not None else None
             redemption_id = keyed_id or uuid4()
-            quote = coupon.redeem(redemption_id, subtotal, self.clock(), order_id)
+            quote = coupon.redeem(redemption_id, order, self.clock(), order_id, customer_id, usage, campaign)
             batch.add(
                 Redemption(
                     id=redemption_id,
@@ -305,6 +496,8 @@ class CouponLedger(Application[UUID]):
                     final_total=quote.final_total,
                     free_shipping=quote.free_shipping,
                     order_id=order_id,
+                    customer_id=customer_id,
+                    campaign_id=coupon.campaign_id,
                 )
             )
             receipt = Receipt(redemption_id, quote, replayed=False)
@@ -313,13 +506,66 @@ class CouponLedger(Application[UUID]):
                 batch.also(lambda connection: work(connection, receipt))
             return receipt
 
-        needs = tuple(i for i in (keyed_id, coupon_id) if i is not None)
+        needs = tuple(i for i in (keyed_id, coupon_id, usage_id) if i is not None)
         return needs, redeem
+
+    def _reverse(
+        self, retailer_id: UUID, redemption_id: UUID, reason: str | None
+    ) -> tuple[tuple[UUID, ...], Callable[[Batch], Reversal]]:
+        def reverse(batch: Batch) -> Reversal:
+            redemption = batch.get(redemption_id)
+            if not isinstance(redemption, Redemption) or redemption.retailer_id != retailer_id:
+                raise RedemptionNotFound(
+                    f"Redemption {redemption_id} does not exist.", redemption_id=str(redemption_id)
+                )
+            if redemption.is_reversed:
+                return Reversal(redemption, already_reversed=True)
+            coupon: Coupon = self._existing(batch, redemption.coupon_id)
+            coupon.reverse_redemption(redemption.id, redemption.discount_amount, reason)
+            if redemption.customer_id is not None:
+                usage: CustomerUsage = self._existing(batch, customer_usage_id_for(coupon.id, redemption.customer_id))
+                usage.give_back(redemption.id)
+            if redemption.campaign_id is not None:
+                campaign: Campaign = self._existing(batch, redemption.campaign_id)
+                campaign.give_back(redemption.id, redemption.discount_amount)
+            redemption.reverse(reason, self.clock())
+            return Reversal(redemption, already_reversed=False)
+
+        return (redemption_id,), reverse
+
+    def _plan_campaign(
+        self,
+        retailer_id: UUID,
+        name: str,
+        prefix: str,
+        count: int,
+        template: Mapping[str, Any],
+        max_redemptions: int | None,
+        max_discount_total: Decimal | None,
+    ) -> CampaignPlan:
+        if not 1 <= count <= MAX_CAMPAIGN_CODES:
+            raise InvalidCoupon("count", f"must be 1 to {MAX_CAMPAIGN_CODES}")
+        if max_redemptions is not None and max_redemptions < 1:
+            raise InvalidCoupon("max_redemptions", "must be at least 1")
+        if max_discount_total is not None and max_discount_total <= 0:
+            raise InvalidCoupon("max_discount_total", "must be greater than 0")
+        fields = self._coupon_fields(template)
+        return CampaignPlan(
+            self, retailer_id, name, normalize_prefix(prefix), count, fields, max_redemptions, max_discount_total
+        )
+
+    @staticmethod
+    def _existing(batch: Batch, aggregate_id: UUID) -> Any:
+        """An aggregate the store must hold (one a redemption names)."""
+        aggregate = batch.get(aggregate_id)
+        if aggregate is None:
+            raise LookupError(f"aggregate {aggregate_id} is missing from the store")
+        return aggregate
 
     @staticmethod
     def _coupon_in(batch: Batch, coupon_id: UUID, code: str) -> Coupon:
         coupon: Coupon | None = batch.get(coupon_id)
-        if coupon is None:
+        if coupon is None or coupon.archived:
             raise CouponNotFound(f"Coupon {code} does not exist.", code=code)
         return coupon
 
@@ -340,5 +586,94 @@ class CouponLedger(Application[UUID]):
             raise CouponNotFound(f"Coupon {ascii_upper(code)} does not exist.", code=code) from None
 
     @staticmethod
-    def _fingerprint(**request: object) -> str:
+    def _fingerprint(request: dict[str, Any]) -> str:
         return hashlib.sha256(FINGERPRINT_JSON.encode(request).encode()).hexdigest()
+
+
+def _deactivate(coupon: Coupon, now: datetime) -> None:
+    if coupon.is_active:
+        coupon.deactivate()
+
+
+def _archive(coupon: Coupon, now: datetime) -> None:
+    coupon.archive()
+
+
+class CampaignPlan:
+    """The commands that create a campaign: one for the campaign, then one per chunk of codes.
+
+    Each chunk draws its codes at random (prefix + 6 characters without look-alikes), all distinct
+    from each other and from the campaign's earlier ones; a code that already exists (the
+    deterministic coupon id finds it) is drawn again. Every chunk is one save.
+    """
+
+    def __init__(
+        self,
+        ledger: CouponLedger,
+        retailer_id: UUID,
+        name: str,
+        prefix: str,
+        count: int,
+        fields: dict[str, Any],
+        max_redemptions: int | None,
+        max_discount_total: Decimal | None,
+    ) -> None:
+        self.ledger = ledger
+        self.retailer_id = retailer_id
+        self.name = name
+        self.prefix = prefix
+        self.count = count
+        self.fields = fields
+        self.max_redemptions = max_redemptions
+        self.max_discount_total = max_discount_total
+        self.campaign_id: UUID | None = None
+        self.drawn: set[str] = set()
+
+    def chunks(self) -> list[int]:
+        full, rest = divmod(self.count, CAMPAIGN_CHUNK)
+        return [CAMPAIGN_CHUNK] * full + ([rest] if rest else [])
+
+    def start(self) -> tuple[tuple[UUID, ...], Callable[[Batch], Campaign]]:
+        campaign_id = self.campaign_id = uuid4()
+
+        def create(batch: Batch) -> Campaign:
+            campaign = Campaign(
+                id=campaign_id,
+                retailer_id=self.retailer_id,
+                name=self.name,
+                prefix=self.prefix,
+                count=self.count,
+                template=self.fields,
+                max_redemptions=self.max_redemptions,
+                max_discount_total=self.max_discount_total,
+            )
+            batch.add(campaign)
+            return campaign
+
+        return (), create
+
+    def generate(self, size: int) -> tuple[tuple[UUID, ...], Callable[[Batch], Campaign]]:
+        campaign_id = self.campaign_id
+        assert campaign_id is not None, "start() first"
+        codes = [self._draw() for _ in range(size)]
+        ids = tuple(coupon_id_for(self.retailer_id, code) for code in codes)
+
+        def decide(batch: Batch) -> Campaign:
+            campaign: Campaign | None = batch.get(campaign_id)
+            assert campaign is not None
+            for code, coupon_id in zip(codes, ids, strict=True):
+                while batch.get(coupon_id) is not None:  # taken: draw another
+                    code = self._draw()
+                    coupon_id = coupon_id_for(self.retailer_id, code)
+                batch.add(Coupon(retailer_id=self.retailer_id, code=code, campaign_id=campaign_id, **self.fields))
+            campaign.codes_generated(size)
+            return campaign
+
+        return (campaign_id, *ids), decide
+
+    def _draw(self) -> str:
+        while True:
+            code = generate_code(self.prefix)
+            if code not in self.drawn:
+                self.drawn.add(code)
+                return code

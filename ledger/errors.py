@@ -63,3 +63,43 @@ class StoreUnavailable(LedgerError):
     redemption if it was stored after all, or makes it now."""
 
     code = "SERVICE_UNAVAILABLE"
+
+
+class CouponNotStarted(LedgerError):
+    code = "COUPON_NOT_STARTED"
+
+
+class CustomerIdRequired(LedgerError):
+    code = "CUSTOMER_ID_REQUIRED"
+
+
+class CustomerLimitReached(LedgerError):
+    code = "CUSTOMER_LIMIT_REACHED"
+
+
+class CampaignBudgetExhausted(LedgerError):
+    code = "CAMPAIGN_BUDGET_EXHAUSTED"
+
+
+class CouponNotApplicable(LedgerError):
+    code = "COUPON_NOT_APPLICABLE"
+
+
+class SubtotalMismatch(LedgerError):
+    code = "SUBTOTAL_MISMATCH"
+
+
+class FieldImmutable(LedgerError):
+    code = "FIELD_IMMUTABLE"
+
+
+class InvalidTransition(LedgerError):
+    code = "INVALID_TRANSITION"
+
+
+class RedemptionNotFound(LedgerError):
+    code = "REDEMPTION_NOT_FOUND"
+
+
+class CampaignNotFound(LedgerError):
+    code = "CAMPAIGN_NOT_FOUND"

@@ -15,7 +15,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from ledger.application import CouponLedger, Receipt
+from ledger.application import CouponLedger, Receipt, _deactivate
 from ledger.domain import FIXED, Coupon
 from ledger.errors import CouponInactive, CouponNotFound, IdempotencyKeyReused, LedgerError, MinOrderNotMet
 from ledger.writer import Batch
@@ -127,8 +127,8 @@ def test_a_rejected_command_leaves_the_commands_before_and_after_it_on_the_same_
 def test_a_coupon_returned_to_one_caller_is_not_changed_by_later_commands_of_its_batch(ledger: CouponLedger) -> None:
     ledger.create_coupon(RETAILER, "SNAP", FIXED, D("5.00"))
     held = HeldWriter(ledger)
-    deactivated = held.submit(*ledger._set_active(RETAILER, "SNAP", False))
-    activated = held.submit(*ledger._set_active(RETAILER, "SNAP", True))
+    deactivated = held.submit(*ledger._change(RETAILER, "SNAP", _deactivate))
+    activated = held.submit(*ledger._change(RETAILER, "SNAP", lambda c, now: c.set_active(now)))
     applied = held.apply("SNAP", "30.00")
     held.run()
 
