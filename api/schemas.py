@@ -27,8 +27,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from ledger.application import RecordedEvent
-from ledger.domain import CODE_RULE, Coupon, Quote, normalize_code
+from ledger.application import MAX_CAMPAIGN_CODES, RecordedEvent
+from ledger.domain import CODE_RULE, GENERATED_LENGTH, Campaign, Coupon, Quote, normalize_code, normalize_prefix
 from ledger.errors import InvalidCoupon
 from ledger.money import MAX_AMOUNT, format_amount, parse_amount
 from ledger.timestamps import MAX_TIMESTAMP, MIN_TIMESTAMP, format_timestamp, to_utc
@@ -510,3 +510,112 @@ class Error(BaseModel):
     """The one error shape of every 4xx and 5xx response."""
 
     error: ErrorBody
+
+
+# --- campaigns ----------------------------------------------------------------------------------
+
+MAX_PREFIX_LENGTH = 50 - GENERATED_LENGTH
+PREFIX_SCHEMA = {
+    "type": "string",
+    "maxLength": 100,
+    "pattern": f"^[\\t\\n\\v\\f\\r ]*[A-Za-z0-9_-]{{0,{MAX_PREFIX_LENGTH}}}[\\t\\n\\v\\f\\r ]*$",
+    "description": f"What every code of the campaign starts with: 0-{MAX_PREFIX_LENGTH} of A-Z 0-9 _ - (any case; "
+    "upper-cased; surrounding spaces are ignored). Six random characters follow it.",
+    "examples": ["SPRING-"],
+}
+
+
+def _check_prefix(value: str) -> str:
+    try:
+        return normalize_prefix(value)
+    except InvalidCoupon as error:
+        raise ValueError(error.message) from None
+
+
+CampaignPrefix = Annotated[str, Field(max_length=100), AfterValidator(_check_prefix), WithJsonSchema(PREFIX_SCHEMA)]
+
+
+class CampaignTemplate(Request):
+    """Provisional: replaced by CouponTerms once the coupon models are split."""
+
+    discount_type: Literal["percentage", "fixed"]
+    discount_value: PositiveAmount
+    min_order_value: Amount | None = None
+    expires_at: Timestamp | None = None
+    max_uses: Int(1, MAX_INT32, 100) | None = None  # type: ignore[valid-type]
+    is_active: bool = True
+
+
+class CampaignCreate(Request):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Spring newsletter",
+                    "prefix": "SPRING-",
+                    "count": 500,
+                    "coupon": {"discount_type": "percentage", "discount_value": "15", "max_uses": 1},
+                    "max_redemptions": 200,
+                    "max_discount_total": "2500.00",
+                }
+            ]
+        },
+    )
+
+    name: text(1, 200, "Spring newsletter")  # type: ignore[valid-type]
+    prefix: CampaignPrefix
+    count: Int(1, MAX_CAMPAIGN_CODES, 500)  # type: ignore[valid-type]
+    coupon: CampaignTemplate = Field(description="The terms every code of the campaign gets: a coupon without code.")
+    max_redemptions: Int(1, MAX_INT32, 200) | None = Field(  # type: ignore[valid-type]
+        default=None, description="Redemptions of all the campaign's codes together, at most."
+    )
+    max_discount_total: PositiveAmount | None = Field(
+        default=None, description="Discount given by all the campaign's codes together, at most."
+    )
+
+
+class CampaignTemplatePublic(BaseModel):
+    """The terms every code of a campaign was created with."""
+
+    discount_type: Literal["percentage", "fixed", "free_shipping"]
+    discount_value: Amount
+    min_order_value: Amount | None
+    max_discount_amount: Amount | None
+    starts_at: UtcTimestamp | None
+    expires_at: UtcTimestamp | None
+    max_uses: int | None
+    max_uses_per_customer: int | None
+    scope: dict[str, list[str]] | None
+    public: bool
+    is_active: bool
+
+
+class CampaignPublic(BaseModel):
+    id: UUID
+    name: str
+    prefix: str
+    count: int = Field(description="The number of codes asked for.")
+    generated: int = Field(description="The number of codes made (equal to count once the campaign is created).")
+    coupon: CampaignTemplatePublic
+    max_redemptions: int | None
+    max_discount_total: Amount | None
+    redemptions: int = Field(description="Redemptions of the campaign's codes, less those reversed.")
+    discount_total: Amount = Field(description="Discount given by the campaign's codes, less that reversed.")
+    created_at: UtcTimestamp
+
+    @classmethod
+    def from_campaign(cls, campaign: Campaign) -> CampaignPublic:
+        return cls(
+            id=campaign.id,
+            name=campaign.name,
+            prefix=campaign.prefix,
+            count=campaign.count,
+            generated=campaign.generated,
+            coupon=CampaignTemplatePublic(**campaign.template),
+            max_redemptions=campaign.max_redemptions,
+            max_discount_total=campaign.max_discount_total,
+            redemptions=campaign.redemptions,
+            discount_total=campaign.discount_total,
+            created_at=campaign.created_on,
+        )

@@ -1,0 +1,153 @@
+"""/v1/campaigns: generate codes in bulk under one template and one budget; read a campaign and
+its codes (a page at a time, or every one of them as CSV)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from api.deps import CallerDep
+from api.openapi import errors
+from api.read_model import wait_for_coupons_view
+from api.routes.coupons import Cursor, decode_code_cursor, encode_cursor
+from api.schemas import CampaignCreate, CampaignPublic, CouponPage, CouponPublic
+from ledger.application import COUPON_FIELDS
+from ledger.errors import CampaignNotFound, InvalidCoupon
+from projections.coupons import CouponRow
+
+router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
+
+CampaignIdPath = Annotated[
+    str,
+    Path(
+        description="The campaign's id. An id that cannot exist is CAMPAIGN_NOT_FOUND like a missing one.",
+        json_schema_extra={"format": "uuid", "examples": ["3f2b8c1e-7d4a-4b9e-a1c2-5e6f7a8b9c0d"]},
+    ),
+]
+NOT_FOUND = {404: ["CAMPAIGN_NOT_FOUND"]}
+CSV_HEADER = "code,status,uses_count,max_uses\r\n"
+CSV_ROWS_PER_CHUNK = 1_000  # rows sent as one piece of the streamed body
+CAMPAIGN_LINKS = {
+    name: {"operationId": operation, "parameters": {"campaign_id": "$response.body#/id"}, "description": description}
+    for name, operation, description in [
+        ("GetCampaign", "get_campaign", "The campaign just created."),
+        ("CampaignCoupons", "campaign_coupons", "Its codes."),
+    ]
+}
+
+
+def campaign_id_of(raw: str) -> UUID:
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise CampaignNotFound(f"Campaign {raw} does not exist.", campaign_id=raw) from None
+
+
+@router.post(
+    "",
+    status_code=201,
+    responses={
+        201: {"description": "The campaign, its codes all generated", "links": CAMPAIGN_LINKS},
+        **errors({503: ["SERVICE_UNAVAILABLE"]}),
+    },
+)
+async def create_campaign(body: CampaignCreate, caller: CallerDep) -> CampaignPublic:
+    """Generate ``count`` codes (prefix + 6 random characters of A-Z and 2-9 without look-alikes:
+    no 0/O, 1/I/L), each a coupon with the template's terms. Answers once every code is stored."""
+    try:
+        campaign = await caller.services.ledger.create_campaign_async(
+            caller.retailer_id,
+            body.name,
+            body.prefix,
+            body.count,
+            body.coupon.model_dump(),
+            body.max_redemptions,
+            body.max_discount_total,
+        )
+    except InvalidCoupon as error:
+        raise in_template(error) from None
+    return CampaignPublic.from_campaign(campaign)
+
+
+def in_template(error: InvalidCoupon) -> InvalidCoupon:
+    """The domain's refusal of a template's terms, naming the field inside ``coupon``."""
+    for item in error.details.get("errors", []):
+        if item["field"] in COUPON_FIELDS:
+            item["field"] = f"coupon.{item['field']}"
+    return error
+
+
+@router.get("/{campaign_id}", responses=errors(NOT_FOUND))
+def get_campaign(campaign_id: CampaignIdPath, caller: CallerDep) -> CampaignPublic:
+    campaign = caller.services.ledger.get_campaign(caller.retailer_id, campaign_id_of(campaign_id))
+    return CampaignPublic.from_campaign(campaign)
+
+
+CSV_EXAMPLE = CSV_HEADER + "SPRING-7KQ2XM,active,0,1\r\nSPRING-A9HT3P,count_expired,1,1\r\n"
+
+
+@router.get(
+    "/{campaign_id}/coupons",
+    response_model=None,
+    responses={
+        200: {
+            "model": CouponPage,
+            "description": "A page of the campaign's coupons in code order; with format=csv, every one of them.",
+            "content": {
+                "text/csv": {
+                    "schema": {"type": "string", "description": "A header line, then code,status,uses_count,max_uses."},
+                    "example": CSV_EXAMPLE,
+                }
+            },
+        },
+        **errors({**NOT_FOUND, 503: ["SERVICE_UNAVAILABLE"]}),
+    },
+)
+def campaign_coupons(
+    campaign_id: CampaignIdPath,
+    caller: CallerDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Cursor = None,
+    format_: Annotated[
+        Literal["json", "csv"],
+        Query(alias="format", description="json: a page (limit, cursor); csv: every code, streamed."),
+    ] = "json",
+) -> Response:
+    services = caller.services
+    campaign = services.ledger.get_campaign(caller.retailer_id, campaign_id_of(campaign_id))
+    after = decode_code_cursor(cursor) if cursor else None
+    wait_for_coupons_view(services, "The campaign's coupons")
+    now = services.ledger.clock()
+    if format_ == "csv":
+        rows = services.coupons_view.campaign_coupons(caller.retailer_id, campaign.id, now)
+        return StreamingResponse(
+            csv_chunks(rows),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="campaign-{campaign.id}.csv"'},
+        )
+    found = services.coupons_view.list_coupons(
+        caller.retailer_id, now=now, status=None, after_code=after, limit=limit + 1, campaign_id=campaign.id
+    )
+    page = found[:limit]
+    next_cursor = encode_cursor(page[-1].code) if len(found) > limit else None
+    content = CouponPage(data=[CouponPublic.from_row(r) for r in page], next_cursor=next_cursor)
+    return JSONResponse(content.model_dump(mode="json"))
+
+
+def csv_chunks(rows: Iterable[CouponRow]) -> Iterator[str]:
+    """The CSV text in pieces of CSV_ROWS_PER_CHUNK rows: the response streams as the read model
+    is read, and each piece costs one hop to the thread pool, not one per row. Codes and statuses
+    hold no comma or quote, so no field needs quoting."""
+    lines: list[str] = [CSV_HEADER]
+    for row in rows:
+        max_uses: Any = "" if row.max_uses is None else row.max_uses
+        lines.append(f"{row.code},{row.status},{row.uses_count},{max_uses}\r\n")
+        if len(lines) >= CSV_ROWS_PER_CHUNK:
+            yield "".join(lines)
+            lines = []
+    if lines:
+        yield "".join(lines)
