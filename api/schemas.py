@@ -24,7 +24,9 @@ from pydantic import (
     Field,
     PlainSerializer,
     PlainValidator,
+    ValidationInfo,
     WithJsonSchema,
+    field_validator,
 )
 
 from ledger.application import MAX_CAMPAIGN_CODES, RecordedEvent
@@ -242,36 +244,97 @@ CURSOR_SCHEMA = {
     "pattern": "^[A-Za-z0-9_-]+$",
     "description": "The next_cursor of the previous page, as returned.",
 }
-Status = Literal["active", "inactive", "time_expired", "count_expired"]
+Status = Literal["inactive", "scheduled", "time_expired", "count_expired", "active"]
+DiscountType = Literal["percentage", "fixed", "free_shipping"]
 
 
-def _coupon_create_schema(schema: dict[str, Any]) -> None:
-    """A percentage is at most 100: documented as one variant per discount type."""
+def _id_value(value: object) -> object:
+    """An id is text; a JSON integer (within what every JSON parser holds exactly) is taken as
+    its decimal string."""
+    if isinstance(value, bool):
+        raise ValueError("must be text or an integer, not a boolean")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int):
+        if abs(value) > MAX_JSON_BIGINT:
+            raise ValueError(f"an integer id must be within -{MAX_JSON_BIGINT} and {MAX_JSON_BIGINT}")
+        return str(value)
+    return value
+
+
+ID_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "minLength": 1, "maxLength": 100, "pattern": NO_NUL_PATTERN},
+        {"type": "integer", "minimum": -MAX_JSON_BIGINT, "maximum": MAX_JSON_BIGINT},
+    ],
+    "description": "An id: text of 1-100 characters, or an integer (taken as its decimal string).",
+    "examples": ["sku-123"],
+}
+Id = Annotated[
+    str,
+    BeforeValidator(_id_value),
+    Field(min_length=1, max_length=100),
+    AfterValidator(check_text),
+    WithJsonSchema(ID_SCHEMA),
+]
+"""A product, variant, category or customer id: text, or an integer taken as its decimal string."""
+MAX_SCOPE_IDS = 1_000
+IdList = Annotated[list[Id], Field(max_length=MAX_SCOPE_IDS)]
+
+
+def _coupon_terms_schema(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """The rules of each discount type, documented as one variant per type: a percentage is at
+    most 100 and may be capped, a fixed amount is not capped, free shipping takes no value."""
     properties = schema["properties"]
-    variants = []
-    for discount_type, value_schema in (
-        ("percentage", Percentage),
-        ("fixed", PositiveAmount),
-    ):
-        variant_value = _json_schema_of(value_schema)
-        variants.append(
-            {
-                "properties": {"discount_type": {"const": discount_type}, "discount_value": variant_value},
-            }
-        )
-    schema["oneOf"] = variants
-    properties["discount_value"] = {"description": "Greater than 0; a percentage at most 100. See the variants."}
-    schema["examples"] = [
+    no_value = {"type": "null"}
+    schema["oneOf"] = [
         {
-            "code": "SAVE10",
+            "properties": {"discount_type": {"const": "percentage"}, "discount_value": _json_schema_of(Percentage)},
+            "required": ["discount_value"],
+        },
+        {
+            "properties": {
+                "discount_type": {"const": "fixed"},
+                "discount_value": _json_schema_of(PositiveAmount),
+                "max_discount_amount": no_value,
+            },
+            "required": ["discount_value"],
+        },
+        {
+            "properties": {
+                "discount_type": {"const": "free_shipping"},
+                "discount_value": no_value,
+                "max_discount_amount": no_value,
+            },
+        },
+    ]
+    properties["discount_value"] = {
+        "description": (
+            "Required for percentage (greater than 0, at most 100) and fixed (greater than 0); "
+            "absent or null for free_shipping. See the variants."
+        )
+    }
+    properties["max_discount_amount"]["description"] = "Caps the discount of a percentage coupon (percentage only)."
+    examples: list[dict[str, Any]] = [
+        {
             "discount_type": "percentage",
             "discount_value": "10",
             "min_order_value": "50.00",
+            "max_discount_amount": "30.00",
             "max_uses": 100,
+            "max_uses_per_customer": 1,
+            "starts_at": "2027-01-01T00:00:00Z",
             "expires_at": "2027-01-31T23:59:59Z",
         },
-        {"code": "FIVEOFF", "discount_type": "fixed", "discount_value": 5},
+        {"discount_type": "fixed", "discount_value": 5, "scope": {"category_ids": ["shoes"]}},
+        {"discount_type": "free_shipping", "min_order_value": "40.00", "public": True},
     ]
+    if "code" in properties:  # CouponCreate: the code first
+        schema["properties"] = {"code": properties.pop("code"), **properties}
+        schema["required"] = ["code", *[name for name in schema.get("required", []) if name != "code"]]
+        codes = ["SAVE10", "FIVEOFF", "SHIPFREE"]
+        examples = [{"code": code, **example} for code, example in zip(codes, examples, strict=True)]
+    schema["examples"] = examples
 
 
 def _json_schema_of(annotation: Any) -> dict[str, Any]:
@@ -284,19 +347,56 @@ class Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class CouponCreate(Request):
+class ScopeIn(Request):
+    """Which lines of an order a coupon discounts: a line is eligible if it matches one of the
+    inclusion lists (any line, when all are empty) and neither exclusion list."""
+
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra=_coupon_create_schema,
+        json_schema_extra={"examples": [{"category_ids": ["shoes"], "excluded_product_ids": ["sku-sale-1"]}]},
     )
 
-    code: NewCode
-    discount_type: Literal["percentage", "fixed"]
-    discount_value: PositiveAmount
+    product_ids: IdList = []
+    variant_ids: IdList = []
+    category_ids: IdList = []
+    excluded_product_ids: IdList = []
+    excluded_category_ids: IdList = []
+
+
+class CouponTerms(Request):
+    """Every term of a coupon but its code (a campaign's template is these terms)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_coupon_terms_schema)
+
+    discount_type: DiscountType
+    discount_value: PositiveAmount | None = Field(default=None, validate_default=True)
     min_order_value: Amount | None = None
+    max_discount_amount: PositiveAmount | None = None
+    starts_at: Timestamp | None = None
     expires_at: Timestamp | None = None
     max_uses: Int(1, MAX_INT32, 100) | None = None  # type: ignore[valid-type]
+    max_uses_per_customer: Int(1, MAX_INT32, 1) | None = None  # type: ignore[valid-type]
+    scope: ScopeIn | None = None
+    public: bool = False
     is_active: bool = True
+
+    @field_validator("discount_value")
+    @classmethod
+    def _value_fits_the_type(cls, value: Decimal | None, info: ValidationInfo) -> Decimal | None:
+        discount_type = info.data.get("discount_type")
+        if discount_type == "free_shipping" and value is not None:
+            raise ValueError("a free_shipping coupon takes no discount_value (its discount is the shipping)")
+        if discount_type in ("percentage", "fixed") and value is None:
+            raise ValueError(f"is required for a {discount_type} coupon")
+        return value
+
+    def terms(self) -> dict[str, Any]:
+        """The terms as the ledger takes them (scope as a dict of lists of ids)."""
+        return self.model_dump()
+
+
+class CouponCreate(CouponTerms):
+    code: NewCode
 
 
 class CouponPublic(BaseModel):
