@@ -1,4 +1,4 @@
-"""The `coupon-ledger` command line: serve, project, migrate, retailer create / key, verify."""
+"""The `coupon-ledger` command line: serve, project, migrate, retailer create / key, campaign create, verify."""
 
 from __future__ import annotations
 
@@ -11,18 +11,25 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from uuid import UUID
 
 import uvicorn
 from psycopg_pool import ConnectionPool
+from pydantic import ValidationError
+from tqdm import tqdm
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from api.checkout import Checkout
 from api.database import abandon_embedded, apply_schema, eventsourcing_env, open_database, open_ledger
+from api.errors import validation_errors
 from api.retailers import RetailerNameTaken, RetailerNotFound, Retailers, normalize_retailer_name
+from api.schemas import CampaignCreate, in_template
 from api.settings import Settings
+from ledger.application import MAX_CAMPAIGN_CODES
+from ledger.errors import InvalidCoupon
 from projections.coupons import construct_view
 from projections.runner import ProjectionLeader
 from projections.verify import verify
@@ -276,6 +283,84 @@ def cmd_retailer_key(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+CAMPAIGN_CREATE = "coupon-ledger campaign create"
+# The option of each top-level field of a campaign (the template's fields are inside --coupon).
+CAMPAIGN_OPTIONS = {
+    "name": "--name",
+    "prefix": "--prefix",
+    "count": "--count",
+    "coupon": "--coupon",
+    "max_redemptions": "--max-redemptions",
+    "max_discount_total": "--max-discount-total",
+}
+
+
+def cmd_campaign_create(args: argparse.Namespace, settings: Settings) -> int:
+    """Validate the campaign as POST /v1/campaigns does (before touching the database), then
+    generate its codes with a progress bar on stderr and print one JSON line."""
+    request = campaign_request(args)
+    if isinstance(request, list):
+        return refuse_campaign(request)
+    with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
+        apply_schema(url)
+        with ConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
+            try:
+                retailer_id = Retailers(pool).named(args.retailer)
+            except RetailerNotFound as missing:
+                print(f"{CAMPAIGN_CREATE}: error: {missing}", file=sys.stderr)
+                return 1
+        ledger = open_ledger(eventsourcing_env(url, pool_size=2, max_overflow=2))
+        try:
+            started = time.perf_counter()
+            with tqdm(total=request.count, unit="code", file=sys.stderr, desc="codes", dynamic_ncols=True) as bar:
+
+                def advance(generated: int) -> None:
+                    bar.update(generated)
+
+                campaign = ledger.create_campaign(
+                    retailer_id,
+                    request.name,
+                    request.prefix,
+                    request.count,
+                    request.coupon.terms(),
+                    request.max_redemptions,
+                    request.max_discount_total,
+                    progress=advance,
+                )
+            seconds = time.perf_counter() - started
+        except InvalidCoupon as refused:  # a rule tying the template's terms together
+            return refuse_campaign(in_template(refused).details["errors"])
+        finally:
+            ledger.close()
+    print(json.dumps({"campaign_id": str(campaign.id), "generated": campaign.generated, "seconds": round(seconds, 2)}))
+    return 0
+
+
+def campaign_request(args: argparse.Namespace) -> CampaignCreate | list[dict[str, str]]:
+    """The campaign the options describe, checked by the HTTP API's model; else its errors."""
+    try:
+        template = json.loads(args.coupon)
+    except json.JSONDecodeError as error:
+        return [{"field": "coupon", "message": f"is not valid JSON ({error})"}]
+    body = {"name": args.name, "prefix": args.prefix, "count": args.count, "coupon": template}
+    if args.max_redemptions is not None:
+        body["max_redemptions"] = args.max_redemptions
+    if args.max_discount_total is not None:
+        body["max_discount_total"] = args.max_discount_total
+    try:
+        return CampaignCreate.model_validate(body)
+    except ValidationError as error:
+        return validation_errors(error.errors())
+
+
+def refuse_campaign(errors: list[dict[str, str]]) -> int:
+    for error in errors:
+        top, _, inner = error["field"].partition(".")
+        where = CAMPAIGN_OPTIONS.get(top, top) + (f" {inner}" if inner else "")
+        print(f"{CAMPAIGN_CREATE}: error: {where}: {error['message']}", file=sys.stderr)
+    return 2
+
+
 def cmd_verify(_: argparse.Namespace, settings: Settings) -> int:
     with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
         apply_schema(url)
@@ -402,6 +487,43 @@ def parser() -> argparse.ArgumentParser:
         "--revoke-others", action="store_true", help="revoke every other key of this retailer (a leaked key)"
     )
     key.set_defaults(func=cmd_retailer_key)
+
+    campaign = command("campaign", "manage campaigns (codes generated in bulk)")
+    campaign_commands = campaign.add_subparsers(dest="campaign_command", required=True, metavar="ACTION")
+    campaign_create = campaign_commands.add_parser(
+        "create",
+        help="generate a campaign's codes, with a progress bar",
+        description="Create a campaign for a retailer and generate its codes (the prefix and 6 random "
+        "characters without look-alikes), a thousand per save, with a progress bar on stderr; then print "
+        'one JSON line {"campaign_id", "generated", "seconds"}. The options are checked as POST '
+        "/v1/campaigns checks its body (exit 2 naming each problem, before the database is touched).",
+        epilog=EPILOG,
+        formatter_class=HelpFormatter,
+    )
+    campaign_create.add_argument(
+        "--retailer", required=True, type=retailer_name, help="the retailer's name, as given to `retailer create`"
+    )
+    campaign_create.add_argument("--name", required=True, help="the campaign's name: 1 to 200 characters")
+    campaign_create.add_argument(
+        "--prefix", required=True, help="what every code starts with: 0 to 44 of A-Z 0-9 _ - (upper-cased)"
+    )
+    campaign_create.add_argument(
+        "--count", required=True, type=int, help=f"how many codes to generate: 1 to {MAX_CAMPAIGN_CODES:,}"
+    )
+    campaign_create.add_argument(
+        "--coupon",
+        required=True,
+        metavar="JSON",
+        help="the terms of every code, as the coupon of POST /v1/campaigns: a JSON object such as "
+        '\'{"discount_type": "percentage", "discount_value": "10", "max_uses": 1}\'',
+    )
+    campaign_create.add_argument(
+        "--max-redemptions", type=int, default=None, help="redemptions of all the codes together, at most"
+    )
+    campaign_create.add_argument(
+        "--max-discount-total", default=None, metavar="AMOUNT", help="discount of all the codes together, at most"
+    )
+    campaign_create.set_defaults(func=cmd_campaign_create)
 
     command("verify", "check the invariants; exit 1 on any violation").set_defaults(func=cmd_verify)
     return root

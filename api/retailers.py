@@ -91,6 +91,16 @@ class Retailers:
             )
         return retailer_id, api_key, revoked
 
+    def named(self, name: str) -> UUID:
+        """The id of the retailer of this name (compared as ``create`` does); RetailerNotFound."""
+        name = normalize_retailer_name(name)
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT id FROM retailers WHERE lower(btrim(name)) = lower(%s)", (name,)).fetchone()
+        if row is None:
+            raise RetailerNotFound(name)
+        retailer_id: UUID = row[0]
+        return retailer_id
+
     def known(self, api_key: str) -> UUID | None:
         """The retailer of a key this process authenticated within the last KNOWN_FOR seconds;
         None otherwise (then ``authenticate`` asks the database again, so a revoked key stops

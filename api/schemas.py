@@ -29,7 +29,7 @@ from pydantic import (
     field_validator,
 )
 
-from ledger.application import MAX_CAMPAIGN_CODES, RecordedEvent
+from ledger.application import COUPON_FIELDS, MAX_CAMPAIGN_CODES, RecordedEvent
 from ledger.domain import CODE_RULE, GENERATED_LENGTH, Campaign, Coupon, Quote, normalize_code, normalize_prefix
 from ledger.errors import InvalidCoupon
 from ledger.money import MAX_AMOUNT, format_amount, parse_amount
@@ -635,17 +635,6 @@ def _check_prefix(value: str) -> str:
 CampaignPrefix = Annotated[str, Field(max_length=100), AfterValidator(_check_prefix), WithJsonSchema(PREFIX_SCHEMA)]
 
 
-class CampaignTemplate(Request):
-    """Provisional: replaced by CouponTerms once the coupon models are split."""
-
-    discount_type: Literal["percentage", "fixed"]
-    discount_value: PositiveAmount
-    min_order_value: Amount | None = None
-    expires_at: Timestamp | None = None
-    max_uses: Int(1, MAX_INT32, 100) | None = None  # type: ignore[valid-type]
-    is_active: bool = True
-
-
 class CampaignCreate(Request):
     model_config = ConfigDict(
         extra="forbid",
@@ -666,13 +655,22 @@ class CampaignCreate(Request):
     name: text(1, 200, "Spring newsletter")  # type: ignore[valid-type]
     prefix: CampaignPrefix
     count: Int(1, MAX_CAMPAIGN_CODES, 500)  # type: ignore[valid-type]
-    coupon: CampaignTemplate = Field(description="The terms every code of the campaign gets: a coupon without code.")
+    coupon: CouponTerms = Field(description="The terms every code of the campaign gets: a coupon without code.")
     max_redemptions: Int(1, MAX_INT32, 200) | None = Field(  # type: ignore[valid-type]
         default=None, description="Redemptions of all the campaign's codes together, at most."
     )
     max_discount_total: PositiveAmount | None = Field(
         default=None, description="Discount given by all the campaign's codes together, at most."
     )
+
+
+def in_template(error: InvalidCoupon) -> InvalidCoupon:
+    """The domain's refusal of a campaign, naming a field of the template as ``coupon.<field>``
+    (the template's terms are checked together by the ledger, as a coupon's are)."""
+    for item in error.details.get("errors", []):
+        if item["field"] in COUPON_FIELDS:
+            item["field"] = f"coupon.{item['field']}"
+    return error
 
 
 class CampaignTemplatePublic(BaseModel):

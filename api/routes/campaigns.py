@@ -14,8 +14,7 @@ from api.deps import CallerDep
 from api.openapi import errors
 from api.read_model import wait_for_coupons_view
 from api.routes.coupons import Cursor, decode_code_cursor, encode_cursor
-from api.schemas import CampaignCreate, CampaignPublic, CouponPage, CouponPublic
-from ledger.application import COUPON_FIELDS
+from api.schemas import CampaignCreate, CampaignPublic, CouponPage, CouponPublic, in_template
 from ledger.errors import CampaignNotFound, InvalidCoupon
 from projections.coupons import CouponRow
 
@@ -64,21 +63,13 @@ async def create_campaign(body: CampaignCreate, caller: CallerDep) -> CampaignPu
             body.name,
             body.prefix,
             body.count,
-            body.coupon.model_dump(),
+            body.coupon.terms(),
             body.max_redemptions,
             body.max_discount_total,
         )
     except InvalidCoupon as error:
         raise in_template(error) from None
     return CampaignPublic.from_campaign(campaign)
-
-
-def in_template(error: InvalidCoupon) -> InvalidCoupon:
-    """The domain's refusal of a template's terms, naming the field inside ``coupon``."""
-    for item in error.details.get("errors", []):
-        if item["field"] in COUPON_FIELDS:
-            item["field"] = f"coupon.{item['field']}"
-    return error
 
 
 @router.get("/{campaign_id}", responses=errors(NOT_FOUND))
