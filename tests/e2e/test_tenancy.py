@@ -94,18 +94,22 @@ def test_a_retailer_cannot_replay_another_retailers_redemption(api: Api, other_a
 
 @dataclass(frozen=True)
 class Ids:
-    """The tenant-owned ids a route can take: a coupon code, a product id, an order id."""
+    """The tenant-owned ids a route can take: a coupon code, a product id, an order id, a campaign id."""
 
     code: str
     product_id: int
     order_id: int
+    campaign_id: str = ""
+
+
+MISSING_CAMPAIGN = "00000000-0000-4000-8000-000000000000"
 
 
 def missing_like(owner: Ids) -> Ids:
     """Ids that exist for nobody, equal to each other where the owner's are (a product and an
     order may share a number), so that both mask the same way."""
     order_id = 999_999_999 if owner.order_id == owner.product_id else 999_999_998
-    return Ids(code="NEVER-ISSUED", product_id=999_999_999, order_id=order_id)
+    return Ids(code="NEVER-ISSUED", product_id=999_999_999, order_id=order_id, campaign_id=MISSING_CAMPAIGN)
 
 
 Send = Callable[[Api, Ids], httpx.Response]
@@ -134,6 +138,8 @@ class Owned:
                 "SELECT order_id, coupon_code, redemption_id FROM order_coupons WHERE retailer_id = %s",
                 self.api.retailer_id,
             ),
+            "campaign": self.api.get(f"/v1/campaigns/{self.ids.campaign_id}").json(),
+            "campaign_coupons": self.api.get(f"/v1/campaigns/{self.ids.campaign_id}/coupons?format=csv").text,
         }
 
 
@@ -150,6 +156,7 @@ def _masked(value: Any, ids: Ids) -> Any:
         return {ids.product_id: "<product>", ids.order_id: "<order>"}.get(value, value)
     if isinstance(value, str):
         for token, placeholder in (
+            (ids.campaign_id, "<campaign>"),
             (ids.code, "<code>"),
             (str(ids.product_id), "<product>"),
             (str(ids.order_id), "<order>"),
@@ -183,6 +190,16 @@ def lists_only_its_own(path: str, items: Callable[[Any], list[dict[str, Any]]]) 
         theirs = {item["id"] for item in items(owned.api.get(path).json())}
         assert theirs, "the owner has items that could leak"
         assert not {item["id"] for item in items(response.json())} & theirs
+
+    return probe
+
+
+def all_of(*probes: Probe) -> Probe:
+    """Several probes of one route (a list as JSON and as CSV)."""
+
+    def probe(other: Api, owner: Ids, owned: Owned) -> None:
+        for each in probes:
+            each(other, owner, owned)
 
     return probe
 
@@ -243,11 +260,29 @@ FOREIGN_PROBES: dict[tuple[str, str], Probe] = {
             json={"user_id": 7, "items": [{"product_id": ids.product_id, "quantity": 1}], "coupon_code": ids.code},
         ),
     ),
+    ("GET", "/v1/campaigns/{campaign_id}"): not_found(
+        "CAMPAIGN_NOT_FOUND", lambda api, ids: api.get(f"/v1/campaigns/{ids.campaign_id}")
+    ),
+    ("GET", "/v1/campaigns/{campaign_id}/coupons"): all_of(
+        not_found("CAMPAIGN_NOT_FOUND", lambda api, ids: api.get(f"/v1/campaigns/{ids.campaign_id}/coupons")),
+        not_found(
+            "CAMPAIGN_NOT_FOUND", lambda api, ids: api.get(f"/v1/campaigns/{ids.campaign_id}/coupons?format=csv")
+        ),
+    ),
     ("POST", "/v1/products"): creates_its_own(
         "/v1/products", lambda ids: {"name": f"Copy of {ids.product_id}", "price": "1.00", "stock": 1}
     ),
     ("POST", "/v1/coupons"): creates_its_own(
         "/v1/coupons", lambda ids: {"code": ids.code, "discount_type": "fixed", "discount_value": "1"}
+    ),
+    ("POST", "/v1/campaigns"): creates_its_own(
+        "/v1/campaigns",
+        lambda ids: {
+            "name": "Copy",
+            "prefix": "OWNED-",
+            "count": 1,
+            "coupon": {"discount_type": "fixed", "discount_value": 1},
+        },
     ),
 }
 
@@ -280,7 +315,19 @@ def test_another_retailer_walking_every_route_with_the_owners_ids_finds_nothing_
         json={"user_id": 41, "items": [{"product_id": product["id"], "quantity": 1}], "coupon_code": "OWNED-1"},
     )
     assert order.status_code == 201, order.text
-    owner = Ids(code="OWNED-1", product_id=product["id"], order_id=order.json()["id"])
+    campaign = api.post(
+        "/v1/campaigns",
+        json={
+            "name": "Owned",
+            "prefix": "OWNED-",
+            "count": 2,
+            "coupon": {"discount_type": "fixed", "discount_value": 2},
+        },
+    )
+    assert campaign.status_code == 201, campaign.text
+    owner = Ids(
+        code="OWNED-1", product_id=product["id"], order_id=order.json()["id"], campaign_id=campaign.json()["id"]
+    )
     owned = Owned(api, owner, sql)
     before = owned.snapshot()
     assert before["coupon"]["uses_count"] == 1
@@ -297,7 +344,7 @@ def test_another_retailer_walking_every_route_with_the_owners_ids_finds_nothing_
     assert owned.snapshot() == before  # coupon, uses_count, events, stock, orders: untouched
     # The second retailer placed no order, and its own items are not in the owner's lists.
     assert sql("SELECT count(*) FROM orders WHERE retailer_id = %s", other_api.retailer_id) == [(0,)]
-    assert len(other_api.get("/v1/coupons").json()["data"]) == 1
+    assert len(other_api.get("/v1/coupons").json()["data"]) == 2  # its coupon and its campaign's one code
     assert len(other_api.get("/v1/products").json()) == 1
 
 
