@@ -147,6 +147,7 @@ class Checkout:
                 idempotency_key=f"{CHECKOUT_KEY_PREFIX}{order_id}",
                 order_id=str(order_id),
                 also=write_order,
+                customer_id=str(user_id),  # per-customer limits hold at checkout too
             )
         if not placed:  # the key was taken by an earlier apply call (the order was not written)
             raise ApiError(

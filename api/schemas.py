@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -27,10 +28,27 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
-from ledger.application import COUPON_FIELDS, MAX_CAMPAIGN_CODES, RecordedEvent
-from ledger.domain import CODE_RULE, GENERATED_LENGTH, Campaign, Coupon, Quote, normalize_code, normalize_prefix
+from ledger.application import COUPON_FIELDS, MAX_CAMPAIGN_CODES, RecordedEvent, Reversal
+from ledger.domain import (
+    CODE_RULE,
+    FREE_SHIPPING,
+    GENERATED_LENGTH,
+    SCOPE_FIELDS,
+    TRANSITIONS,
+    UNSET,
+    Campaign,
+    Coupon,
+    Item,
+    Quote,
+    Unset,
+    normalize_code,
+    normalize_prefix,
+    raise_immutable,
+)
 from ledger.errors import InvalidCoupon
 from ledger.money import MAX_AMOUNT, format_amount, parse_amount
 from ledger.timestamps import MAX_TIMESTAMP, MIN_TIMESTAMP, format_timestamp, to_utc
@@ -391,25 +409,52 @@ class CouponTerms(Request):
         return value
 
     def terms(self) -> dict[str, Any]:
-        """The terms as the ledger takes them (scope as a dict of lists of ids)."""
-        return self.model_dump()
+        """The terms as the ledger takes them (scope as a dict of lists of ids), without a code."""
+        return self.model_dump(include=set(CouponTerms.model_fields))
 
 
 class CouponCreate(CouponTerms):
     code: NewCode
 
 
+class ScopePublic(BaseModel):
+    """A coupon's scope: ids as text, sorted; an empty list restricts nothing."""
+
+    product_ids: list[str]
+    variant_ids: list[str]
+    category_ids: list[str]
+    excluded_product_ids: list[str]
+    excluded_category_ids: list[str]
+
+    @classmethod
+    def of(cls, scope: Mapping[str, list[str]] | None) -> ScopePublic | None:
+        if not scope:
+            return None
+        return cls(**{name: sorted(scope.get(name) or []) for name in SCOPE_FIELDS})
+
+
 class CouponPublic(BaseModel):
     id: UUID
     code: str = Field(pattern=PATH_CODE_PATTERN, examples=["SAVE10"])
-    discount_type: Literal["percentage", "fixed"]
-    discount_value: Amount
+    discount_type: DiscountType
+    discount_value: Amount | None = Field(description="Null for free_shipping (its discount is the shipping).")
     min_order_value: Amount | None
+    max_discount_amount: Amount | None
+    starts_at: UtcTimestamp | None
     expires_at: UtcTimestamp | None
     max_uses: int | None
-    uses_count: int
+    max_uses_per_customer: int | None
+    uses_count: int = Field(description="Uses made minus uses given back by reversals.")
     is_active: bool
-    status: Status
+    status: Status = Field(
+        description=(
+            "Derived when read: inactive (deactivated), scheduled (before starts_at), time_expired "
+            "(at or after expires_at), count_expired (uses reached max_uses), else active."
+        )
+    )
+    scope: ScopePublic | None
+    public: bool
+    campaign_id: UUID | None
     created_at: UtcTimestamp
 
     @classmethod
@@ -418,13 +463,19 @@ class CouponPublic(BaseModel):
             id=coupon.id,
             code=coupon.code,
             discount_type=coupon.discount_type,  # type: ignore[arg-type]
-            discount_value=coupon.discount_value,
+            discount_value=_discount_value(coupon.discount_type, coupon.discount_value),
             min_order_value=coupon.min_order_value,
+            max_discount_amount=coupon.max_discount_amount,
+            starts_at=coupon.starts_at,
             expires_at=coupon.expires_at,
             max_uses=coupon.max_uses,
+            max_uses_per_customer=coupon.max_uses_per_customer,
             uses_count=coupon.uses_count,
             is_active=coupon.is_active,
             status=coupon.status(now),  # type: ignore[arg-type]
+            scope=ScopePublic.of(coupon.scope),
+            public=coupon.public,
+            campaign_id=coupon.campaign_id,
             created_at=coupon.created_on,
         )
 
@@ -434,15 +485,25 @@ class CouponPublic(BaseModel):
             id=row.id,
             code=row.code,
             discount_type=row.discount_type,  # type: ignore[arg-type]
-            discount_value=row.discount_value,
+            discount_value=_discount_value(row.discount_type, row.discount_value),
             min_order_value=row.min_order_value,
+            max_discount_amount=row.max_discount_amount,
+            starts_at=row.starts_at,
             expires_at=row.expiry_date,
             max_uses=row.max_uses,
+            max_uses_per_customer=row.max_uses_per_customer,
             uses_count=row.uses_count,
             is_active=row.is_active,
             status=row.status,  # type: ignore[arg-type]
+            scope=ScopePublic.of(row.scope),
+            public=row.public,
+            campaign_id=row.campaign_id,
             created_at=row.created_at,
         )
+
+
+def _discount_value(discount_type: str, value: Decimal) -> Decimal | None:
+    return None if discount_type == FREE_SHIPPING else value
 
 
 class CouponPage(BaseModel):
@@ -450,22 +511,226 @@ class CouponPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as cursor for the next page; null on the last page.")
 
 
+def _not_null(schema: dict[str, Any], *names: str) -> None:
+    """Document optional fields as absent or a value, not null: null is read as absent, but a
+    body must send ``subtotal`` or ``items`` and null is neither."""
+    for name in names:
+        field = schema["properties"][name]
+        variants = [v for v in field.pop("anyOf") if v != {"type": "null"}]
+        (variant,) = variants
+        field.pop("default", None)
+        schema["properties"][name] = {**variant, **field}
+
+
+def _order_schema(examples: list[dict[str, Any]]) -> Callable[[dict[str, Any]], None]:
+    def finish(schema: dict[str, Any]) -> None:
+        _not_null(schema, "subtotal", "items")
+        schema["anyOf"] = [{"required": ["subtotal"]}, {"required": ["items"]}]
+        schema["properties"]["subtotal"]["description"] = (
+            "The order's subtotal; with items it may be left out (it is their sum, and a different "
+            "value is SUBTOTAL_MISMATCH). Send subtotal, items or both."
+        )
+        schema["examples"] = examples
+
+    return finish
+
+
+class ItemIn(Request):
+    """A line of the order: quantity x unit_price of a product (its variant and category optional)."""
+
+    product_id: Id
+    variant_id: Id | None = None
+    category_id: Id | None = None
+    quantity: Int(1, 10_000, 2)  # type: ignore[valid-type]
+    unit_price: Amount
+
+    def as_item(self) -> Item:
+        return Item(
+            product_id=self.product_id,
+            quantity=self.quantity,
+            unit_price=self.unit_price,
+            variant_id=self.variant_id,
+            category_id=self.category_id,
+        )
+
+
+VALIDATE_EXAMPLES: list[dict[str, Any]] = [
+    {"code": "SAVE10", "subtotal": "150.00"},
+    {
+        "code": "SAVE10",
+        "items": [
+            {"product_id": "sku-1", "category_id": "shoes", "quantity": 2, "unit_price": "40.00"},
+            {"product_id": "sku-2", "variant_id": "sku-2-red", "quantity": 1, "unit_price": "70.00"},
+        ],
+        "shipping_amount": "4.90",
+        "customer_id": "cust-42",
+    },
+]
+
+
 class ValidateRequest(Request):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"code": "SAVE10", "subtotal": "150.00"}]}
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_order_schema(VALIDATE_EXAMPLES))
 
     code: Code
-    subtotal: Amount
+    subtotal: Amount | None = None
+    items: Annotated[list[ItemIn], Field(min_length=1, max_length=100)] | None = None
+    shipping_amount: Amount | None = Field(
+        default=None, description="What shipping costs: a free_shipping coupon's discount (0 when absent)."
+    )
+    customer_id: Id | None = Field(
+        default=None, description="A stable id of the customer: required by a coupon with max_uses_per_customer."
+    )
+
+    def order_items(self) -> list[Item] | None:
+        return [line.as_item() for line in self.items] if self.items is not None else None
 
 
 class ApplyRequest(ValidateRequest):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"code": "SAVE10", "subtotal": "150.00", "order_id": "1001"}]},
+        json_schema_extra=_order_schema(
+            [{**VALIDATE_EXAMPLES[0], "order_id": "1001"}, {**VALIDATE_EXAMPLES[1], "order_id": "1002"}]
+        ),
     )
 
     order_id: text(1, 100, "1001") | None = None  # type: ignore[valid-type]
+
+
+PATCH_IMMUTABLE = ("code", "discount_type", "discount_value", "campaign_id")
+
+
+def _patch_schema(schema: dict[str, Any]) -> None:
+    schema["description"] = (
+        "Only the fields sent change; a field sent as null is removed (public: false). "
+        "discount_type, discount_value, code and campaign_id never change (422 FIELD_IMMUTABLE); "
+        "is_active changes with /activate, /deactivate or /transitions."
+    )
+    schema["examples"] = [
+        {"max_uses": 500, "expires_at": "2027-03-31T23:59:59Z"},
+        {"min_order_value": None, "scope": {"excluded_category_ids": ["gift-cards"]}, "public": True},
+    ]
+
+
+class CouponPatch(Request):
+    """PATCH /v1/coupons/{code}: the mutable terms."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_patch_schema)
+
+    min_order_value: Amount | None = None
+    starts_at: Timestamp | None = None
+    expires_at: Timestamp | None = None
+    max_uses: Int(1, MAX_INT32, 100) | None = None  # type: ignore[valid-type]
+    max_uses_per_customer: Int(1, MAX_INT32, 1) | None = None  # type: ignore[valid-type]
+    max_discount_amount: PositiveAmount | None = None
+    scope: ScopeIn | None = None
+    public: bool | None = None
+    is_active: SkipJsonSchema[Any] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _immutable_first(cls, data: Any) -> Any:
+        """An immutable field is named before anything else of the body is checked."""
+        if isinstance(data, Mapping):
+            for name in data:
+                if name in PATCH_IMMUTABLE:
+                    raise_immutable(name)
+        return data
+
+    @field_validator("is_active")
+    @classmethod
+    def _not_here(cls, value: Any) -> Any:
+        raise ValueError("cannot be changed with PATCH: use POST /activate, /deactivate or /transitions")
+
+    def changes(self) -> dict[str, Any]:
+        """The fields sent, as the ledger takes them (null removes; public null is false)."""
+        changes: dict[str, Any] = {}
+        for name in self.model_fields_set:
+            value = getattr(self, name)
+            if name == "scope":
+                value = value.model_dump() if value is not None else None
+            elif name == "public":
+                value = bool(value)
+            changes[name] = value
+        return changes
+
+
+TRANSITION_EVENTS = tuple(TRANSITIONS)
+TransitionEvent = Literal["activate", "deactivate", "extend_expiry_and_activate", "reconcile_count_status"]
+
+
+def _transition_schema(schema: dict[str, Any]) -> None:
+    schema["oneOf"] = [
+        {"properties": {"event": {"const": "extend_expiry_and_activate"}}, "required": ["expires_at"]},
+        {"properties": {"event": {"enum": [e for e in TRANSITION_EVENTS if e != "extend_expiry_and_activate"]}}},
+    ]
+    schema["examples"] = [
+        {"event": "deactivate"},
+        {"event": "extend_expiry_and_activate", "expires_at": "2027-06-30T23:59:59Z"},
+    ]
+
+
+class TransitionRequest(Request):
+    """An event of the platform's state machine."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_transition_schema)
+
+    event: TransitionEvent = Field(
+        description=(
+            "activate (from inactive, time_expired, count_expired), deactivate (from active, scheduled), "
+            "extend_expiry_and_activate (from any status; takes expires_at), reconcile_count_status "
+            "(from inactive, active, scheduled, count_expired). Any other move is 409 INVALID_TRANSITION."
+        )
+    )
+    expires_at: Timestamp | None = Field(
+        default=None,
+        description=(
+            "The new expiry (null: none), for extend_expiry_and_activate (required) or activate "
+            "(optional; an expired coupon needs one)."
+        ),
+    )
+
+    def new_expiry(self) -> datetime | Unset | None:
+        return self.expires_at if "expires_at" in self.model_fields_set else UNSET
+
+
+class ActivateRequest(Request):
+    """The optional body of /activate: a new expiry (null: none), the platform's extend-expiry-and-activate."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"expires_at": "2027-06-30T23:59:59Z"}]})
+
+    expires_at: Timestamp | None = None
+
+    def new_expiry(self) -> datetime | Unset | None:
+        return self.expires_at if "expires_at" in self.model_fields_set else UNSET
+
+
+class ReverseRequest(Request):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"reason": "order cancelled"}]})
+
+    reason: text(1, 500, "order cancelled") | None = None  # type: ignore[valid-type]
+
+
+class ReversalPublic(BaseModel):
+    redemption_id: UUID
+    code: str
+    discount_amount: Amount
+    reversed: Literal[True] = True
+    reversed_at: UtcTimestamp
+    reason: str | None
+    already_reversed: bool = Field(description="True when an earlier request reversed it (its time and reason).")
+
+    @classmethod
+    def from_reversal(cls, reversal: Reversal) -> ReversalPublic:
+        redemption = reversal.redemption
+        assert redemption.reversed_at is not None
+        return cls(
+            redemption_id=redemption.id,
+            code=redemption.code,
+            discount_amount=redemption.discount_amount,
+            reversed_at=redemption.reversed_at,
+            reason=redemption.reversal_reason,
+            already_reversed=reversal.already_reversed,
+        )
 
 
 class QuotePublic(BaseModel):
@@ -674,19 +939,29 @@ def in_template(error: InvalidCoupon) -> InvalidCoupon:
 
 
 class CampaignTemplatePublic(BaseModel):
-    """The terms every code of a campaign was created with."""
+    """The terms every code of a campaign was created with (as each coupon shows them)."""
 
-    discount_type: Literal["percentage", "fixed", "free_shipping"]
-    discount_value: Amount
+    discount_type: DiscountType
+    discount_value: Amount | None = Field(description="Null for free_shipping (its discount is the shipping).")
     min_order_value: Amount | None
     max_discount_amount: Amount | None
     starts_at: UtcTimestamp | None
     expires_at: UtcTimestamp | None
     max_uses: int | None
     max_uses_per_customer: int | None
-    scope: dict[str, list[str]] | None
+    scope: ScopePublic | None
     public: bool
     is_active: bool
+
+    @classmethod
+    def of(cls, template: Mapping[str, Any]) -> CampaignTemplatePublic:
+        return cls(
+            **{
+                **template,
+                "discount_value": _discount_value(template["discount_type"], template["discount_value"]),
+                "scope": ScopePublic.of(template["scope"]),
+            }
+        )
 
 
 class CampaignPublic(BaseModel):
@@ -710,7 +985,7 @@ class CampaignPublic(BaseModel):
             prefix=campaign.prefix,
             count=campaign.count,
             generated=campaign.generated,
-            coupon=CampaignTemplatePublic(**campaign.template),
+            coupon=CampaignTemplatePublic.of(campaign.template),
             max_redemptions=campaign.max_redemptions,
             max_discount_total=campaign.max_discount_total,
             redemptions=campaign.redemptions,

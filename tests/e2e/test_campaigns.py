@@ -16,6 +16,13 @@ from ledger.domain import GENERATED_ALPHABET, GENERATED_LENGTH
 from tests.e2e.support import Api, assert_error, assert_validation_failed
 
 TEMPLATE = {"discount_type": "percentage", "discount_value": "10"}
+SCOPE = {
+    "product_ids": [],
+    "variant_ids": [],
+    "category_ids": ["7", "shoes"],
+    "excluded_product_ids": ["sku-9"],
+    "excluded_category_ids": [],
+}
 
 
 def campaign_body(**fields: Any) -> dict[str, Any]:
@@ -95,7 +102,7 @@ def test_a_campaign_is_created_with_every_code_generated_from_its_template(api: 
         "max_uses_per_customer": 1,
         "starts_at": "2019-12-31T22:00:00Z",
         "expires_at": "2099-12-31T23:59:59Z",
-        "scope": {"category_ids": ["7", "shoes"], "excluded_product_ids": ["sku-9"]},
+        "scope": SCOPE,
         "public": True,
         "is_active": True,
     }
@@ -108,7 +115,7 @@ def test_a_campaign_is_created_with_every_code_generated_from_its_template(api: 
         assert api.coupon(coupon["code"])["campaign_id"] == campaign["id"]
         assert coupon["discount_type"] == "percentage" and coupon["discount_value"] == "15.00"
         assert coupon["max_discount_amount"] == "20.00" and coupon["max_uses_per_customer"] == 1
-        assert coupon["scope"] == {"category_ids": ["7", "shoes"], "excluded_product_ids": ["sku-9"]}
+        assert coupon["scope"] == SCOPE
         assert coupon["public"] is True and coupon["status"] == "active"
 
 
@@ -144,6 +151,7 @@ def test_the_codes_of_a_campaign_are_coupons_like_any_other(api: Api) -> None:
 def test_a_free_shipping_template_gives_free_shipping_codes(api: Api) -> None:
     campaign = create_campaign(api, count=1, coupon={"discount_type": "free_shipping", "min_order_value": "25"})
     assert campaign["coupon"]["discount_type"] == "free_shipping"
+    assert campaign["coupon"]["discount_value"] is None
     (code,) = codes_of(api, campaign["id"])
     quote = api.post("/v1/coupons/validate", json={"code": code, "subtotal": "40", "shipping_amount": "6.90"})
     assert quote.status_code == 200, quote.text

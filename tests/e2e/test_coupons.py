@@ -17,11 +17,17 @@ COUPON_FIELDS = {
     "discount_type",
     "discount_value",
     "min_order_value",
+    "max_discount_amount",
+    "starts_at",
     "expires_at",
     "max_uses",
+    "max_uses_per_customer",
     "uses_count",
     "is_active",
     "status",
+    "scope",
+    "public",
+    "campaign_id",
     "created_at",
 }
 
