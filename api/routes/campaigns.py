@@ -56,7 +56,9 @@ def campaign_id_of(raw: str) -> UUID:
 )
 async def create_campaign(body: CampaignCreate, caller: CallerDep) -> CampaignPublic:
     """Generate ``count`` codes (prefix + 6 random characters of A-Z and 2-9 without look-alikes:
-    no 0/O, 1/I/L), each a coupon with the template's terms. Answers once every code is stored."""
+    no 0/O, 1/I/L), each a coupon with the template's terms, and the campaign-wide limits every
+    redemption of them is checked against. Answers once every code is stored: 100,000 codes take
+    seconds (`coupon-ledger campaign create` does the same with a progress bar)."""
     try:
         campaign = await caller.services.ledger.create_campaign_async(
             caller.retailer_id,
@@ -105,7 +107,10 @@ def campaign_coupons(
     cursor: Cursor = None,
     format_: Annotated[
         Literal["json", "csv"],
-        Query(alias="format", description="json: a page (limit, cursor); csv: every code, streamed."),
+        Query(
+            alias="format",
+            description="json: a page (limit, cursor); csv: every code, streamed (limit and cursor do not apply).",
+        ),
     ] = "json",
 ) -> Response:
     services = caller.services
