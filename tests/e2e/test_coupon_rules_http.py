@@ -27,7 +27,7 @@ def patch(api: Api, code: str, body: Any) -> httpx.Response:
     return api.client.patch(f"/v1/coupons/{code}", json=body, headers=api.headers)
 
 
-def line(product_id: Any, quantity: int, unit_price: str, **extra: Any) -> dict[str, Any]:
+def line(product_id: Any, quantity: Any, unit_price: str, **extra: Any) -> dict[str, Any]:
     return {"product_id": product_id, "quantity": quantity, "unit_price": unit_price, **extra}
 
 
