@@ -206,7 +206,7 @@ APPLY_OPENAPI: dict[str, Any] = {
         "required": True,
         "content": {
             "application/json": {
-                "schema": ApplyRequest.model_json_schema(ref_template="#/components/schemas/{model}"),
+                "schema": {"$ref": "#/components/schemas/ApplyRequest"},  # added by api.openapi
             }
         },
     },
