@@ -102,6 +102,28 @@ CREATE TABLE IF NOT EXISTS coupons (
     UNIQUE (retailer_id, code)
 );
 
+-- Issue 7's columns: the time window, per-customer limit, discount cap, scope, public flag,
+-- campaign and archiving. Added here rather than in the CREATE TABLE above, so that a new
+-- database and one from before take the same path; guarded, so that a later start takes no lock.
+-- A database from before holds no coupon with any of these set (archived_at NULL: not archived).
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_attribute WHERE attrelid = 'coupons'::regclass AND attname = 'archived_at'
+    ) THEN
+        ALTER TABLE coupons
+            ADD COLUMN IF NOT EXISTS starts_at timestamptz,
+            ADD COLUMN IF NOT EXISTS max_uses_per_customer integer,
+            ADD COLUMN IF NOT EXISTS max_discount_amount numeric(14, 2),
+            ADD COLUMN IF NOT EXISTS scope jsonb,
+            ADD COLUMN IF NOT EXISTS public boolean NOT NULL DEFAULT false,
+            ADD COLUMN IF NOT EXISTS campaign_id uuid,
+            ADD COLUMN IF NOT EXISTS archived_at timestamptz;
+        CREATE INDEX IF NOT EXISTS coupons_campaign_code ON coupons (campaign_id, code) WHERE campaign_id IS NOT NULL;
+    END IF;
+END;
+$$;
+
 -- Retailers and their API keys (SHA-256 of the key; the key itself is shown once).
 CREATE TABLE IF NOT EXISTS retailers (
     id uuid PRIMARY KEY,

@@ -15,7 +15,7 @@ whose batches have other boundaries can never apply an event twice (see `Coupons
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -31,6 +31,7 @@ from eventsourcing.utils import Environment, EnvType, get_topic
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
+from psycopg.types.json import Jsonb
 
 from ledger.domain import Coupon
 from ledger.event_store import bound_waits, fewer_retries
@@ -39,11 +40,16 @@ from ledger.timestamps import to_utc
 STATUS_SQL = """
     CASE
         WHEN NOT is_active THEN 'inactive'
+        WHEN starts_at IS NOT NULL AND %(now)s < starts_at THEN 'scheduled'
         WHEN expiry_date IS NOT NULL AND expiry_date <= %(now)s THEN 'time_expired'
         WHEN max_uses IS NOT NULL AND uses_count >= max_uses THEN 'count_expired'
         ELSE 'active'
     END
 """
+ROW_COLUMNS = (
+    "id, retailer_id, code, discount_type, discount_value, min_order_value, expiry_date, max_uses, uses_count,"
+    " is_active, created_at, starts_at, max_uses_per_customer, max_discount_amount, scope, public, campaign_id"
+)
 # Batch transactions of one projection serialize on this advisory lock (two-key form, so
 # it can never collide with the single-key locks of the projection leader or schema.sql).
 BATCH_LOCK_CLASS = 0x636C  # "cl"
@@ -63,6 +69,12 @@ class CouponRow:
     is_active: bool
     created_at: datetime
     status: str
+    starts_at: datetime | None
+    max_uses_per_customer: int | None
+    max_discount_amount: Decimal | None
+    scope: dict[str, list[str]] | None
+    public: bool
+    campaign_id: UUID | None
 
 
 class ProjectionLag(NamedTuple):
@@ -96,6 +108,13 @@ class NewCoupon:
     is_active: bool
     created_at: datetime
     version: int
+    starts_at: datetime | None = None
+    max_uses_per_customer: int | None = None
+    max_discount_amount: Decimal | None = None
+    scope: dict[str, list[str]] | None = None
+    public: bool = False
+    campaign_id: UUID | None = None
+    archived_at: datetime | None = None
 
 
 @dataclass
@@ -104,8 +123,26 @@ class CouponUpdate:
 
     id: UUID
     version: int
-    redeemed: int = 0
+    redeemed: int = 0  # uses made minus uses given back
     is_active: bool | None = None  # None: the batch did not change it
+    columns: dict[str, Any] = field(default_factory=dict)  # other columns the batch set (PATCH, archive)
+
+
+# A coupon's Updated event names its fields; these are their columns (the others share the name).
+COLUMN_OF_FIELD = {"expires_at": "expiry_date"}
+UPDATABLE_COLUMNS = frozenset(
+    {
+        "min_order_value",
+        "starts_at",
+        "expiry_date",
+        "max_uses",
+        "max_uses_per_customer",
+        "max_discount_amount",
+        "scope",
+        "public",
+        "archived_at",
+    }
+)
 
 
 class UnstorableValue(ValueError):
@@ -113,13 +150,13 @@ class UnstorableValue(ValueError):
     Python datetime): stored, it would make every list holding the row fail."""
 
 
-def readable_expiry(expires_at: datetime | None) -> None:
+def readable_expiry(expires_at: datetime | None, name: str = "expires_at") -> None:
     if expires_at is None:
         return
     try:
         to_utc(expires_at)
     except ValueError as error:
-        raise UnstorableValue(f"expires_at {expires_at.isoformat()} {error}") from None
+        raise UnstorableValue(f"{name} {expires_at.isoformat()} {error}") from None
 
 
 @dataclass
@@ -147,6 +184,7 @@ class CouponChanges:
         match event:
             case Coupon.Created():
                 readable_expiry(event.expires_at)
+                readable_expiry(event.starts_at, "starts_at")
                 self.updated.pop(event.originator_id, None)  # updates of a missing row: no-ops
                 self.created[event.originator_id] = NewCoupon(
                     id=event.originator_id,
@@ -161,18 +199,44 @@ class CouponChanges:
                     is_active=event.is_active,
                     created_at=event.timestamp,
                     version=event.originator_version,
+                    starts_at=event.starts_at,
+                    max_uses_per_customer=event.max_uses_per_customer,
+                    max_discount_amount=event.max_discount_amount,
+                    scope=event.scope,
+                    public=event.public,
+                    campaign_id=event.campaign_id,
                 )
-            case Coupon.Redeemed():
+            case Coupon.Redeemed() | Coupon.RedemptionReversed():
+                step = 1 if isinstance(event, Coupon.Redeemed) else -1
                 target = self._target(event)
                 target.version = event.originator_version
                 if isinstance(target, NewCoupon):
-                    target.uses_count += 1
+                    target.uses_count += step
                 else:
-                    target.redeemed += 1
+                    target.redeemed += step
             case Coupon.Activated() | Coupon.Deactivated():
                 target = self._target(event)
                 target.version = event.originator_version
                 target.is_active = isinstance(event, Coupon.Activated)
+            case Coupon.Updated():
+                columns = {COLUMN_OF_FIELD.get(name, name): value for name, value in event.changes.items()}
+                for name in ("expiry_date", "starts_at"):
+                    readable_expiry(columns.get(name), name)
+                self._set(event, columns)
+            case Coupon.Archived():
+                self._set(event, {"archived_at": event.timestamp})
+
+    def _set(self, event: DomainEventProtocol[Any], columns: dict[str, Any]) -> None:
+        unknown = set(columns) - UPDATABLE_COLUMNS
+        if unknown:
+            raise UnstorableValue(f"no column for {', '.join(sorted(unknown))}")
+        target = self._target(event)
+        target.version = event.originator_version
+        if isinstance(target, NewCoupon):
+            for name, value in columns.items():
+                setattr(target, name, value)
+        else:
+            target.columns.update(columns)
 
     def _target(self, event: DomainEventProtocol[Any]) -> NewCoupon | CouponUpdate:
         coupon_id = event.originator_id
@@ -233,9 +297,12 @@ class CouponsView(PostgresTrackingRecorder):
             return
         curs.execute(
             "INSERT INTO coupons (id, retailer_id, code, discount_type, discount_value, min_order_value,"
-            " expiry_date, max_uses, uses_count, is_active, created_at, version)"
+            " expiry_date, max_uses, uses_count, is_active, created_at, version, starts_at,"
+            " max_uses_per_customer, max_discount_amount, scope, public, campaign_id, archived_at)"
             " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::text[], %s::numeric[], %s::numeric[],"
-            " %s::timestamptz[], %s::integer[], %s::integer[], %s::boolean[], %s::timestamptz[], %s::bigint[])",
+            " %s::timestamptz[], %s::integer[], %s::integer[], %s::boolean[], %s::timestamptz[], %s::bigint[],"
+            " %s::timestamptz[], %s::integer[], %s::numeric[], %s::jsonb[], %s::boolean[], %s::uuid[],"
+            " %s::timestamptz[])",
             (
                 [c.id for c in coupons],
                 [c.retailer_id for c in coupons],
@@ -249,6 +316,13 @@ class CouponsView(PostgresTrackingRecorder):
                 [c.is_active for c in coupons],
                 [c.created_at for c in coupons],
                 [c.version for c in coupons],
+                [c.starts_at for c in coupons],
+                [c.max_uses_per_customer for c in coupons],
+                [c.max_discount_amount for c in coupons],
+                [Jsonb(c.scope) if c.scope is not None else None for c in coupons],
+                [c.public for c in coupons],
+                [c.campaign_id for c in coupons],
+                [c.archived_at for c in coupons],
             ),
         )
 
@@ -268,20 +342,59 @@ class CouponsView(PostgresTrackingRecorder):
                 [u.version for u in updates],
             ),
         )
+        # Changed terms and archiving are rare: one statement per coupon that has any.
+        for update in updates:
+            if not update.columns:
+                continue
+            names = sorted(update.columns)
+            values = [Jsonb(v) if n == "scope" and v is not None else v for n, v in sorted(update.columns.items())]
+            curs.execute(
+                SQL("UPDATE coupons SET {} WHERE id = %s").format(
+                    SQL(", ").join(SQL("{} = %s").format(Identifier(n)) for n in names)
+                ),
+                [*values, update.id],
+            )
 
     def list_coupons(
-        self, retailer_id: UUID, now: datetime, status: str | None, after_code: str | None, limit: int
+        self,
+        retailer_id: UUID,
+        now: datetime,
+        status: str | None,
+        after_code: str | None,
+        limit: int,
+        campaign_id: UUID | None = None,
     ) -> list[CouponRow]:
+        """A retailer's coupons (archived ones left out) in code order, after ``after_code``,
+        of one status and one campaign when given."""
         query = (
-            f"SELECT * FROM (SELECT id, retailer_id, code, discount_type, discount_value, min_order_value,"
-            f" expiry_date, max_uses, uses_count, is_active, created_at, {STATUS_SQL} AS status"
-            f" FROM coupons WHERE retailer_id = %(retailer_id)s AND code > %(after)s) c"
+            f"SELECT * FROM (SELECT {ROW_COLUMNS}, {STATUS_SQL} AS status"
+            f" FROM coupons WHERE retailer_id = %(retailer_id)s AND code > %(after)s AND archived_at IS NULL"
+            f" AND (%(campaign_id)s::uuid IS NULL OR campaign_id = %(campaign_id)s)) c"
             f" WHERE %(status)s::text IS NULL OR status = %(status)s ORDER BY code LIMIT %(limit)s"
         )
-        params = {"retailer_id": retailer_id, "now": now, "status": status, "after": after_code or "", "limit": limit}
+        params = {
+            "retailer_id": retailer_id,
+            "now": now,
+            "status": status,
+            "after": after_code or "",
+            "limit": limit,
+            "campaign_id": campaign_id,
+        }
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(query, params)
             return [CouponRow(**row) for row in curs.fetchall()]
+
+    def campaign_coupons(
+        self, retailer_id: UUID, campaign_id: UUID, now: datetime, page_size: int = 5000
+    ) -> Iterator[CouponRow]:
+        """Every coupon of a campaign (archived ones left out) in code order, read a page at a time."""
+        after: str | None = None
+        while True:
+            page = self.list_coupons(retailer_id, now, None, after, page_size, campaign_id=campaign_id)
+            yield from page
+            if len(page) < page_size:
+                return
+            after = page[-1].code
 
     def consistent_snapshot(self, application_name: str) -> tuple[int, dict[UUID, int]]:
         """The tracking position and every coupon's uses_count, read in one snapshot."""
