@@ -31,7 +31,7 @@ from projections.coupons import CouponsView
 ZERO = Decimal("0.00")
 
 
-@dataclass
+@dataclass(slots=True)
 class Report:
     coupons: int = 0
     redemptions: int = 0
@@ -41,7 +41,7 @@ class Report:
     violations: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class CouponAudit:
     code: str
     max_uses: int | None
@@ -53,14 +53,14 @@ class CouponAudit:
         return f"coupon {self.code} ({coupon_id})"
 
 
-@dataclass
+@dataclass(slots=True)
 class UsageAudit:
     coupon_id: UUID
     customer_id: str
     uses: int = 0  # Used - Returned so far
 
 
-@dataclass
+@dataclass(slots=True)
 class CampaignAudit:
     name: str
     max_redemptions: int | None
@@ -72,7 +72,7 @@ class CampaignAudit:
         return f"campaign {self.name} ({campaign_id})"
 
 
-@dataclass
+@dataclass(slots=True)
 class RedemptionAudit:
     coupon_id: UUID
     customer_id: str | None
