@@ -650,7 +650,7 @@ def test_work_failing_in_a_batch_rejects_its_own_command_alone_and_the_others_ar
     plan.append(("k6", record("k6")))
     with held_writer(ledger):  # every command below is decided in one batch
         futures = {
-            key: ledger.writer.submit(*ledger._apply(retailer_id, "WORKED", SUBTOTAL, key, None, work))
+            key: ledger.writer.submit(*ledger._apply(retailer_id, "WORKED", SUBTOTAL, key, None, also=work))
             for key, work in plan
         }
     outcomes = {key: (future.exception(30) or future.result()) for key, future in futures.items()}
