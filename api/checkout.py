@@ -19,6 +19,7 @@ from psycopg_pool import ConnectionPool
 
 from api.errors import ApiError
 from ledger.application import CHECKOUT_KEY_PREFIX, CouponLedger, Receipt
+from ledger.domain import Item
 from ledger.money import CENT, MAX_AMOUNT
 
 # The caller's products among those asked for (read before anything is written, then again locked).
@@ -147,6 +148,9 @@ class Checkout:
                 idempotency_key=f"{CHECKOUT_KEY_PREFIX}{order_id}",
                 order_id=str(order_id),
                 also=write_order,
+                customer_id=str(user_id),  # per-customer limits hold at checkout too
+                # The order's lines, so that a coupon scoped to some products discounts those.
+                items=[Item(str(pid), qty, products[pid]["price"]) for pid, qty in sorted(wanted.items())],
             )
         if not placed:  # the key was taken by an earlier apply call (the order was not written)
             raise ApiError(

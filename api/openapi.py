@@ -20,7 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from api.schemas import Error
+from api.schemas import ApplyRequest, Error
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 SECURITY_SCHEME = "bearerAuth"
@@ -74,9 +74,12 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     schemas = components.setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
-    error_schema = Error.model_json_schema(ref_template="#/components/schemas/{model}")
-    schemas.update(error_schema.pop("$defs", {}))
-    schemas["Error"] = error_schema
+    # The error shape, and the body of the apply route (which reads its body itself).
+    for model in (Error, ApplyRequest):
+        model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in model_schema.pop("$defs", {}).items():
+            schemas.setdefault(name, definition)
+        schemas[model.__name__] = model_schema
     components["securitySchemes"] = {
         SECURITY_SCHEME: {
             "type": "http",

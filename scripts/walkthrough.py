@@ -41,6 +41,14 @@ def post(path: str, body: str = "", headers: str = "") -> str:
     return command
 
 
+def send(method: str, path: str, body: str = "") -> str:
+    """Another method with the key (and a JSON body, if any)."""
+    command = f"{CURL} -X {method} $B{path} {AUTH}"
+    if body:
+        command += f" -H 'Content-Type: application/json' \\\n  -d '{body}'"
+    return command
+
+
 def get(path: str, key: bool = True) -> str:
     target = f'"$B{path}"' if "?" in path else f"$B{path}"
     return f"{CURL} {target} {AUTH}" if key else f"{CURL} {target}"
@@ -52,6 +60,24 @@ SAVE10 = (
 )
 APPLY = '{"code":"SAVE10","subtotal":"150.00","order_id":"1001"}'
 KEYED = "-H 'Idempotency-Key: order-1001'"
+LAMPS15 = (
+    '{"code":"lamps15","discount_type":"percentage","discount_value":15,"max_discount_amount":"30.00",'
+    '"max_uses_per_customer":1,"scope":{"product_ids":["lamp-1"],"excluded_category_ids":["gift-cards"]},'
+    '"public":true}'
+)
+SHIPFREE = '{"code":"shipfree","discount_type":"free_shipping","starts_at":"2030-01-01T00:00:00Z"}'
+LAMP_ORDER = (
+    '{"code":"LAMPS15","customer_id":"cust-7","items":[{"product_id":"lamp-1","quantity":2,"unit_price":"120.00"},'
+    '{"product_id":"card-9","category_id":"gift-cards","quantity":1,"unit_price":"50.00"}]}'
+)
+GIFT_CARD_ONLY = (
+    '{"code":"LAMPS15","customer_id":"cust-7","items":'
+    '[{"product_id":"card-9","category_id":"gift-cards","quantity":1,"unit_price":"50.00"}]}'
+)
+CAMPAIGN = (
+    '{"name":"Spring sale","prefix":"SPRING-","count":3,"max_redemptions":2,'
+    '"coupon":{"discount_type":"fixed","discount_value":"5.00","max_uses":1}}'
+)
 CART = '{"user_id":42,"items":[{"product_id":1,"quantity":2},{"product_id":4,"quantity":1}],"coupon_code":"save10"}'
 
 # The walkthrough: markdown, and commands run in order in one bash session ($B and $KEY set).
@@ -60,11 +86,23 @@ STEPS: list[tuple[str, str]] = [
     (
         "md",
         "`code` (trimmed, upper-cased, `A-Z 0-9 _ -`, 3 to 50 characters, unique per retailer),\n"
-        "`discount_type` (`percentage` or `fixed`), `discount_value` (> 0; a percentage ≤ 100), optional\n"
-        "`min_order_value`, `expires_at`, `max_uses` (≥ 1), `is_active` (default true).",
+        "`discount_type` (`percentage`, `fixed` or `free_shipping`), `discount_value` (> 0; a percentage\n"
+        "≤ 100; none for `free_shipping`), optional `min_order_value`, `max_discount_amount` (caps a\n"
+        "percentage), `starts_at`, `expires_at`, `max_uses` (≥ 1), `max_uses_per_customer` (≥ 1),\n"
+        "`scope` (below), `public` (default false), `is_active` (default true: false creates it inactive).",
     ),
     ("sh", post("/v1/coupons", SAVE10)),
     ("sh", post("/v1/coupons", '{"code":"fiveoff","discount_type":"fixed","discount_value":"5"}')),
+    (
+        "md",
+        "A coupon for some products only: `scope` lists `product_ids`, `variant_ids`, `category_ids`\n"
+        "(a line is eligible if it matches one of them; any line when none is given) and\n"
+        "`excluded_product_ids`, `excluded_category_ids`; here 15% of the eligible lines, at most 30.00,\n"
+        "once per customer:",
+    ),
+    ("sh", post("/v1/coupons", LAMPS15)),
+    ("md", "Free shipping from a later date (its status is `scheduled` until then):"),
+    ("sh", post("/v1/coupons", SHIPFREE)),
     ("md", "The same code again, in any case or spacing:"),
     ("sh", post("/v1/coupons", '{"code":" Save10 ","discount_type":"fixed","discount_value":"5"}')),
     ("md", "A bad amount:"),
@@ -72,8 +110,9 @@ STEPS: list[tuple[str, str]] = [
     ("md", "### `GET /v1/coupons` — list with usage counts"),
     (
         "md",
-        "Filters `status` (`active`, `inactive`, `time_expired`, `count_expired`); `limit` (1 to 200,\n"
-        "default 50) and `cursor` (from `next_cursor`); ordered by code.",
+        "Filters `status` (`active`, `inactive`, `scheduled`, `time_expired`, `count_expired`, derived\n"
+        "at read time) and `campaign_id`; `limit` (1 to 200, default 50) and `cursor` (from\n"
+        "`next_cursor`); ordered by code; archived coupons are left out.",
     ),
     ("sh", get("/v1/coupons?limit=1")),
     ("md", "### `GET /v1/coupons/{code}` — one coupon, current state"),
@@ -83,17 +122,57 @@ STEPS: list[tuple[str, str]] = [
     ("md", "### `POST /v1/coupons/{code}/deactivate` and `/activate`"),
     ("md", "Without deleting; repeating either is harmless (no new event)."),
     ("sh", post("/v1/coupons/FIVEOFF/deactivate")),
+    (
+        "md",
+        '`/activate` may carry a new expiry, `{"expires_at": "…"}` (`null` removes it): the platform\n'
+        "spec's extend-expiry-and-activate.",
+    ),
+    ("md", "### `PATCH /v1/coupons/{code}` — change limits, minimum, window, scope, public"),
+    (
+        "md",
+        "Only the fields sent change (`null` removes a limit), recorded as one `Coupon.Updated` event.\n"
+        "Lowering `max_uses` below the uses already made is allowed and makes the coupon `count_expired`.",
+    ),
+    ("sh", send("PATCH", "/v1/coupons/FIVEOFF", '{"max_uses":50,"min_order_value":"20.00"}')),
+    ("md", "`discount_type`, `discount_value` and `code` never change:"),
+    ("sh", send("PATCH", "/v1/coupons/FIVEOFF", '{"discount_value":"7.00"}')),
+    ("md", "### `POST /v1/coupons/{code}/transitions` — the platform's state machine"),
+    (
+        "md",
+        "Events `activate`, `deactivate`, `extend_expiry_and_activate` (with `expires_at`) and\n"
+        "`reconcile_count_status`, allowed from the statuses of the platform spec's diagram (table below);\n"
+        "the answer is the coupon with its new status:",
+    ),
+    ("sh", post("/v1/coupons/FIVEOFF/transitions", '{"event":"deactivate"}')),
+    ("md", "A move the diagram does not draw names both:"),
+    ("sh", post("/v1/coupons/FIVEOFF/transitions", '{"event":"deactivate"}')),
+    ("sh", post("/v1/coupons/FIVEOFF/transitions", '{"event":"activate"}')),
     ("md", "### `POST /v1/coupons/validate` — dry run, consumes nothing"),
     ("sh", post("/v1/coupons/validate", '{"code":"SAVE10","subtotal":"150.00"}')),
     (
         "md",
         "Rules are checked in this order, first failure wins: exists (`404 COUPON_NOT_FOUND`) → active\n"
-        "(`COUPON_INACTIVE`) → not expired (`COUPON_EXPIRED`) → uses left (`USAGE_LIMIT_REACHED`) →\n"
-        "minimum order (`MIN_ORDER_NOT_MET`), all 422. The deactivated coupon:",
+        "(`COUPON_INACTIVE`) → started (`COUPON_NOT_STARTED`) → not expired (`COUPON_EXPIRED`) → uses left\n"
+        "(`USAGE_LIMIT_REACHED`) → the customer's uses left (`CUSTOMER_ID_REQUIRED`,\n"
+        "`CUSTOMER_LIMIT_REACHED`) → campaign budget (`CAMPAIGN_BUDGET_EXHAUSTED`) → minimum order, on the\n"
+        "whole subtotal (`MIN_ORDER_NOT_MET`) → scope (`COUPON_NOT_APPLICABLE`), all 422. The deactivated\n"
+        "coupon:",
     ),
     ("sh", post("/v1/coupons/validate", '{"code":"FIVEOFF","subtotal":"150.00"}')),
     ("md", "Activated again:"),
     ("sh", post("/v1/coupons/FIVEOFF/activate")),
+    (
+        "md",
+        "With `items` (`product_id`, optional `variant_id` and `category_id`, `quantity`, `unit_price`) the\n"
+        "subtotal is their sum (a different `subtotal` sent alongside is `422 SUBTOTAL_MISMATCH`) and a\n"
+        "scoped coupon discounts only the eligible lines: 15% of the lamps' 240.00 is 36.00, capped at 30.00;\n"
+        "the gift card is excluded by its category:",
+    ),
+    ("sh", post("/v1/coupons/validate", LAMP_ORDER)),
+    ("md", "Nothing eligible (`details.reason`: `no_eligible_items`, `product_excluded`, `category_excluded`):"),
+    ("sh", post("/v1/coupons/validate", GIFT_CARD_ONLY)),
+    ("md", "Before `starts_at`; a free-shipping coupon's discount is the `shipping_amount` sent:"),
+    ("sh", post("/v1/coupons/validate", '{"code":"SHIPFREE","subtotal":"80.00","shipping_amount":"6.90"}')),
     ("md", "### `POST /v1/coupons/apply` — redeem"),
     ("md", "Same body plus optional `order_id`; optional header `Idempotency-Key`."),
     ("sh", post("/v1/coupons/apply", APPLY, KEYED)),
@@ -101,6 +180,13 @@ STEPS: list[tuple[str, str]] = [
     ("sh", post("/v1/coupons/apply", APPLY, KEYED)),
     ("md", "The same key with another body:"),
     ("sh", post("/v1/coupons/apply", APPLY.replace("150.00", "99.00"), KEYED)),
+    (
+        "md",
+        "With `customer_id`, the coupon's `max_uses_per_customer` holds (a per-customer count saved with the\n"
+        "redemption, so concurrent checkouts of one customer cannot both pass):",
+    ),
+    ("sh", post("/v1/coupons/apply", LAMP_ORDER, "-H 'Idempotency-Key: order-1002'")),
+    ("sh", post("/v1/coupons/apply", LAMP_ORDER, "-H 'Idempotency-Key: order-1003'")),
     ("md", "Below the minimum:"),
     ("sh", post("/v1/coupons/apply", '{"code":"SAVE10","subtotal":"40.00"}')),
     (
@@ -109,6 +195,33 @@ STEPS: list[tuple[str, str]] = [
         "`422 USAGE_LIMIT_REACHED` with `details.max_uses`. The coupon now:",
     ),
     ("sh", get("/v1/coupons/SAVE10")),
+    ("md", "### `POST /v1/redemptions/{id}/reverse` — give a use back"),
+    (
+        "md",
+        "An order cancelled: the use goes back to the coupon, the customer and the campaign\n"
+        "(`Coupon.RedemptionReversed`); optional `reason`. Replaying the apply above gives its redemption id:",
+    ),
+    (
+        "sh",
+        'R=$(curl -s -X POST $B/v1/coupons/apply -H "Authorization: Bearer $KEY" '
+        "-H 'Idempotency-Key: order-1002' \\\n"
+        f"  -H 'Content-Type: application/json' -d '{LAMP_ORDER}' \\\n"
+        "  | python3 -c 'import json, sys; print(json.load(sys.stdin)[\"redemption_id\"])')\n"
+        + post("/v1/redemptions/$R/reverse", '{"reason":"order cancelled"}'),
+    ),
+    ("md", "Again: nothing changes, and the answer says so:"),
+    ("sh", post("/v1/redemptions/$R/reverse")),
+    ("md", "The customer may use the coupon again:"),
+    ("sh", post("/v1/coupons/validate", LAMP_ORDER)),
+    ("md", "### `DELETE /v1/coupons/{code}` — archive"),
+    (
+        "md",
+        "Gone from reads, lists, validate, apply and checkout (404); its events are kept\n"
+        "(`/events` still answers) and its code stays taken.",
+    ),
+    ("sh", post("/v1/coupons", '{"code":"oldpromo","discount_type":"fixed","discount_value":"3"}') + " -o /dev/null"),
+    ("sh", send("DELETE", "/v1/coupons/OLDPROMO")),
+    ("sh", get("/v1/coupons/OLDPROMO")),
     ("md", "### `GET /v1/coupons/{code}/events` — audit trail"),
     (
         "md",
@@ -116,6 +229,23 @@ STEPS: list[tuple[str, str]] = [
         "100) and `cursor`.",
     ),
     ("sh", get("/v1/coupons/SAVE10/events")),
+    ("md", "### `POST /v1/campaigns`, `GET /v1/campaigns/{id}`, `GET /v1/campaigns/{id}/coupons`"),
+    (
+        "md",
+        "`count` codes (1 to 100,000) of `prefix` + 6 random characters without look-alikes (no 0/O,\n"
+        "1/I/L), each a coupon made from the `coupon` template; `max_redemptions` and `max_discount_total`\n"
+        "hold across all of them (`CAMPAIGN_BUDGET_EXHAUSTED`), under any concurrency.",
+    ),
+    (
+        "sh",
+        post("/v1/campaigns", CAMPAIGN)
+        + " | tee campaign.txt\n"
+        + "C=$(tail -n 1 campaign.txt | python3 -c 'import json, sys; print(json.load(sys.stdin)[\"id\"])')",
+    ),
+    ("sh", get("/v1/campaigns/$C")),
+    ("md", "Its coupons, paginated like `GET /v1/coupons`, or every code as CSV:"),
+    ("sh", get("/v1/campaigns/$C/coupons?limit=1")),
+    ("sh", get("/v1/campaigns/$C/coupons?format=csv")),
     ("md", "### `GET /v1/products`, `POST /v1/products` — the existing catalogue"),
     (
         "md",
@@ -190,11 +320,19 @@ def run_walkthrough() -> str:
             wait_ready(base)
             parts = []
             shell_env = {**env, "B": base, "KEY": key}
+            work = Path(data_dir) / "terminal"
+            work.mkdir()
+            state = work / ".variables"
             for kind, text in STEPS:
                 if kind == "md":
                     parts.append(text)
                     continue
-                done = subprocess.run(["bash", "-c", text], env=shell_env, capture_output=True, text=True, timeout=60)
+                # One terminal in the README: variables a step sets ($R, $C) are there for the next.
+                script = (
+                    f"set -a; source {state} 2>/dev/null; cd {work}\n{text}\n"
+                    f"status=$?; declare -px > {state}; exit $status"
+                )
+                done = subprocess.run(["bash", "-c", script], env=shell_env, capture_output=True, text=True, timeout=60)
                 if done.returncode != 0:
                     raise RuntimeError(f"{text}\nfailed: {done.stderr}")
                 parts.append(f"```bash\n{text}\n```\n```\n{trim(done.stdout)}\n```")
@@ -236,6 +374,7 @@ def wait_ready(base: str) -> None:
 
 
 VOLATILE = [
+    re.compile(r"SPRING-[A-Z0-9]{6}"),  # a campaign's random codes
     re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"),  # ids
     re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)"),  # timestamps
     re.compile(r'"request_id":"[^"]*"'),

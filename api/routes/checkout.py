@@ -53,7 +53,16 @@ def add_product(body: ProductCreate, caller: CallerDep) -> ProductPublic:
             {
                 404: ["NOT_FOUND", "COUPON_NOT_FOUND"],
                 409: ["OUT_OF_STOCK"],
-                422: ["COUPON_INACTIVE", "COUPON_EXPIRED", "USAGE_LIMIT_REACHED", "MIN_ORDER_NOT_MET"],
+                422: [
+                    "COUPON_INACTIVE",
+                    "COUPON_NOT_STARTED",
+                    "COUPON_EXPIRED",
+                    "USAGE_LIMIT_REACHED",
+                    "CUSTOMER_LIMIT_REACHED",
+                    "CAMPAIGN_BUDGET_EXHAUSTED",
+                    "MIN_ORDER_NOT_MET",
+                    "COUPON_NOT_APPLICABLE",
+                ],
                 503: ["SERVICE_UNAVAILABLE"],
             }
         ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from typing import Annotated, Any, TypeVar
+from uuid import UUID
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -18,9 +19,11 @@ from api.schemas import (
     MAX_BIGINT,
     PATH_CODE_PATTERN,
     VALID_IDEMPOTENCY_KEY,
+    ActivateRequest,
     ApplyRequest,
     CouponCreate,
     CouponPage,
+    CouponPatch,
     CouponPublic,
     EventPage,
     EventPublic,
@@ -28,11 +31,12 @@ from api.schemas import (
     QuotePublic,
     RedemptionPublic,
     Status,
+    TransitionRequest,
     ValidateRequest,
     check_text,
     redemption_json,
 )
-from ledger.domain import CODE_ALPHABET
+from ledger.domain import CODE_ALPHABET, UNSET
 
 router = APIRouter(prefix="/v1/coupons", tags=["coupons"])
 M = TypeVar("M", bound=BaseModel)
@@ -87,13 +91,28 @@ CouponCode = Annotated[
 ]
 NOT_FOUND = {404: ["COUPON_NOT_FOUND"]}
 WRITE_BUSY = {503: ["SERVICE_UNAVAILABLE"]}
-REFUSED = ["COUPON_INACTIVE", "COUPON_EXPIRED", "USAGE_LIMIT_REACHED", "MIN_ORDER_NOT_MET"]
+# What a coupon rule may refuse, in the order the rules are checked (DESIGN section 3).
+REFUSED = [
+    "COUPON_INACTIVE",
+    "COUPON_NOT_STARTED",
+    "COUPON_EXPIRED",
+    "USAGE_LIMIT_REACHED",
+    "CUSTOMER_ID_REQUIRED",
+    "CUSTOMER_LIMIT_REACHED",
+    "CAMPAIGN_BUDGET_EXHAUSTED",
+    "MIN_ORDER_NOT_MET",
+    "COUPON_NOT_APPLICABLE",
+    "SUBTOTAL_MISMATCH",
+]
 COUPON_LINKS = {
     name: {"operationId": operation, "parameters": {"code": "$response.body#/code"}, "description": description}
     for name, operation, description in [
         ("GetCoupon", "get_coupon", "The coupon just created."),
         ("DeactivateCoupon", "deactivate_coupon", "Deactivate it."),
         ("ActivateCoupon", "activate_coupon", "Activate it."),
+        ("UpdateCoupon", "update_coupon", "Change its terms."),
+        ("TransitionCoupon", "transition_coupon", "Fire a state-machine event."),
+        ("ArchiveCoupon", "archive_coupon", "Archive it."),
         ("CouponEvents", "coupon_events", "Its audit trail."),
     ]
 } | {
@@ -119,7 +138,7 @@ COUPON_LINKS = {
 )
 async def create_coupon(body: CouponCreate, caller: CallerDep) -> CouponPublic:
     ledger = caller.services.ledger
-    coupon = await ledger.create_coupon_async(caller.retailer_id, **body.model_dump())
+    coupon = await ledger.create_coupon_async(caller.retailer_id, body.code, **body.terms())
     return CouponPublic.from_coupon(coupon, ledger.clock())
 
 
@@ -127,6 +146,7 @@ async def create_coupon(body: CouponCreate, caller: CallerDep) -> CouponPublic:
 def list_coupons(
     caller: CallerDep,
     status: Status | None = None,
+    campaign_id: Annotated[UUID | None, Query(description="Only the coupons of this campaign.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Cursor = None,
 ) -> CouponPage:
@@ -152,6 +172,7 @@ def list_coupons(
         status=status,
         after_code=decode_code_cursor(cursor) if cursor else None,
         limit=limit + 1,
+        campaign_id=campaign_id,
     )
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1].code) if len(rows) > limit else None
@@ -160,7 +181,15 @@ def list_coupons(
 
 @router.post("/validate", responses=errors({**NOT_FOUND, 422: REFUSED}))
 def validate_coupon(body: ValidateRequest, caller: CallerDep) -> QuotePublic:
-    return QuotePublic.from_quote(caller.services.ledger.validate(caller.retailer_id, body.code, body.subtotal))
+    quote = caller.services.ledger.validate(
+        caller.retailer_id,
+        body.code,
+        body.subtotal,
+        items=body.order_items(),
+        shipping_amount=body.shipping_amount,
+        customer_id=body.customer_id,
+    )
+    return QuotePublic.from_quote(quote)
 
 
 IDEMPOTENCY_KEY = TypeAdapter[str](IdempotencyKey)
@@ -177,8 +206,7 @@ APPLY_OPENAPI: dict[str, Any] = {
         "required": True,
         "content": {
             "application/json": {
-                "schema": ApplyRequest.model_json_schema(ref_template="#/components/schemas/{model}"),
-                "example": {"code": "SAVE10", "subtotal": "150.00", "order_id": "1001"},
+                "schema": {"$ref": "#/components/schemas/ApplyRequest"},  # added by api.openapi
             }
         },
     },
@@ -193,6 +221,13 @@ APPLY_OPENAPI: dict[str, Any] = {
         201: {
             "model": RedemptionPublic,
             "description": "The redemption (replayed: header Idempotent-Replayed)",
+            "links": {
+                "ReverseRedemption": {
+                    "operationId": "reverse_redemption",
+                    "parameters": {"redemption_id": "$response.body#/redemption_id"},
+                    "description": "Give the use back.",
+                }
+            },
             "headers": {
                 "Idempotent-Replayed": {
                     "description": "`true` when this is the first response to the same key and body, again.",
@@ -215,7 +250,14 @@ async def apply_coupon(request: Request) -> Response:
     if idempotency_key is not None and not VALID_IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         validated_header(IDEMPOTENCY_KEY, "Idempotency-Key", idempotency_key)  # raises, naming what is wrong
     receipt = await caller.services.ledger.apply_async(
-        caller.retailer_id, body.code, body.subtotal, idempotency_key=idempotency_key, order_id=body.order_id
+        caller.retailer_id,
+        body.code,
+        body.subtotal,
+        idempotency_key=idempotency_key,
+        order_id=body.order_id,
+        items=body.order_items(),
+        shipping_amount=body.shipping_amount,
+        customer_id=body.customer_id,
     )
     headers = {"Idempotent-Replayed": "true"} if receipt.replayed else None
     content = redemption_json(receipt.redemption_id, receipt.quote)  # RedemptionPublic's JSON
@@ -248,10 +290,56 @@ async def deactivate_coupon(code: CouponCode, caller: CallerDep) -> CouponPublic
     return CouponPublic.from_coupon(await ledger.deactivate_async(caller.retailer_id, code), ledger.clock())
 
 
-@router.post("/{code}/activate", responses=errors({**NOT_FOUND, **WRITE_BUSY}))
-async def activate_coupon(code: CouponCode, caller: CallerDep) -> CouponPublic:
+@router.post(
+    "/{code}/activate",
+    responses=errors({**NOT_FOUND, **WRITE_BUSY}),
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "description": "Optional: a new expiry (null: none), the platform's extend-expiry-and-activate.",
+            "content": {"application/json": {"example": {"expires_at": "2027-06-30T23:59:59Z"}}},
+        }
+    },
+)
+async def activate_coupon(code: CouponCode, caller: CallerDep, body: ActivateRequest | None = None) -> CouponPublic:
     ledger = caller.services.ledger
-    return CouponPublic.from_coupon(await ledger.activate_async(caller.retailer_id, code), ledger.clock())
+    expires_at = body.new_expiry() if body is not None else UNSET
+    return CouponPublic.from_coupon(
+        await ledger.activate_async(caller.retailer_id, code, expires_at=expires_at), ledger.clock()
+    )
+
+
+@router.patch("/{code}", responses=errors({**NOT_FOUND, 422: ["FIELD_IMMUTABLE"], **WRITE_BUSY}))
+async def update_coupon(code: CouponCode, body: CouponPatch, caller: CallerDep) -> CouponPublic:
+    """Change the mutable terms: only the fields sent; null removes one (public: false). An
+    Updated event records what changed (none when nothing did)."""
+    ledger = caller.services.ledger
+    coupon = await ledger.update_coupon_async(caller.retailer_id, code, body.changes())
+    return CouponPublic.from_coupon(coupon, ledger.clock())
+
+
+@router.delete(
+    "/{code}",
+    status_code=204,
+    response_class=Response,
+    responses={204: {"description": "Archived"}, **errors({**NOT_FOUND, **WRITE_BUSY})},
+)
+async def archive_coupon(code: CouponCode, caller: CallerDep) -> Response:
+    """Archive: from now on the coupon is COUPON_NOT_FOUND everywhere but its events; its code stays taken."""
+    await caller.services.ledger.archive_async(caller.retailer_id, code)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{code}/transitions",
+    responses=errors({**NOT_FOUND, 409: ["INVALID_TRANSITION"], **WRITE_BUSY}),
+)
+async def transition_coupon(code: CouponCode, body: TransitionRequest, caller: CallerDep) -> CouponPublic:
+    """The platform's state machine: an event the diagram does not allow from the coupon's status
+    is 409 INVALID_TRANSITION naming both (and the events it allows)."""
+    ledger = caller.services.ledger
+    coupon = await ledger.transition_async(caller.retailer_id, code, body.event, expires_at=body.new_expiry())
+    return CouponPublic.from_coupon(coupon, ledger.clock())
 
 
 @router.get("/{code}/events", responses=errors(NOT_FOUND))

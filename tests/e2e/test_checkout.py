@@ -156,6 +156,22 @@ def test_a_fixed_coupon_larger_than_the_order_makes_the_total_zero(api: Api, use
     assert (order["subtotal"], order["discount_amount"], order["total"]) == ("7.00", "7.00", "0.00")
 
 
+def test_a_coupon_scoped_to_some_products_discounts_only_their_lines_at_checkout(
+    api: Api, sql: Sql, user_id: int
+) -> None:
+    lamp = api.add_product("Lamp", "25.00", 10)
+    pen = api.add_product("Pen", "3.50", 10)
+    api.create_coupon("LAMPS10", discount_value="10", scope={"product_ids": [lamp["id"]]})
+    order = checkout(api, user_id, [(lamp["id"], 2), (pen["id"], 2)], coupon_code="LAMPS10").json()
+    # 10% of the lamps' 50.00 only; the pens' 7.00 are not discounted.
+    assert (order["subtotal"], order["discount_amount"], order["total"]) == ("57.00", "5.00", "52.00")
+
+    response = checkout(api, user_id, [(pen["id"], 1)], coupon_code="LAMPS10")
+    assert assert_error(response, 422, "COUPON_NOT_APPLICABLE") == {"reason": "no_eligible_items"}
+    assert api.stock_of(pen["id"]) == 8
+    assert api.coupon("LAMPS10")["uses_count"] == 1
+
+
 def _assert_nothing_happened(api: Api, sql: Sql, user_id: int, product_id: int, stock: int) -> None:
     assert orders_of(sql, user_id) == []
     assert api.stock_of(product_id) == stock

@@ -60,8 +60,10 @@ STATEFUL_SCENARIOS = 100
 SEED = 20261121
 # A 422 VALIDATION_FAILED on data the schema admits is only right where the rule cannot be
 # written in JSON Schema: an opaque cursor the server did not issue, an order whose subtotal
-# (prices the request does not carry x quantities) exceeds numeric(14,2).
-CROSS_RESOURCE_FIELDS = {"cursor", "items"}
+# (prices the request does not carry x quantities) exceeds numeric(14,2), an expiry that must
+# be later than starts_at (sent or stored) and, to activate, later than now, a discount cap on a
+# stored coupon that is not a percentage (PATCH).
+CROSS_RESOURCE_FIELDS = {"cursor", "items", "expires_at", "max_discount_amount"}
 # The fuzzing retailer's key: known before the document is read (schemathesis builds the
 # example cases, auth included, when it collects them), stored hashed by the fixture.
 API_KEY = "cl_fuzz_" + secrets.token_urlsafe(24)

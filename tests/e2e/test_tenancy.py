@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
@@ -94,18 +95,24 @@ def test_a_retailer_cannot_replay_another_retailers_redemption(api: Api, other_a
 
 @dataclass(frozen=True)
 class Ids:
-    """The tenant-owned ids a route can take: a coupon code, a product id, an order id."""
+    """The tenant-owned ids a route can take: a coupon code, a product id, an order id, a redemption id."""
 
     code: str
     product_id: int
     order_id: int
+    redemption_id: str
 
 
 def missing_like(owner: Ids) -> Ids:
     """Ids that exist for nobody, equal to each other where the owner's are (a product and an
     order may share a number), so that both mask the same way."""
     order_id = 999_999_999 if owner.order_id == owner.product_id else 999_999_998
-    return Ids(code="NEVER-ISSUED", product_id=999_999_999, order_id=order_id)
+    return Ids(
+        code="NEVER-ISSUED",
+        product_id=999_999_999,
+        order_id=order_id,
+        redemption_id=str(UUID("00000000-0000-4000-8000-000000000000")),
+    )
 
 
 Send = Callable[[Api, Ids], httpx.Response]
@@ -150,6 +157,7 @@ def _masked(value: Any, ids: Ids) -> Any:
         return {ids.product_id: "<product>", ids.order_id: "<order>"}.get(value, value)
     if isinstance(value, str):
         for token, placeholder in (
+            (ids.redemption_id, "<redemption>"),
             (ids.code, "<code>"),
             (str(ids.product_id), "<product>"),
             (str(ids.order_id), "<order>"),
@@ -225,6 +233,22 @@ FOREIGN_PROBES: dict[tuple[str, str], Probe] = {
     ("POST", "/v1/coupons/{code}/activate"): not_found(
         "COUPON_NOT_FOUND", lambda api, ids: api.post(f"/v1/coupons/{ids.code}/activate")
     ),
+    ("PATCH", "/v1/coupons/{code}"): not_found(
+        "COUPON_NOT_FOUND",
+        lambda api, ids: api.client.patch(f"/v1/coupons/{ids.code}", json={"max_uses": 1}, headers=api.headers),
+    ),
+    ("POST", "/v1/coupons/{code}/transitions"): not_found(
+        "COUPON_NOT_FOUND",
+        lambda api, ids: api.post(f"/v1/coupons/{ids.code}/transitions", json={"event": "deactivate"}),
+    ),
+    ("DELETE", "/v1/coupons/{code}"): not_found(
+        "COUPON_NOT_FOUND", lambda api, ids: api.client.delete(f"/v1/coupons/{ids.code}", headers=api.headers)
+    ),
+    # The owner's checkout redemption: not found, and its use is not given back.
+    ("POST", "/v1/redemptions/{redemption_id}/reverse"): not_found(
+        "REDEMPTION_NOT_FOUND",
+        lambda api, ids: api.post(f"/v1/redemptions/{ids.redemption_id}/reverse", json={"reason": "not mine"}),
+    ),
     ("POST", "/v1/coupons/validate"): not_found(
         "COUPON_NOT_FOUND",
         lambda api, ids: api.post("/v1/coupons/validate", json={"code": ids.code, "subtotal": "100"}),
@@ -280,7 +304,12 @@ def test_another_retailer_walking_every_route_with_the_owners_ids_finds_nothing_
         json={"user_id": 41, "items": [{"product_id": product["id"], "quantity": 1}], "coupon_code": "OWNED-1"},
     )
     assert order.status_code == 201, order.text
-    owner = Ids(code="OWNED-1", product_id=product["id"], order_id=order.json()["id"])
+    owner = Ids(
+        code="OWNED-1",
+        product_id=product["id"],
+        order_id=order.json()["id"],
+        redemption_id=order.json()["redemption_id"],
+    )
     owned = Owned(api, owner, sql)
     before = owned.snapshot()
     assert before["coupon"]["uses_count"] == 1
