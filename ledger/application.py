@@ -38,6 +38,7 @@ from ledger.domain import (
     Unset,
     as_order,
     ascii_upper,
+    check_customer_id,
     check_discount,
     check_terms,
     coupon_id_for,
@@ -335,6 +336,7 @@ class CouponLedger(Application[UUID]):
     ) -> Quote:
         """Price an order as apply would, consuming nothing."""
         order = Order.of(subtotal, items, shipping_amount)
+        check_customer_id(customer_id)
         coupon = self.get_coupon(retailer_id, code)
         usage = self._get(customer_usage_id_for(coupon.id, customer_id), CustomerUsage) if customer_id else None
         campaign = self._get(coupon.campaign_id, Campaign) if coupon.campaign_id is not None else None
@@ -454,6 +456,7 @@ class CouponLedger(Application[UUID]):
         also: Callable[[Any, Receipt], None] | None = None,
     ) -> tuple[tuple[UUID, ...], Callable[[Batch], Receipt]]:
         order = as_order(order)
+        check_customer_id(customer_id)
         normalized = ascii_upper(code)
         request = {"code": normalized, **order.fingerprint(), "order_id": order_id}
         if customer_id is not None:

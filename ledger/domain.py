@@ -322,6 +322,13 @@ class Unset:
 UNSET = Unset()
 
 
+def check_customer_id(customer_id: str | None) -> None:
+    """A customer id, when sent, names someone: a blank one would count every anonymous order as
+    one customer's, or (as no customer at all) escape the per-customer limit."""
+    if customer_id is not None and not customer_id.strip():
+        raise InvalidCoupon("customer_id", "must not be empty")
+
+
 def raise_immutable(name: str) -> None:
     raise FieldImmutable(f"{name} cannot be changed once a coupon is created.", field=name)
 

@@ -1,0 +1,107 @@
+"""Helpers of the issue 7 domain tests (tests/unit/test_issue7_*.py): every test goes through the
+CouponLedger methods on the in-memory store, with the ManualClock of tests/unit/conftest.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from ledger.application import CouponLedger, Receipt
+from ledger.domain import Campaign, Coupon, CustomerUsage, Item, Quote, customer_usage_id_for
+from ledger.errors import LedgerError
+from tests.unit.test_coupon_rules import OTHER_RETAILER, RETAILER, START, ManualClock
+
+__all__ = ["OTHER_RETAILER", "RETAILER", "START", "ManualClock"]
+
+D = Decimal
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+
+def error_from(call: Callable[[], object]) -> LedgerError:
+    """Run ``call``, which must raise a domain error, and return that error."""
+    with pytest.raises(LedgerError) as info:
+        call()
+    return info.value
+
+
+def code_of(call: Callable[[], object]) -> str:
+    return error_from(call).code
+
+
+def event_types(ledger: CouponLedger, code: str, retailer: UUID = RETAILER) -> list[str]:
+    return [e.type for e in ledger.coupon_events(retailer, code)]
+
+
+def coupon(ledger: CouponLedger, code: str, retailer: UUID = RETAILER) -> Coupon:
+    return ledger.get_coupon(retailer, code)
+
+
+def status(ledger: CouponLedger, code: str, clock: ManualClock, retailer: UUID = RETAILER) -> str:
+    return ledger.get_coupon(retailer, code).status(clock())
+
+
+def customer_uses(ledger: CouponLedger, code: str, customer_id: str, retailer: UUID = RETAILER) -> int:
+    """The live uses the customer's CustomerUsage aggregate holds (0 if it has none)."""
+    coupon_id = ledger.get_coupon(retailer, code, archived=True).id
+    usage = ledger._get(customer_usage_id_for(coupon_id, customer_id), CustomerUsage)
+    return usage.uses if usage is not None else 0
+
+
+def campaign_of(ledger: CouponLedger, campaign_id: UUID, retailer: UUID = RETAILER) -> Campaign:
+    return ledger.get_campaign(retailer, campaign_id)
+
+
+def item(
+    product_id: str,
+    unit_price: str,
+    quantity: int = 1,
+    variant_id: str | None = None,
+    category_id: str | None = None,
+) -> Item:
+    return Item(
+        product_id=product_id,
+        quantity=quantity,
+        unit_price=D(unit_price),
+        variant_id=variant_id,
+        category_id=category_id,
+    )
+
+
+def price(ledger: CouponLedger, operation: str, code: str, subtotal: str | None = None, **kwargs: Any) -> Quote:
+    """Validate or apply ``code``; the quote either way."""
+    amount = D(subtotal) if subtotal is not None else None
+    result = getattr(ledger, operation)(RETAILER, code, amount, **kwargs)
+    return result.quote if isinstance(result, Receipt) else result
+
+
+def stored_event_names(ledger: CouponLedger) -> list[str]:
+    """The qualified class name of every event in the store, in notification order."""
+    names: list[str] = []
+    start = 1
+    while True:
+        page = ledger.recorder.select_notifications(start, 1000)
+        if not page:
+            return names
+        names.extend(type(ledger.mapper.to_domain_event(n)).__qualname__ for n in page)
+        start = page[-1].id + 1
+
+
+def campaign_codes(ledger: CouponLedger, campaign_id: UUID) -> list[str]:
+    """The codes of a campaign's coupons, read from the store's Coupon.Created events."""
+    codes: list[str] = []
+    start = 1
+    while True:
+        page = ledger.recorder.select_notifications(start, 1000)
+        if not page:
+            return codes
+        for notification in page:
+            event = ledger.mapper.to_domain_event(notification)
+            if isinstance(event, Coupon.Created) and event.campaign_id == campaign_id:
+                codes.append(event.code)
+        start = page[-1].id + 1
