@@ -143,10 +143,10 @@ STEPS: list[tuple[str, str]] = [
         "`reconcile_count_status`, allowed from the statuses of the platform spec's diagram (table below);\n"
         "the answer is the coupon with its new status:",
     ),
-    ("sh", post("/v1/coupons/FIVEOFF/transitions", '{"event":"deactivate"}')),
-    ("md", "A move the diagram does not draw names both:"),
-    ("sh", post("/v1/coupons/FIVEOFF/transitions", '{"event":"deactivate"}')),
     ("sh", post("/v1/coupons/FIVEOFF/transitions", '{"event":"activate"}')),
+    ("md", "A move the diagram does not draw names both:"),
+    ("sh", post("/v1/coupons/FIVEOFF/transitions", '{"event":"activate"}')),
+    ("sh", post("/v1/coupons/FIVEOFF/transitions", '{"event":"deactivate"}')),
     ("md", "### `POST /v1/coupons/validate` — dry run, consumes nothing"),
     ("sh", post("/v1/coupons/validate", '{"code":"SAVE10","subtotal":"150.00"}')),
     (
@@ -219,7 +219,11 @@ STEPS: list[tuple[str, str]] = [
         "Gone from reads, lists, validate, apply and checkout (404); its events are kept\n"
         "(`/events` still answers) and its code stays taken.",
     ),
-    ("sh", post("/v1/coupons", '{"code":"oldpromo","discount_type":"fixed","discount_value":"3"}') + " -o /dev/null"),
+    (
+        "sh",
+        post("/v1/coupons", '{"code":"oldpromo","discount_type":"fixed","discount_value":"3"}')
+        + " -o /dev/null -w '%{http_code}\\n'",
+    ),
     ("sh", send("DELETE", "/v1/coupons/OLDPROMO")),
     ("sh", get("/v1/coupons/OLDPROMO")),
     ("md", "### `GET /v1/coupons/{code}/events` — audit trail"),
