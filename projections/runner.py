@@ -170,9 +170,10 @@ class ProjectionLeader:
             except UnwritableEvent as error:
                 # Retrying cannot help, and the events after it must not be projected without
                 # it: stop, say which event, and let the list answer 503 until it is dealt with.
+                # Logged first: whoever sees stopped_on set can also find the log line.
+                log.error("projection stopped: %s", error)
                 self.stopped_on = error
                 self.is_leader.clear()
-                log.error("projection stopped: %s", error)
                 return
             except Exception:
                 log.exception("projection runner failed; retrying")
