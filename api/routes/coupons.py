@@ -14,6 +14,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from api.deps import CallerDep, get_caller
 from api.errors import ApiError
 from api.openapi import errors
+from api.read_model import wait_for_coupons_view
 from api.schemas import (
     CURSOR_SCHEMA,
     MAX_BIGINT,
@@ -151,21 +152,7 @@ def list_coupons(
     cursor: Cursor = None,
 ) -> CouponPage:
     services = caller.services
-    if services.leader is not None and services.leader.stopped_on is not None:
-        raise ApiError(
-            "SERVICE_UNAVAILABLE",
-            "The coupon list is unavailable: its read model stopped at an event it cannot hold (see the server log).",
-            retry_after=60,
-        )
-    head = services.ledger.recorder.max_notification_id()
-    try:
-        services.coupons_view.wait_until_processed(
-            services.ledger.name, head, timeout=services.settings.read_wait_timeout
-        )
-    except TimeoutError:
-        raise ApiError(
-            "SERVICE_UNAVAILABLE", "The coupon list is catching up with recent writes; retry shortly.", retry_after=1
-        ) from None
+    wait_for_coupons_view(services, "Coupons")
     rows = services.coupons_view.list_coupons(
         caller.retailer_id,
         now=services.ledger.clock(),
