@@ -16,3 +16,6 @@ class Settings(BaseSettings):
     read_wait_timeout: float = 5.0
     max_body_bytes: int = 64 * 1024
     run_projections: bool = True
+    # How often the sweeper records the expiry of holds past their TTL and runs the other cleanup
+    # chores (seconds). A hold stops counting at its expires_at whatever this is.
+    sweep_interval: float = Field(default=5.0, gt=0, le=3600)
