@@ -66,6 +66,8 @@ class Sweeper:
         """Set while this sweeper holds the lock (it is the one that sweeps)."""
         self.expired = 0
         """Expiries this sweeper has recorded since it started."""
+        self.sweeps = 0
+        """Sweeps this sweeper has finished since it started."""
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sweeper", daemon=True)
 
@@ -89,6 +91,7 @@ class Sweeper:
                 chore()
             except Exception:
                 log.exception("sweeper chore %s failed", getattr(chore, "__qualname__", chore))
+        self.sweeps += 1
         return recorded
 
     def expire_holds(self) -> int:
