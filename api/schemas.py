@@ -300,6 +300,8 @@ Id = Annotated[
     WithJsonSchema(ID_SCHEMA),
 ]
 """A product, variant, category or customer id: text, or an integer taken as its decimal string."""
+
+
 def _blank_class() -> str:
     """BLANK_CHARACTERS as the body of a regular-expression character class (JSON Schema escapes)."""
     return "".join(f"\\u{ord(c):04x}" for c in sorted(BLANK_CHARACTERS))
