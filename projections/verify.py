@@ -26,6 +26,11 @@ And for holds (issue 8):
   names the hold; every hold on a coupon, customer usage and campaign is a Reservation's, and the
   holds each still has open are exactly the Reservations still held;
 - the read model: each `reservations` row equals its Reservation through the tracking position.
+
+"Live at an event" compares a hold's expires_at with the event's timestamp, which the library
+takes from the system clock a moment after the writer read its own clock to decide: a hold the
+writer counted is counted here too, or is already past. (A ledger run on an injected clock ahead
+of the system's, as some tests do, makes holds it saw as expired look live here.)
 """
 
 from __future__ import annotations
