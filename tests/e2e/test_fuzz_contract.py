@@ -244,7 +244,7 @@ def test_stateful_links_keep_the_contract(fuzz_app: FastAPI) -> None:
 
     class Machine(schema.as_state_machine()):  # type: ignore[misc]
         def setup(self) -> None:
-            self.api_key = retailers.create(f"fuzz-stateful-{uuid4().hex}")[1]
+            self.api_key = retailers.create(f"fuzz-stateful-{uuid4().hex}").api_key
 
         def get_call_kwargs(self, case: Case) -> dict[str, Any]:
             return {"headers": {"Authorization": f"Bearer {self.api_key}"}}
