@@ -296,6 +296,24 @@ Id = Annotated[
     WithJsonSchema(ID_SCHEMA),
 ]
 """A product, variant, category or customer id: text, or an integer taken as its decimal string."""
+CUSTOMER_ID_SCHEMA = {
+    **ID_SCHEMA,
+    "anyOf": [
+        # Not only whitespace (the ledger refuses a blank customer id: it would name nobody).
+        {"type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"},
+        ID_SCHEMA["anyOf"][1],
+    ],
+    "description": "A stable id of the customer: text of 1-100 characters, not only whitespace, or an integer.",
+    "examples": ["cust-42"],
+}
+CustomerId = Annotated[
+    str,
+    BeforeValidator(_id_value),
+    Field(min_length=1, max_length=100),
+    AfterValidator(check_text),
+    WithJsonSchema(CUSTOMER_ID_SCHEMA),
+]
+"""A customer id: an Id that is not only whitespace (documented here; the ledger refuses a blank one)."""
 MAX_SCOPE_IDS = 1_000
 IdList = Annotated[list[Id], Field(max_length=MAX_SCOPE_IDS)]
 
@@ -577,7 +595,7 @@ class ValidateRequest(Request):
     shipping_amount: Amount | None = Field(
         default=None, description="What shipping costs: a free_shipping coupon's discount (0 when absent)."
     )
-    customer_id: Id | None = Field(
+    customer_id: CustomerId | None = Field(
         default=None, description="A stable id of the customer: required by a coupon with max_uses_per_customer."
     )
 
@@ -1033,7 +1051,7 @@ class StorefrontVerifyRequest(Request):
     items: Annotated[list[ItemIn], Field(min_length=1, max_length=100)] | None = Field(
         default=None, description="The cart's lines: a coupon scoped to some products or categories needs them."
     )
-    customer_id: Id | None = Field(
+    customer_id: CustomerId | None = Field(
         default=None, description="A stable id of the shopper: required by a coupon with a per-customer limit."
     )
     shipping_amount: Amount | None = Field(
