@@ -82,6 +82,15 @@ def test_a_publishable_key_is_refused_on_the_apply_route_whatever_the_body(api: 
     assert api.coupon("SAVE10")["uses_count"] == 0
 
 
+def test_a_publishable_key_is_refused_before_the_request_is_validated(api: Api) -> None:
+    """403 whatever else is wrong: a publishable key learns nothing of a route it may not call."""
+    pk = api.publishable
+    assert_error(pk.get("/v1/coupons", params={"limit": 0, "cursor": "!!"}), 403, "FORBIDDEN")
+    assert_error(pk.post("/v1/coupons", json={"code": "x"}), 403, "FORBIDDEN")
+    assert_error(pk.request("PATCH", "/v1/coupons/SAVE10", json={"code": "NEW"}), 403, "FORBIDDEN")
+    assert_error(pk.get("/v1/campaigns/not-a-uuid"), 403, "FORBIDDEN")
+
+
 def test_an_unknown_or_missing_key_is_still_401_on_the_storefront_routes(client: TestClient) -> None:
     for headers in ({}, {"Authorization": "Bearer pk_not-a-key"}):
         assert_error(client.get("/v1/storefront/coupons", headers=headers), 401, "UNAUTHENTICATED")
