@@ -103,6 +103,7 @@ class Ids:
     order_id: int
     redemption_id: str
     campaign_id: str
+    reservation_id: str
 
 
 MISSING_CAMPAIGN = "00000000-0000-4000-8000-00000000ca4e"
@@ -118,6 +119,7 @@ def missing_like(owner: Ids) -> Ids:
         order_id=order_id,
         redemption_id=str(UUID("00000000-0000-4000-8000-000000000000")),
         campaign_id=MISSING_CAMPAIGN,
+        reservation_id=str(UUID("00000000-0000-4000-8000-0000000000e5")),
     )
 
 
@@ -148,6 +150,7 @@ class Owned:
                 self.api.retailer_id,
             ),
             "campaign": self.api.get(f"/v1/campaigns/{self.ids.campaign_id}").json(),
+            "reservation": self.api.get(f"/v1/reservations/{self.ids.reservation_id}").json(),
             "campaign_coupons": self.api.get(f"/v1/campaigns/{self.ids.campaign_id}/coupons?format=csv").text,
         }
 
@@ -167,6 +170,7 @@ def _masked(value: Any, ids: Ids) -> Any:
         for token, placeholder in (
             (ids.redemption_id, "<redemption>"),
             (ids.campaign_id, "<campaign>"),
+            (ids.reservation_id, "<reservation>"),
             (ids.code, "<code>"),
             (str(ids.product_id), "<product>"),
             (str(ids.order_id), "<order>"),
@@ -286,6 +290,20 @@ FOREIGN_PROBES: dict[tuple[str, str], Probe] = {
         "COUPON_NOT_FOUND",
         lambda api, ids: api.apply(ids.code, "100", key=f"order:{ids.order_id}", order_id=str(ids.order_id)),
     ),
+    # The owner's hold: not found, not confirmed, not released; and the owner's code cannot be held.
+    ("POST", "/v1/coupons/reserve"): not_found(
+        "COUPON_NOT_FOUND",
+        lambda api, ids: api.post("/v1/coupons/reserve", json={"code": ids.code, "subtotal": "100"}),
+    ),
+    ("GET", "/v1/reservations/{reservation_id}"): not_found(
+        "RESERVATION_NOT_FOUND", lambda api, ids: api.get(f"/v1/reservations/{ids.reservation_id}")
+    ),
+    ("POST", "/v1/reservations/{reservation_id}/confirm"): not_found(
+        "RESERVATION_NOT_FOUND", lambda api, ids: api.post(f"/v1/reservations/{ids.reservation_id}/confirm")
+    ),
+    ("POST", "/v1/reservations/{reservation_id}/release"): not_found(
+        "RESERVATION_NOT_FOUND", lambda api, ids: api.post(f"/v1/reservations/{ids.reservation_id}/release")
+    ),
     ("GET", "/v1/products"): lists_only_its_own("/v1/products", lambda body: body),
     # The owner's product (with the owner's coupon): not found, before the coupon is looked at.
     ("POST", "/v1/checkout"): not_found(
@@ -368,12 +386,15 @@ def test_another_retailer_walking_every_route_with_the_owners_ids_finds_nothing_
         },
     )
     assert campaign.status_code == 201, campaign.text
+    hold = api.post("/v1/coupons/reserve", json={"code": "OWNED-1", "subtotal": "50.00", "ttl_seconds": 3600})
+    assert hold.status_code == 201, hold.text
     owner = Ids(
         code="OWNED-1",
         product_id=product["id"],
         order_id=order.json()["id"],
         redemption_id=order.json()["redemption_id"],
         campaign_id=campaign.json()["id"],
+        reservation_id=hold.json()["reservation_id"],
     )
     owned = Owned(api, owner, sql)
     before = owned.snapshot()
