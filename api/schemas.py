@@ -296,6 +296,16 @@ Id = Annotated[
     WithJsonSchema(ID_SCHEMA),
 ]
 """A product, variant, category or customer id: text, or an integer taken as its decimal string."""
+# A customer id names someone: text that is not only whitespace (ledger.domain.check_customer_id).
+CUSTOMER_ID_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"},
+        {"type": "integer", "minimum": -MAX_JSON_BIGINT, "maximum": MAX_JSON_BIGINT},
+    ],
+    "description": "A customer's id: text of 1-100 characters, not only whitespace, or an integer.",
+    "examples": ["cust-42"],
+}
+CustomerId = Annotated[Id, WithJsonSchema(CUSTOMER_ID_SCHEMA)]
 MAX_SCOPE_IDS = 1_000
 IdList = Annotated[list[Id], Field(max_length=MAX_SCOPE_IDS)]
 
@@ -577,7 +587,7 @@ class ValidateRequest(Request):
     shipping_amount: Amount | None = Field(
         default=None, description="What shipping costs: a free_shipping coupon's discount (0 when absent)."
     )
-    customer_id: Id | None = Field(
+    customer_id: CustomerId | None = Field(
         default=None, description="A stable id of the customer: required by a coupon with max_uses_per_customer."
     )
 
