@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
@@ -24,7 +24,12 @@ from eventsourcing.domain import DomainEvent, DomainEventProtocol, MutableOrImmu
 from eventsourcing.persistence import Recording, Transcoder
 
 from ledger.domain import (
+    DEFAULT_HOLD_SECONDS,
     FREE_SHIPPING,
+    MAX_HOLD_SECONDS,
+    RESERVATION_CONFIRMED,
+    RESERVATION_EXPIRED,
+    RESERVATION_RELEASED,
     UNSET,
     ZERO,
     Campaign,
@@ -34,6 +39,7 @@ from ledger.domain import (
     Order,
     Quote,
     Redemption,
+    Reservation,
     Scope,
     Unset,
     as_order,
@@ -41,12 +47,14 @@ from ledger.domain import (
     check_customer_id,
     check_discount,
     check_terms,
+    confirmed_redemption_id_for,
     coupon_id_for,
     customer_usage_id_for,
     generate_code,
     normalize_code,
     normalize_prefix,
     redemption_id_for,
+    reservation_id_for,
 )
 from ledger.errors import (
     CampaignNotFound,
@@ -54,9 +62,13 @@ from ledger.errors import (
     CouponNotFound,
     IdempotencyKeyReused,
     InvalidCoupon,
+    InvalidTransition,
     RedemptionNotFound,
+    ReservationExpired,
+    ReservationNotFound,
 )
 from ledger.event_store import LedgerTranscoder
+from ledger.timestamps import format_timestamp
 from ledger.writer import Batch, BatchWriter
 
 SNAPSHOT_INTERVAL = 100  # measured with bench/capacity.py: see README, Performance
@@ -99,6 +111,26 @@ class Receipt:
 
 
 @dataclass(frozen=True)
+class Hold:
+    """The outcome of a reserve: the hold, its price, until when, and whether an earlier request made it."""
+
+    reservation_id: UUID
+    quote: Quote
+    expires_at: datetime
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class Release:
+    """The outcome of a release: the reservation, how it ended (released, or expired if its TTL had
+    passed), and whether an earlier request ended it."""
+
+    reservation: Reservation
+    status: str
+    already: bool
+
+
+@dataclass(frozen=True)
 class Reversal:
     """The outcome of a reverse: the redemption, and whether an earlier request reversed it."""
 
@@ -122,7 +154,7 @@ class CouponLedger(Application[UUID]):
     def __init__(self, env: dict[str, str] | None = None, clock: Callable[[], datetime] = utcnow) -> None:
         super().__init__(env)
         self.clock = clock
-        self.writer = BatchWriter(self, cached_types=(Coupon, CustomerUsage, Campaign))
+        self.writer = BatchWriter(self, cached_types=(Coupon, CustomerUsage, Campaign, Reservation))
 
     def construct_transcoder(self) -> Transcoder:
         transcoder = LedgerTranscoder()
@@ -270,6 +302,84 @@ class CouponLedger(Application[UUID]):
         command = self._apply(retailer_id, code, order, idempotency_key, order_id, customer_id)
         return await self.writer.execute_async(*command)
 
+    def reserve(
+        self,
+        retailer_id: UUID,
+        code: str,
+        subtotal: Decimal | None,
+        idempotency_key: str | None = None,
+        order_id: str | None = None,
+        items: Sequence[Item] | None = None,
+        shipping_amount: Decimal | None = None,
+        customer_id: str | None = None,
+        ttl_seconds: int = DEFAULT_HOLD_SECONDS,
+        release: UUID | None = None,
+        also: Callable[[Any, Hold], None] | None = None,
+    ) -> Hold:
+        """Hold one use for ``ttl_seconds``: checked like apply, counted like a use until it is
+        confirmed, released or expires. ``release``: a hold to end in the same save (a checkout
+        session changing its coupon). ``also(connection, hold)`` as for apply."""
+        order = Order.of(subtotal, items, shipping_amount)
+        command = self._reserve(
+            retailer_id, code, order, idempotency_key, order_id, customer_id, ttl_seconds, release, also
+        )
+        return self.writer.execute(*command)
+
+    async def reserve_async(
+        self,
+        retailer_id: UUID,
+        code: str,
+        subtotal: Decimal | None,
+        idempotency_key: str | None = None,
+        order_id: str | None = None,
+        items: Sequence[Item] | None = None,
+        shipping_amount: Decimal | None = None,
+        customer_id: str | None = None,
+        ttl_seconds: int = DEFAULT_HOLD_SECONDS,
+        release: UUID | None = None,
+        also: Callable[[Any, Hold], None] | None = None,
+    ) -> Hold:
+        order = Order.of(subtotal, items, shipping_amount)
+        command = self._reserve(
+            retailer_id, code, order, idempotency_key, order_id, customer_id, ttl_seconds, release, also
+        )
+        return await self.writer.execute_async(*command)
+
+    def confirm(
+        self,
+        retailer_id: UUID,
+        reservation_id: UUID,
+        order_id: str | None = None,
+        also: Callable[[Any, Receipt], None] | None = None,
+    ) -> Receipt:
+        """Turn a live hold into a redemption at the price it was held at; again: the same one."""
+        return self.writer.execute(*self._confirm(retailer_id, reservation_id, order_id, also))
+
+    async def confirm_async(
+        self,
+        retailer_id: UUID,
+        reservation_id: UUID,
+        order_id: str | None = None,
+        also: Callable[[Any, Receipt], None] | None = None,
+    ) -> Receipt:
+        return await self.writer.execute_async(*self._confirm(retailer_id, reservation_id, order_id, also))
+
+    def release(
+        self, retailer_id: UUID, reservation_id: UUID, also: Callable[[Any, Release], None] | None = None
+    ) -> Release:
+        """Give a held use back; a hold already past its TTL is recorded as expired instead."""
+        return self.writer.execute(*self._release(retailer_id, reservation_id, also))
+
+    async def release_async(
+        self, retailer_id: UUID, reservation_id: UUID, also: Callable[[Any, Release], None] | None = None
+    ) -> Release:
+        return await self.writer.execute_async(*self._release(retailer_id, reservation_id, also))
+
+    def expire_reservations(self, reservation_ids: Sequence[UUID]) -> int:
+        """Record the expiry of each of these holds that is still held and past its TTL (for the
+        sweeper); the others are left alone. Returns how many expiries it recorded."""
+        return self.writer.execute(*self._expire(reservation_ids))
+
     def reverse(self, retailer_id: UUID, redemption_id: UUID, reason: str | None = None) -> Reversal:
         """Give a redemption's use back (to its coupon, its customer and its campaign), once;
         reversing it again changes nothing and says so."""
@@ -353,6 +463,12 @@ class CouponLedger(Application[UUID]):
         if redemption is None or redemption.retailer_id != retailer_id:
             raise RedemptionNotFound(f"Redemption {redemption_id} does not exist.", redemption_id=str(redemption_id))
         return redemption
+
+    def get_reservation(self, retailer_id: UUID, reservation_id: UUID) -> Reservation:
+        reservation = self._get(reservation_id, Reservation)
+        if reservation is None or reservation.retailer_id != retailer_id:
+            raise _reservation_not_found(reservation_id)
+        return reservation
 
     def _get(self, aggregate_id: UUID, kind: type[A]) -> A | None:
         """The aggregate with this id if it is one of ``kind``; else None."""
@@ -477,12 +593,7 @@ class CouponLedger(Application[UUID]):
             if coupon_id is None:
                 raise CouponNotFound(f"Coupon {normalized} does not exist.", code=code)
             coupon = self._coupon_in(batch, coupon_id, normalized)
-            usage: CustomerUsage | None = None
-            if usage_id is not None and customer_id is not None:
-                usage = batch.get(usage_id)
-                if usage is None:
-                    usage = CustomerUsage(coupon_id=coupon_id, customer_id=customer_id)
-                    batch.add(usage)
+            usage = self._usage_in(batch, coupon_id, usage_id, customer_id)
             campaign: Campaign | None = batch.get(coupon.campaign_id) if coupon.campaign_id is not None else None
             redemption_id = keyed_id or uuid4()
             quote = coupon.redeem(redemption_id, order, self.clock(), order_id, customer_id, usage, campaign)
@@ -511,6 +622,234 @@ class CouponLedger(Application[UUID]):
 
         needs = tuple(i for i in (keyed_id, coupon_id, usage_id) if i is not None)
         return needs, redeem
+
+    def _reserve(
+        self,
+        retailer_id: UUID,
+        code: str,
+        order: Order,
+        idempotency_key: str | None,
+        order_id: str | None,
+        customer_id: str | None,
+        ttl_seconds: int,
+        release: UUID | None,
+        also: Callable[[Any, Hold], None] | None,
+    ) -> tuple[tuple[UUID, ...], Callable[[Batch], Hold]]:
+        if isinstance(ttl_seconds, bool) or not 1 <= ttl_seconds <= MAX_HOLD_SECONDS:
+            raise InvalidCoupon("ttl_seconds", f"must be 1 to {MAX_HOLD_SECONDS} seconds")
+        check_customer_id(customer_id)
+        normalized = ascii_upper(code)
+        request = {"code": normalized, **order.fingerprint(), "order_id": order_id, "ttl_seconds": ttl_seconds}
+        if customer_id is not None:
+            request["customer_id"] = customer_id
+        fingerprint = self._fingerprint(request)
+        keyed_id = reservation_id_for(retailer_id, idempotency_key) if idempotency_key else None
+        try:
+            coupon_id: UUID | None = coupon_id_for(retailer_id, normalize_code(code))
+        except InvalidCoupon:
+            coupon_id = None
+        usage_id = customer_usage_id_for(coupon_id, customer_id) if coupon_id and customer_id else None
+
+        def reserve(batch: Batch) -> Hold:
+            if keyed_id is not None:
+                earlier: Reservation | None = batch.get(keyed_id)
+                if earlier is not None:
+                    if earlier.request_fingerprint != fingerprint:
+                        raise IdempotencyKeyReused(
+                            "This Idempotency-Key was already used with a different request.",
+                            idempotency_key=idempotency_key,
+                        )
+                    return Hold(earlier.id, earlier.quote(), earlier.expires_at, replayed=True)
+            now = self.clock()
+            if release is not None:  # first, so that the session's own hold does not count against it
+                self._end_hold(batch, retailer_id, release, now)
+            if coupon_id is None:
+                raise CouponNotFound(f"Coupon {normalized} does not exist.", code=code)
+            coupon = self._coupon_in(batch, coupon_id, normalized)
+            usage = self._usage_in(batch, coupon_id, usage_id, customer_id)
+            campaign: Campaign | None = batch.get(coupon.campaign_id) if coupon.campaign_id is not None else None
+            reservation_id = keyed_id or uuid4()
+            expires_at = now + timedelta(seconds=ttl_seconds)
+            quote = coupon.reserve(reservation_id, order, now, expires_at, customer_id, usage, campaign)
+            batch.add(
+                Reservation(
+                    id=reservation_id,
+                    retailer_id=retailer_id,
+                    coupon_id=coupon.id,
+                    code=coupon.code,
+                    idempotency_key=idempotency_key,
+                    request_fingerprint=fingerprint,
+                    original_subtotal=quote.original_subtotal,
+                    discount_amount=quote.discount_amount,
+                    final_total=quote.final_total,
+                    free_shipping=quote.free_shipping,
+                    order_id=order_id,
+                    customer_id=customer_id,
+                    campaign_id=coupon.campaign_id,
+                    expires_at=expires_at,
+                )
+            )
+            hold = Hold(reservation_id, quote, expires_at, replayed=False)
+            if also is not None:
+                work = also
+                batch.also(lambda connection: work(connection, hold))
+            return hold
+
+        needs = tuple(i for i in (keyed_id, coupon_id, usage_id, release) if i is not None)
+        return needs, reserve
+
+    def _confirm(
+        self,
+        retailer_id: UUID,
+        reservation_id: UUID,
+        order_id: str | None,
+        also: Callable[[Any, Receipt], None] | None,
+    ) -> tuple[tuple[UUID, ...], Callable[[Batch], Receipt]]:
+        def confirm(batch: Batch) -> Receipt:
+            reservation = self._reservation_in(batch, retailer_id, reservation_id)
+            if reservation.status == RESERVATION_CONFIRMED:
+                assert reservation.redemption_id is not None
+                return Receipt(reservation.redemption_id, reservation.quote(), replayed=True)
+            if reservation.status == RESERVATION_RELEASED:
+                raise InvalidTransition(
+                    f"Reservation {reservation_id} was released: it cannot be confirmed.",
+                    reservation_id=str(reservation_id),
+                    status=reservation.status,
+                    event="confirm",
+                )
+            now = self.clock()
+            if reservation.status == RESERVATION_EXPIRED or not reservation.is_live(now):
+                raise ReservationExpired(
+                    f"Reservation {reservation_id} expired at {format_timestamp(reservation.expires_at)}.",
+                    reservation_id=str(reservation_id),
+                    expired_at=format_timestamp(reservation.expires_at),
+                )
+            coupon: Coupon = self._existing(batch, reservation.coupon_id)
+            if coupon.archived:
+                raise CouponNotFound(f"Coupon {coupon.code} does not exist.", code=coupon.code)
+            redemption_id = confirmed_redemption_id_for(reservation.id)
+            final_order_id = order_id if order_id is not None else reservation.order_id
+            coupon.confirm_hold(reservation, redemption_id, final_order_id)
+            if reservation.customer_id is not None:
+                usage: CustomerUsage = self._existing(batch, customer_usage_id_for(coupon.id, reservation.customer_id))
+                usage.use(redemption_id, reservation.id)
+            if reservation.campaign_id is not None:
+                campaign: Campaign = self._existing(batch, reservation.campaign_id)
+                campaign.use(redemption_id, reservation.discount_amount, reservation.id)
+            batch.add(
+                Redemption(
+                    id=redemption_id,
+                    retailer_id=retailer_id,
+                    coupon_id=coupon.id,
+                    code=coupon.code,
+                    idempotency_key=None,
+                    request_fingerprint=reservation.request_fingerprint,
+                    original_subtotal=reservation.original_subtotal,
+                    discount_amount=reservation.discount_amount,
+                    final_total=reservation.final_total,
+                    free_shipping=reservation.free_shipping,
+                    order_id=final_order_id,
+                    customer_id=reservation.customer_id,
+                    campaign_id=reservation.campaign_id,
+                )
+            )
+            reservation.confirm(redemption_id, order_id)
+            receipt = Receipt(redemption_id, reservation.quote(), replayed=False)
+            if also is not None:
+                work = also
+                batch.also(lambda connection: work(connection, receipt))
+            return receipt
+
+        return (reservation_id,), confirm
+
+    def _release(
+        self, retailer_id: UUID, reservation_id: UUID, also: Callable[[Any, Release], None] | None
+    ) -> tuple[tuple[UUID, ...], Callable[[Batch], Release]]:
+        def release(batch: Batch) -> Release:
+            reservation = self._reservation_in(batch, retailer_id, reservation_id)
+            if reservation.status == RESERVATION_CONFIRMED:
+                raise InvalidTransition(
+                    f"Reservation {reservation_id} was confirmed: reverse its redemption to give the use back.",
+                    reservation_id=str(reservation_id),
+                    status=reservation.status,
+                    event="release",
+                    redemption_id=str(reservation.redemption_id),
+                )
+            already = reservation.status != "held"
+            if not already:
+                self._end_hold(batch, retailer_id, reservation_id, self.clock())
+            outcome = Release(reservation, reservation.status, already)
+            if also is not None:
+                work = also
+                batch.also(lambda connection: work(connection, outcome))
+            return outcome
+
+        return (reservation_id,), release
+
+    def _expire(self, reservation_ids: Sequence[UUID]) -> tuple[tuple[UUID, ...], Callable[[Batch], int]]:
+        def expire(batch: Batch) -> int:
+            now = self.clock()
+            recorded = 0
+            for reservation_id in reservation_ids:
+                reservation = batch.get(reservation_id)
+                if isinstance(reservation, Reservation) and reservation.is_past_ttl(now):
+                    self._end_hold(batch, reservation.retailer_id, reservation_id, now)
+                    recorded += 1
+            return recorded
+
+        return tuple(reservation_ids), expire
+
+    def _end_hold(self, batch: Batch, retailer_id: UUID, reservation_id: UUID, now: datetime) -> None:
+        """End a hold that is still held: released if live, recorded as expired if past its TTL;
+        on the reservation, its coupon, the customer's usage and the campaign. Nothing for a hold
+        that is not held any more, or not this retailer's."""
+        reservation = batch.get(reservation_id)
+        if not isinstance(reservation, Reservation) or reservation.retailer_id != retailer_id:
+            return
+        if reservation.status != "held":
+            return
+        expired = reservation.is_past_ttl(now)
+        coupon: Coupon = self._existing(batch, reservation.coupon_id)
+        usage: CustomerUsage | None = None
+        if reservation.customer_id is not None:
+            usage = self._existing(batch, customer_usage_id_for(coupon.id, reservation.customer_id))
+        campaign: Campaign | None = None
+        if reservation.campaign_id is not None:
+            campaign = self._existing(batch, reservation.campaign_id)
+        if expired:
+            coupon.expire_hold(reservation_id)
+            if usage is not None:
+                usage.expire_hold(reservation_id)
+            if campaign is not None:
+                campaign.expire_hold(reservation_id)
+            reservation.expire()
+        else:
+            coupon.release_hold(reservation_id)
+            if usage is not None:
+                usage.release_hold(reservation_id)
+            if campaign is not None:
+                campaign.release_hold(reservation_id)
+            reservation.release()
+
+    @staticmethod
+    def _usage_in(
+        batch: Batch, coupon_id: UUID, usage_id: UUID | None, customer_id: str | None
+    ) -> CustomerUsage | None:
+        """The customer's usage of the coupon, started in this batch if it is their first."""
+        if usage_id is None or customer_id is None:
+            return None
+        usage: CustomerUsage | None = batch.get(usage_id)
+        if usage is None:
+            usage = CustomerUsage(coupon_id=coupon_id, customer_id=customer_id)
+            batch.add(usage)
+        return usage
+
+    @staticmethod
+    def _reservation_in(batch: Batch, retailer_id: UUID, reservation_id: UUID) -> Reservation:
+        reservation = batch.get(reservation_id)
+        if not isinstance(reservation, Reservation) or reservation.retailer_id != retailer_id:
+            raise _reservation_not_found(reservation_id)
+        return reservation
 
     def _reverse(
         self, retailer_id: UUID, redemption_id: UUID, reason: str | None
@@ -591,6 +930,10 @@ class CouponLedger(Application[UUID]):
     @staticmethod
     def _fingerprint(request: dict[str, Any]) -> str:
         return hashlib.sha256(FINGERPRINT_JSON.encode(request).encode()).hexdigest()
+
+
+def _reservation_not_found(reservation_id: UUID) -> ReservationNotFound:
+    return ReservationNotFound(f"Reservation {reservation_id} does not exist.", reservation_id=str(reservation_id))
 
 
 def _deactivate(coupon: Coupon, now: datetime) -> None:

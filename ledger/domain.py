@@ -5,6 +5,8 @@
   one, so the store itself rejects a repeated key); it may be reversed once.
 - ``CustomerUsage``: one customer's uses of one coupon, for ``max_uses_per_customer``.
 - ``Campaign``: bulk-generated codes sharing a budget (``max_redemptions``, ``max_discount_total``).
+- ``Reservation``: a hold of one use during a checkout; while live it counts against every limit
+  like a use (the coupon, the customer's usage and the campaign keep their live holds).
 
 A redemption changes its coupon, creates its Redemption and, where they apply, changes the
 customer's usage and the campaign, all in the same ``save()``: the store's version checks then
@@ -60,6 +62,15 @@ TIME_EXPIRED = "time_expired"
 COUNT_EXPIRED = "count_expired"
 ACTIVE = "active"
 STATUSES = (INACTIVE, SCHEDULED, TIME_EXPIRED, COUNT_EXPIRED, ACTIVE)
+
+# A reservation's states (Reservation.status).
+RESERVATION_HELD = "held"
+RESERVATION_CONFIRMED = "confirmed"
+RESERVATION_RELEASED = "released"
+RESERVATION_EXPIRED = "expired"
+# A hold lasts 900 s unless asked otherwise, at most a day.
+DEFAULT_HOLD_SECONDS = 900
+MAX_HOLD_SECONDS = 86_400
 
 # The platform specification's state machine: the statuses each event may be fired from. Its
 # expire_time and expire_count arrows happen by themselves (the status is derived from the clock
@@ -131,6 +142,27 @@ def redemption_id_for(retailer_id: UUID, idempotency_key: str) -> UUID:
 
 def customer_usage_id_for(coupon_id: UUID, customer_id: str) -> UUID:
     return uuid5(NAMESPACE, f"customer/{coupon_id}/{customer_id}")
+
+
+def reservation_id_for(retailer_id: UUID, idempotency_key: str) -> UUID:
+    return uuid5(NAMESPACE, f"reservation/{retailer_id}/{idempotency_key}")
+
+
+def confirmed_redemption_id_for(reservation_id: UUID) -> UUID:
+    """The redemption a hold becomes: one per hold, so the store refuses a second confirmation."""
+    return uuid5(NAMESPACE, f"confirmed/{reservation_id}")
+
+
+def live_holds(holds: Mapping[str, datetime], now: datetime) -> int:
+    """How many of these holds (reservation id -> expires_at) still count at ``now``."""
+    return sum(1 for expires_at in holds.values() if now < expires_at)
+
+
+def without(holds: Mapping[str, Any], reservation_id: UUID) -> dict[str, Any]:
+    """A copy of ``holds`` without this reservation (aggregates replace their attributes, never
+    change them in place: see ledger.event_store.copy_aggregate)."""
+    key = str(reservation_id)
+    return {k: v for k, v in holds.items() if k != key}
 
 
 # --- what a coupon applies to -------------------------------------------------------------------
@@ -322,11 +354,19 @@ class Unset:
 UNSET = Unset()
 
 
+# What counts as blank in a customer id: every character Python's str.isspace() or JSON Schema's
+# (ECMAScript's) \s takes for whitespace, so that the API's published pattern and this check agree.
+BLANK_CHARACTERS = frozenset(
+    "\t\n\v\f\r \x1c\x1d\x1e\x1f\x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000\ufeff"
+    + "".join(chr(c) for c in range(0x2000, 0x200B))
+)
+
+
 def check_customer_id(customer_id: str | None) -> None:
     """A customer id, when sent, names someone: a blank one would count every anonymous order as
     one customer's, or (as no customer at all) escape the per-customer limit."""
-    if customer_id is not None and not customer_id.strip():
-        raise InvalidCoupon("customer_id", "must not be empty")
+    if customer_id is not None and all(c in BLANK_CHARACTERS for c in customer_id):
+        raise InvalidCoupon("customer_id", "must not be empty or only whitespace")
 
 
 def raise_immutable(name: str) -> None:
@@ -338,8 +378,9 @@ def raise_immutable(name: str) -> None:
 
 class Coupon(Aggregate):
     # Version 2 added the time window, per-customer limit, discount cap, scope, public flag,
-    # campaign and archiving; coupons and snapshots stored before read with their defaults.
-    class_version = 2
+    # campaign and archiving; version 3 the live holds. Coupons and snapshots stored before read
+    # with their defaults.
+    class_version = 3
 
     class Created(Aggregate.Created):
         class_version = 2
@@ -377,11 +418,31 @@ class Coupon(Aggregate):
         pass
 
     class Redeemed(Aggregate.Event):
+        """A use. ``reservation_id``: the hold it confirms (that hold ends with it), or None."""
+
+        class_version = 2
         redemption_id: UUID
         original_subtotal: Decimal
         discount_amount: Decimal
         final_total: Decimal
         order_id: str | None
+        reservation_id: UUID | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["reservation_id"] = None
+
+    class Reserved(Aggregate.Event):
+        """A hold of one use until ``expires_at``: it counts against max_uses until then."""
+
+        reservation_id: UUID
+        expires_at: datetime
+
+    class ReservationReleased(Aggregate.Event):
+        reservation_id: UUID
+
+    class ReservationExpired(Aggregate.Event):
+        reservation_id: UUID
 
     class RedemptionReversed(Aggregate.Event):
         redemption_id: UUID
@@ -392,6 +453,10 @@ class Coupon(Aggregate):
     def upcast_v1_v2(state: dict[str, Any]) -> None:
         state.update(CREATED_V2_DEFAULTS)
         state["archived"] = False
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        state["holds"] = {}
 
     @staticmethod
     def create_id(retailer_id: UUID, code: str) -> UUID:
@@ -431,6 +496,9 @@ class Coupon(Aggregate):
         self.campaign_id = campaign_id
         self.archived = False
         self.uses_count = 0
+        # The live holds: reservation id (text) -> expires_at. Ended holds leave it, so it never
+        # grows with the coupon's history.
+        self.holds: dict[str, datetime] = {}
 
     # --- changes ---------------------------------------------------------------------------------
 
@@ -492,7 +560,7 @@ class Coupon(Aggregate):
             if isinstance(expires_at, Unset):
                 raise InvalidCoupon("expires_at", "is required by extend_expiry_and_activate")
             self.set_active(now, expires_at)
-        elif name == "reconcile_count_status" and status == INACTIVE and self.is_used_up():
+        elif name == "reconcile_count_status" and status == INACTIVE and self.is_used_up(now):
             # The status is derived from the count, so it is always reconciled; an inactive
             # coupon whose uses reached its limit moves on to count_expired (the diagram's arrow).
             self.activate()
@@ -531,15 +599,20 @@ class Coupon(Aggregate):
             return SCHEDULED
         if self.is_expired(now):
             return TIME_EXPIRED
-        if self.is_used_up():
+        if self.is_used_up(now):
             return COUNT_EXPIRED
         return ACTIVE
 
     def is_expired(self, now: datetime) -> bool:
         return self.expires_at is not None and now >= self.expires_at
 
-    def is_used_up(self) -> bool:
-        return self.max_uses is not None and self.uses_count >= self.max_uses
+    def held(self, now: datetime) -> int:
+        """Live holds: a hold past its expires_at stops counting at once, recorded or not."""
+        return live_holds(self.holds, now) if self.holds else 0
+
+    def is_used_up(self, now: datetime) -> bool:
+        """Uses and live holds together have reached max_uses."""
+        return self.max_uses is not None and self.uses_count + self.held(now) >= self.max_uses
 
     # --- pricing and redeeming -------------------------------------------------------------------
 
@@ -558,14 +631,14 @@ class Coupon(Aggregate):
         self.check_is_active()
         self.check_has_started(now)
         self.check_is_not_expired(now)
-        self.check_uses_remain()
-        self.check_customer_may_use(customer_id, usage)
+        self.check_uses_remain(now)
+        self.check_customer_may_use(customer_id, usage, now)
         if campaign is not None:
-            campaign.check_budget_left()
+            campaign.check_budget_left(now)
         self.check_minimum_order_met(order.subtotal)
         discount = self.discount_on(order)
         if campaign is not None:
-            campaign.check_discount_fits(discount)
+            campaign.check_discount_fits(discount, now)
         free_shipping = self.discount_type == FREE_SHIPPING
         return Quote(self.code, order.subtotal, discount, order.subtotal - discount, free_shipping)
 
@@ -633,12 +706,44 @@ class Coupon(Aggregate):
             discount_amount=quote.discount_amount,
             final_total=quote.final_total,
             order_id=order_id,
+            reservation_id=None,
         )
         if usage is not None:
-            usage.use(redemption_id)
+            usage.use(redemption_id, None)
         if campaign is not None:
-            campaign.use(redemption_id, quote.discount_amount)
+            campaign.use(redemption_id, quote.discount_amount, None)
         return quote
+
+    def reserve(
+        self,
+        reservation_id: UUID,
+        order: Order | Decimal,
+        now: datetime,
+        expires_at: datetime,
+        customer_id: str | None = None,
+        usage: CustomerUsage | None = None,
+        campaign: Campaign | None = None,
+    ) -> Quote:
+        """Hold one use until ``expires_at``: the same checks as a redemption (holds counting),
+        recorded on this coupon and, when given, the customer's usage and the campaign."""
+        quote = self.quote(order, now, customer_id, usage, campaign)
+        self._record_hold(reservation_id=reservation_id, expires_at=expires_at)
+        if usage is not None:
+            usage.hold(reservation_id, expires_at)
+        if campaign is not None:
+            campaign.hold(reservation_id, quote.discount_amount, expires_at)
+        return quote
+
+    def confirm_hold(self, reservation: Reservation, redemption_id: UUID, order_id: str | None) -> None:
+        """Turn a live hold into a use, at the price it was held at (the hold was the check)."""
+        self._record_redemption(
+            redemption_id=redemption_id,
+            original_subtotal=reservation.original_subtotal,
+            discount_amount=reservation.discount_amount,
+            final_total=reservation.final_total,
+            order_id=order_id,
+            reservation_id=reservation.id,
+        )
 
     @event(Redeemed)
     def _record_redemption(
@@ -648,8 +753,23 @@ class Coupon(Aggregate):
         discount_amount: Decimal,
         final_total: Decimal,
         order_id: str | None,
+        reservation_id: UUID | None,
     ) -> None:
         self.uses_count += 1
+        if reservation_id is not None:
+            self.holds = without(self.holds, reservation_id)
+
+    @event(Reserved)
+    def _record_hold(self, reservation_id: UUID, expires_at: datetime) -> None:
+        self.holds = {**self.holds, str(reservation_id): expires_at}
+
+    @event(ReservationReleased)
+    def release_hold(self, reservation_id: UUID) -> None:
+        self.holds = without(self.holds, reservation_id)
+
+    @event(ReservationExpired)
+    def expire_hold(self, reservation_id: UUID) -> None:
+        self.holds = without(self.holds, reservation_id)
 
     @event(RedemptionReversed)
     def reverse_redemption(self, redemption_id: UUID, discount_amount: Decimal, reason: str | None) -> None:
@@ -676,14 +796,19 @@ class Coupon(Aggregate):
                 expired_at=format_timestamp(self.expires_at),
             )
 
-    def check_uses_remain(self) -> None:
-        if self.is_used_up():
+    def check_uses_remain(self, now: datetime) -> None:
+        if self.is_used_up(now):
+            held = self.held(now)
             raise UsageLimitReached(
-                f"Coupon {self.code} has reached its usage limit of {self.max_uses}.",
+                f"Coupon {self.code} has reached its usage limit of {self.max_uses}"
+                + (f" ({held} of them held by checkouts in progress)." if held else "."),
                 max_uses=self.max_uses,
+                **({"held": held} if held else {}),
             )
 
-    def check_customer_may_use(self, customer_id: str | None, usage: CustomerUsage | None) -> None:
+    def check_customer_may_use(
+        self, customer_id: str | None, usage: CustomerUsage | None, now: datetime | None = None
+    ) -> None:
         limit = self.max_uses_per_customer
         if limit is None:
             return
@@ -692,12 +817,16 @@ class Coupon(Aggregate):
                 f"Coupon {self.code} can be used {limit} time(s) per customer: send customer_id.",
                 max_uses_per_customer=limit,
             )
-        if usage is not None and usage.uses >= limit:
+        held = usage.held(now) if usage is not None and now is not None else 0
+        if usage is not None and usage.uses + held >= limit:
             raise CustomerLimitReached(
-                f"Customer {customer_id} has used coupon {self.code} {usage.uses} time(s), the limit is {limit}.",
+                f"Customer {customer_id} has used coupon {self.code} {usage.uses} time(s)"
+                + (f" and holds it {held} time(s)" if held else "")
+                + f", the limit is {limit}.",
                 customer_id=customer_id,
                 max_uses_per_customer=limit,
                 uses=usage.uses,
+                **({"held": held} if held else {}),
             )
 
     def check_minimum_order_met(self, subtotal: Decimal) -> None:
@@ -793,18 +922,139 @@ class Redemption(Aggregate):
         return Quote(self.code, self.original_subtotal, self.discount_amount, self.final_total, self.free_shipping)
 
 
+class Reservation(Aggregate):
+    """A hold of one use of a coupon until ``expires_at``, at the price it was checked at.
+
+    held -> confirmed (a Redemption; the use is counted as the hold ends), released (given back),
+    or expired (its TTL passed; recorded afterwards by the sweeper, but it stops counting at
+    expires_at whether recorded or not)."""
+
+    class Held(Aggregate.Created):
+        retailer_id: UUID
+        coupon_id: UUID
+        code: str
+        idempotency_key: str | None
+        request_fingerprint: str
+        original_subtotal: Decimal
+        discount_amount: Decimal
+        final_total: Decimal
+        free_shipping: bool
+        order_id: str | None
+        customer_id: str | None
+        campaign_id: UUID | None
+        expires_at: datetime
+
+    class Confirmed(Aggregate.Event):
+        redemption_id: UUID
+        order_id: str | None
+
+    class Released(Aggregate.Event):
+        pass
+
+    class Expired(Aggregate.Event):
+        pass
+
+    @event(Held)
+    def __init__(
+        self,
+        id: UUID,  # noqa: A002 - the library takes an explicit aggregate id by this name
+        retailer_id: UUID,
+        coupon_id: UUID,
+        code: str,
+        idempotency_key: str | None,
+        request_fingerprint: str,
+        original_subtotal: Decimal,
+        discount_amount: Decimal,
+        final_total: Decimal,
+        free_shipping: bool,
+        order_id: str | None,
+        customer_id: str | None,
+        campaign_id: UUID | None,
+        expires_at: datetime,
+    ) -> None:
+        self.retailer_id = retailer_id
+        self.coupon_id = coupon_id
+        self.code = code
+        self.idempotency_key = idempotency_key
+        self.request_fingerprint = request_fingerprint
+        self.original_subtotal = original_subtotal
+        self.discount_amount = discount_amount
+        self.final_total = final_total
+        self.free_shipping = free_shipping
+        self.order_id = order_id
+        self.customer_id = customer_id
+        self.campaign_id = campaign_id
+        self.expires_at = expires_at
+        self.status = RESERVATION_HELD
+        self.redemption_id: UUID | None = None
+
+    @property
+    def ended_at(self) -> datetime | None:
+        """When it was confirmed, released or its expiry recorded (its last event: nothing follows an end)."""
+        return None if self.status == RESERVATION_HELD else self.modified_on
+
+    def is_live(self, now: datetime) -> bool:
+        return self.status == RESERVATION_HELD and now < self.expires_at
+
+    def is_past_ttl(self, now: datetime) -> bool:
+        """Still marked held, but its TTL has passed: it no longer counts, its expiry is not recorded yet."""
+        return self.status == RESERVATION_HELD and now >= self.expires_at
+
+    def quote(self) -> Quote:
+        return Quote(self.code, self.original_subtotal, self.discount_amount, self.final_total, self.free_shipping)
+
+    @event(Confirmed)
+    def confirm(self, redemption_id: UUID, order_id: str | None) -> None:
+        self.status = RESERVATION_CONFIRMED
+        self.redemption_id = redemption_id
+        if order_id is not None:
+            self.order_id = order_id
+
+    @event(Released)
+    def release(self) -> None:
+        self.status = RESERVATION_RELEASED
+
+    @event(Expired)
+    def expire(self) -> None:
+        self.status = RESERVATION_EXPIRED
+
+
 class CustomerUsage(Aggregate):
-    """How many live uses one customer has made of one coupon (uses minus reversals)."""
+    """How many live uses one customer has made of one coupon (uses minus reversals), and the
+    customer's live holds of it."""
+
+    # Version 2 added the holds; usages and snapshots stored before read with none.
+    class_version = 2
 
     class Started(Aggregate.Created):
         coupon_id: UUID
         customer_id: str
 
     class Used(Aggregate.Event):
+        class_version = 2
         redemption_id: UUID
+        reservation_id: UUID | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["reservation_id"] = None
 
     class Returned(Aggregate.Event):
         redemption_id: UUID
+
+    class Reserved(Aggregate.Event):
+        reservation_id: UUID
+        expires_at: datetime
+
+    class ReservationReleased(Aggregate.Event):
+        reservation_id: UUID
+
+    class ReservationExpired(Aggregate.Event):
+        reservation_id: UUID
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["holds"] = {}
 
     @staticmethod
     def create_id(coupon_id: UUID, customer_id: str) -> UUID:
@@ -815,20 +1065,41 @@ class CustomerUsage(Aggregate):
         self.coupon_id = coupon_id
         self.customer_id = customer_id
         self.uses = 0
+        self.holds: dict[str, datetime] = {}
+
+    def held(self, now: datetime) -> int:
+        return live_holds(self.holds, now) if self.holds else 0
 
     @event(Used)
-    def use(self, redemption_id: UUID) -> None:
+    def use(self, redemption_id: UUID, reservation_id: UUID | None) -> None:
         self.uses += 1
+        if reservation_id is not None:
+            self.holds = without(self.holds, reservation_id)
 
     @event(Returned)
     def give_back(self, redemption_id: UUID) -> None:
         self.uses -= 1
 
+    @event(Reserved)
+    def hold(self, reservation_id: UUID, expires_at: datetime) -> None:
+        self.holds = {**self.holds, str(reservation_id): expires_at}
+
+    @event(ReservationReleased)
+    def release_hold(self, reservation_id: UUID) -> None:
+        self.holds = without(self.holds, reservation_id)
+
+    @event(ReservationExpired)
+    def expire_hold(self, reservation_id: UUID) -> None:
+        self.holds = without(self.holds, reservation_id)
+
 
 class Campaign(Aggregate):
     """Bulk-generated codes sharing one template and a campaign-wide budget. Every redemption of
     one of its coupons is recorded here too (in the same save), so the budget holds under any
-    concurrency."""
+    concurrency; so is every live hold (with the discount it holds)."""
+
+    # Version 2 added the holds; campaigns and snapshots stored before read with none.
+    class_version = 2
 
     class Created(Aggregate.Created):
         retailer_id: UUID
@@ -843,12 +1114,34 @@ class Campaign(Aggregate):
         count: int
 
     class Used(Aggregate.Event):
+        class_version = 2
         redemption_id: UUID
         discount_amount: Decimal
+        reservation_id: UUID | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["reservation_id"] = None
 
     class Returned(Aggregate.Event):
         redemption_id: UUID
         discount_amount: Decimal
+
+    class Reserved(Aggregate.Event):
+        reservation_id: UUID
+        discount_amount: Decimal
+        expires_at: datetime
+
+    class ReservationReleased(Aggregate.Event):
+        reservation_id: UUID
+
+    class ReservationExpired(Aggregate.Event):
+        reservation_id: UUID
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["holds"] = {}
+        state["held_discounts"] = {}
 
     @event(Created)
     def __init__(
@@ -872,45 +1165,81 @@ class Campaign(Aggregate):
         self.generated = 0
         self.redemptions = 0
         self.discount_total = ZERO
+        # Live holds: reservation id (text) -> expires_at, and -> the discount it holds.
+        self.holds: dict[str, datetime] = {}
+        self.held_discounts: dict[str, Decimal] = {}
 
     @event(CodesGenerated)
     def codes_generated(self, count: int) -> None:
         self.generated += count
 
     @event(Used)
-    def use(self, redemption_id: UUID, discount_amount: Decimal) -> None:
+    def use(self, redemption_id: UUID, discount_amount: Decimal, reservation_id: UUID | None) -> None:
         self.redemptions += 1
         self.discount_total += discount_amount
+        if reservation_id is not None:
+            self._end_hold(reservation_id)
+
+    @event(Reserved)
+    def hold(self, reservation_id: UUID, discount_amount: Decimal, expires_at: datetime) -> None:
+        self.holds = {**self.holds, str(reservation_id): expires_at}
+        self.held_discounts = {**self.held_discounts, str(reservation_id): discount_amount}
+
+    @event(ReservationReleased)
+    def release_hold(self, reservation_id: UUID) -> None:
+        self._end_hold(reservation_id)
+
+    @event(ReservationExpired)
+    def expire_hold(self, reservation_id: UUID) -> None:
+        self._end_hold(reservation_id)
+
+    def _end_hold(self, reservation_id: UUID) -> None:
+        self.holds = without(self.holds, reservation_id)
+        self.held_discounts = without(self.held_discounts, reservation_id)
+
+    def held(self, now: datetime) -> tuple[int, Decimal]:
+        """The live holds: how many, and the discount they hold together."""
+        if not self.holds:
+            return 0, ZERO
+        live = [key for key, expires_at in self.holds.items() if now < expires_at]
+        return len(live), sum((Decimal(self.held_discounts[key]) for key in live), ZERO)
 
     @event(Returned)
     def give_back(self, redemption_id: UUID, discount_amount: Decimal) -> None:
         self.redemptions -= 1
         self.discount_total -= discount_amount
 
-    def check_budget_left(self) -> None:
-        if self.max_redemptions is not None and self.redemptions >= self.max_redemptions:
+    def check_budget_left(self, now: datetime) -> None:
+        held, held_discount = self.held(now)
+        if self.max_redemptions is not None and self.redemptions + held >= self.max_redemptions:
             raise CampaignBudgetExhausted(
-                f"Campaign {self.name} has reached its limit of {self.max_redemptions} redemptions.",
+                f"Campaign {self.name} has reached its limit of {self.max_redemptions} redemptions"
+                + (f" ({held} of them held by checkouts in progress)." if held else "."),
                 campaign_id=str(self.id),
                 max_redemptions=self.max_redemptions,
                 redemptions=self.redemptions,
+                **({"held": held} if held else {}),
             )
-        if self.max_discount_total is not None and self.discount_total >= self.max_discount_total:
-            self._exhausted_by_discount(None)
+        if self.max_discount_total is not None and self.discount_total + held_discount >= self.max_discount_total:
+            self._exhausted_by_discount(None, held_discount)
 
-    def check_discount_fits(self, discount: Decimal) -> None:
-        if self.max_discount_total is not None and self.discount_total + discount > self.max_discount_total:
-            self._exhausted_by_discount(discount)
+    def check_discount_fits(self, discount: Decimal, now: datetime) -> None:
+        _, held_discount = self.held(now)
+        committed = self.discount_total + held_discount
+        if self.max_discount_total is not None and committed + discount > self.max_discount_total:
+            self._exhausted_by_discount(discount, held_discount)
 
-    def _exhausted_by_discount(self, discount: Decimal | None) -> None:
+    def _exhausted_by_discount(self, discount: Decimal | None, held_discount: Decimal) -> None:
         assert self.max_discount_total is not None
-        remaining = max(self.max_discount_total - self.discount_total, ZERO)
+        remaining = max(self.max_discount_total - self.discount_total - held_discount, ZERO)
         details: dict[str, Any] = {
             "campaign_id": str(self.id),
             "max_discount_total": format_amount(self.max_discount_total),
             "discount_total": format_amount(self.discount_total),
             "remaining": format_amount(remaining),
         }
+        if held_discount:
+            details["held_discount"] = format_amount(held_discount)
         if discount is not None:
             details["discount_amount"] = format_amount(discount)
         raise CampaignBudgetExhausted(

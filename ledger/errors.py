@@ -103,3 +103,11 @@ class RedemptionNotFound(LedgerError):
 
 class CampaignNotFound(LedgerError):
     code = "CAMPAIGN_NOT_FOUND"
+
+
+class ReservationNotFound(LedgerError):
+    code = "RESERVATION_NOT_FOUND"
+
+
+class ReservationExpired(LedgerError):
+    code = "RESERVATION_EXPIRED"

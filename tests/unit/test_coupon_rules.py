@@ -568,6 +568,7 @@ class TestCouponRules:
             "discount_amount": D("10.00"),
             "final_total": D("90.00"),
             "order_id": "o-1",
+            "reservation_id": None,  # a plain apply: no hold confirmed
         }
         assert deactivated == {}
 
