@@ -57,7 +57,9 @@ if TYPE_CHECKING:
 
 RATE_LIMITED = "RATE_LIMITED"
 NOT_FOUND = "COUPON_NOT_FOUND"
-IDLE_MARGIN = timedelta(seconds=1)  # GCRA rounds its emission interval up: a state lasts up to ~1 ms past the window
+# GCRA rounds each unit's share of the window up to a whole microsecond, so a state may outlast the
+# window by up to `budget` microseconds: at most a second with the largest budget the settings allow.
+IDLE_MARGIN = timedelta(seconds=1)
 PRUNE_ABOVE = 4096  # remembered refusals before expired ones are dropped (at most once a second)
 UNKNOWN_ADDRESS = "unknown"
 
@@ -238,6 +240,10 @@ class Throttle:
             keys.append(f"{owner}:addr:{address}")
         return keys
 
+    @property
+    def remembers_spent_keys(self) -> bool:
+        return bool(self._spent)
+
     def seconds_refused(self, keys: Sequence[str]) -> int | None:
         """From this process's memory only: seconds until these budget keys may look up again,
         or None if this process has not seen any of them spent."""
@@ -324,7 +330,7 @@ class Guard:
         return self.throttle.budget_keys(self.request, self.customer_id, self.count_address)
 
     def _refuse_if_spent(self) -> None:
-        if not self.throttle._spent:  # the usual case: no key seen spent, nothing to compute
+        if not self.throttle.remembers_spent_keys:  # the usual case: nothing to compute
             return
         seconds = self.throttle.seconds_refused(self.keys())
         if seconds is not None:

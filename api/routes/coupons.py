@@ -287,22 +287,24 @@ async def apply_coupon(request: Request) -> Response:
 async def reserve_coupon(
     body: ReserveRequest,
     caller: CallerDep,
+    request: Request,
     idempotency_key: Annotated[IdempotencyKey | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
     """Hold one use of the coupon for ttl_seconds while the shopper pays: checked exactly like
     apply, and counted against max_uses, the per-customer limit and the campaign's budget until it
     is confirmed, released, or its TTL passes (then it stops counting at once)."""
-    hold = await caller.services.ledger.reserve_async(
-        caller.retailer_id,
-        body.code,
-        body.subtotal,
-        idempotency_key=idempotency_key,
-        order_id=body.order_id,
-        items=body.order_items(),
-        shipping_amount=body.shipping_amount,
-        customer_id=body.customer_id,
-        ttl_seconds=body.ttl_seconds,
-    )
+    async with throttle.guard(request, caller, customer_id=body.customer_id):
+        hold = await caller.services.ledger.reserve_async(
+            caller.retailer_id,
+            body.code,
+            body.subtotal,
+            idempotency_key=idempotency_key,
+            order_id=body.order_id,
+            items=body.order_items(),
+            shipping_amount=body.shipping_amount,
+            customer_id=body.customer_id,
+            ttl_seconds=body.ttl_seconds,
+        )
     headers = {"Idempotent-Replayed": "true"} if hold.replayed else None
     content = HoldPublic.from_hold(hold).model_dump_json().encode()
     return Response(content, status_code=201, media_type="application/json", headers=headers)

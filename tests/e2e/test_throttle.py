@@ -93,6 +93,8 @@ def lookup_by(route: str, api: Api, product_id: int | None = None) -> Lookup:
                 return request(api, "POST", "/v1/coupons/apply", order_body(code, customer), headers)
             case "validate":
                 return request(api, "POST", "/v1/coupons/validate", order_body(code, customer), headers)
+            case "reserve":
+                return request(api, "POST", "/v1/coupons/reserve", order_body(code, customer), headers)
             case "checkout":
                 body = {"user_id": int(customer.removeprefix("cust-")), "coupon_code": code}
                 body["items"] = [{"product_id": product_id, "quantity": 1}]
@@ -131,7 +133,7 @@ def assert_not_found(response: httpx.Response) -> None:
     assert_error(response, 404, "COUPON_NOT_FOUND")
 
 
-SHOPPER_ROUTES = ["apply", "validate", "get", "checkout"]
+SHOPPER_ROUTES = ["apply", "validate", "reserve", "get", "checkout"]
 EVERY_CODE_ROUTE = [*SHOPPER_ROUTES, "events", "patch", "delete", "deactivate", "activate", "transition"]
 
 
