@@ -282,7 +282,7 @@ class Throttle:
 
     def delete_idle(self) -> int:
         """Delete the budget rows idle for longer than the window; how many. For the sweeper."""
-        return delete_idle_rate_limits(self.pool, self.window_seconds)
+        return delete_idle_rate_limits(self.pool, self.window_seconds, now=_instant(self.clock.now()))
 
     def _remember(self, key: str, until_ms: int) -> None:
         with self._lock:
