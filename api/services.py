@@ -15,6 +15,14 @@ from ledger.application import CouponLedger
 from ledger.event_store import CONNECT_TIMEOUT, POOL_TIMEOUT, RECONNECT_TIMEOUT, is_database_unavailable
 from projections.coupons import CouponsView, construct_view
 from projections.runner import ProjectionLeader
+from projections.sweeper import Chore, Sweeper
+
+
+def cleanup_chores(pool: ConnectionPool, ledger: CouponLedger) -> list[Chore]:
+    """The sweeper's cleanup chores besides recording expired holds (expired checkout sessions and
+    stock holds, idle rate-limit rows): each a callable taking no argument, run after every sweep
+    by the one sweeping process (the API's when it projects, else `coupon-ledger project`)."""
+    return []
 
 
 @dataclass
@@ -29,6 +37,7 @@ class Services:
     throttle: Throttle
     leader: ProjectionLeader | None
     embedded: bool = False
+    sweeper: Sweeper | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -55,7 +64,7 @@ class Services:
             open=True,
         )
         leader = ProjectionLeader(url, env).start() if settings.run_projections else None
-        return cls(
+        services = cls(
             settings=settings,
             database_url=url,
             ledger=ledger,
@@ -67,6 +76,14 @@ class Services:
             leader=leader,
             embedded=embedded,
         )
+        if settings.run_projections:  # where the projection runs, so does the sweeper (one sweeps per database)
+            services.sweeper = Sweeper(
+                url, ledger, services.coupons_view, interval=settings.sweep_interval, chores=services.chores()
+            ).start()
+        return services
+
+    def chores(self) -> list[Chore]:
+        return cleanup_chores(self.pool, self.ledger)
 
     def unready_reason(self) -> tuple[str, str] | None:
         """None if the service can answer requests; else why not: (reason, message)."""
@@ -86,6 +103,8 @@ class Services:
 
     def close(self) -> None:
         try:
+            if self.sweeper is not None:
+                self.sweeper.stop()
             if self.leader is not None:
                 self.leader.stop()
             self.coupons_view.datastore.close()

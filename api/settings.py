@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     read_wait_timeout: float = 5.0
     max_body_bytes: int = 64 * 1024
     run_projections: bool = True
+    # How often the sweeper records the expiry of holds past their TTL and runs the other cleanup
+    # chores (seconds). A hold stops counting at its expires_at whatever this is.
+    sweep_interval: float = Field(default=5.0, gt=0, le=3600)
     # The brute-force limit (api/throttle.py): failed code lookups one shopper of one key may make
     # in a window before it is answered 429 RATE_LIMITED.
     throttle_budget: int = Field(default=20, ge=1, le=1_000_000)
