@@ -35,6 +35,7 @@ STATUS_BY_CODE = {
     "OUT_OF_STOCK": 409,
     "INVALID_TRANSITION": 409,
     "PAYLOAD_TOO_LARGE": 413,
+    "RATE_LIMITED": 429,
     "INTERNAL_ERROR": 500,
     "SERVICE_UNAVAILABLE": 503,
 }
@@ -68,7 +69,7 @@ def error_response(
     details = dict(details or {})
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    if status == 503:
+    if status in (429, 503):
         headers["Retry-After"] = str(details.get("retry_after", 1))
     body = {
         "error": {

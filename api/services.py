@@ -10,6 +10,7 @@ from api.checkout import Checkout
 from api.database import apply_schema, eventsourcing_env, open_ledger, release_database, resolve_database
 from api.retailers import Retailers
 from api.settings import Settings
+from api.throttle import Throttle
 from ledger.application import CouponLedger
 from ledger.event_store import CONNECT_TIMEOUT, POOL_TIMEOUT, RECONNECT_TIMEOUT, is_database_unavailable
 from projections.coupons import CouponsView, construct_view
@@ -33,6 +34,7 @@ class Services:
     retailers: Retailers
     checkout: Checkout
     pool: ConnectionPool
+    throttle: Throttle
     leader: ProjectionLeader | None
     embedded: bool = False
     sweeper: Sweeper | None = None
@@ -70,6 +72,7 @@ class Services:
             retailers=Retailers(pool),
             checkout=Checkout(pool, ledger),
             pool=pool,
+            throttle=Throttle.from_settings(pool, settings),
             leader=leader,
             embedded=embedded,
         )

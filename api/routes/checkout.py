@@ -3,9 +3,12 @@ products and orders only."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import contextlib
+
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from api import throttle
 from api.deps import CallerDep
 from api.openapi import errors
 from api.schemas import (
@@ -53,6 +56,7 @@ def add_product(body: ProductCreate, caller: CallerDep) -> ProductPublic:
             {
                 404: ["NOT_FOUND", "COUPON_NOT_FOUND"],
                 409: ["OUT_OF_STOCK"],
+                429: ["RATE_LIMITED"],
                 422: [
                     "COUPON_INACTIVE",
                     "COUPON_NOT_STARTED",
@@ -68,10 +72,17 @@ def add_product(body: ProductCreate, caller: CallerDep) -> ProductPublic:
         ),
     },
 )
-def checkout(body: CheckoutRequest, caller: CallerDep) -> JSONResponse:
-    order = caller.services.checkout.place_order(
-        caller.retailer_id, body.user_id, [(i.product_id, i.quantity) for i in body.items], body.coupon_code
+def checkout(body: CheckoutRequest, caller: CallerDep, request: Request) -> JSONResponse:
+    # With a coupon, the code is looked up for the customer the order's user is to the ledger.
+    guarded = (
+        throttle.guard(request, caller, customer_id=str(body.user_id))
+        if body.coupon_code is not None
+        else contextlib.nullcontext()
     )
+    with guarded:
+        order = caller.services.checkout.place_order(
+            caller.retailer_id, body.user_id, [(i.product_id, i.quantity) for i in body.items], body.coupon_code
+        )
     public = OrderPublic(
         id=order.id, user_id=order.user_id, subtotal=order.subtotal, total=order.total, created_at=order.created_at
     )
