@@ -265,7 +265,7 @@ def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
         )
         pool.open(wait=False)
         sweeper = Sweeper(
-            url, ledger, view, interval=settings.sweep_interval, chores=cleanup_chores(pool, ledger)
+            url, ledger, view, interval=settings.sweep_interval, chores=cleanup_chores(pool, ledger, settings)
         ).start()
         try:
             while not stop.wait(0.5):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from psycopg_pool import ConnectionPool
@@ -10,7 +11,7 @@ from api.checkout import Checkout
 from api.database import apply_schema, eventsourcing_env, open_ledger, release_database, resolve_database
 from api.retailers import Retailers
 from api.settings import Settings
-from api.throttle import Throttle
+from api.throttle import Throttle, delete_idle_rate_limits
 from ledger.application import CouponLedger
 from ledger.event_store import CONNECT_TIMEOUT, POOL_TIMEOUT, RECONNECT_TIMEOUT, is_database_unavailable
 from projections.coupons import CouponsView, construct_view
@@ -18,11 +19,11 @@ from projections.runner import ProjectionLeader
 from projections.sweeper import Chore, Sweeper
 
 
-def cleanup_chores(pool: ConnectionPool, ledger: CouponLedger) -> list[Chore]:
+def cleanup_chores(pool: ConnectionPool, ledger: CouponLedger, settings: Settings) -> list[Chore]:
     """The sweeper's cleanup chores besides recording expired holds (expired checkout sessions and
     stock holds, idle rate-limit rows): each a callable taking no argument, run after every sweep
     by the one sweeping process (the API's when it projects, else `coupon-ledger project`)."""
-    return []
+    return [functools.partial(delete_idle_rate_limits, pool, settings.throttle_window)]
 
 
 @dataclass
@@ -83,7 +84,7 @@ class Services:
         return services
 
     def chores(self) -> list[Chore]:
-        return cleanup_chores(self.pool, self.ledger)
+        return cleanup_chores(self.pool, self.ledger, self.settings)
 
     def unready_reason(self) -> tuple[str, str] | None:
         """None if the service can answer requests; else why not: (reason, message)."""

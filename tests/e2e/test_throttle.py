@@ -66,8 +66,9 @@ def small_clock(small_app: FastAPI) -> StillClock:
 
 def small_api(app: FastAPI, peer: str = "testclient") -> Api:
     """A new retailer on ``app``, whose requests come from ``peer``."""
-    retailer_id, api_key = app.state.services.retailers.create(f"throttled-{uuid4().hex[:12]}")
-    return Api(TestClient(app, client=(peer, 40000)), retailer_id, api_key)
+    created = app.state.services.retailers.create(f"throttled-{uuid4().hex[:12]}")
+    client = TestClient(app, client=(peer, 40000))
+    return Api(client, created.retailer_id, created.api_key, created.publishable_key)
 
 
 def order_body(code: str, customer: str) -> dict[str, Any]:
@@ -200,7 +201,7 @@ def test_other_shoppers_and_other_keys_are_not_affected(app: FastAPI, api: Api, 
     assert_not_found(request(api, "POST", "/v1/coupons/validate", {"code": "GUESS", "subtotal": "5.00"}))
     assert request(api, "GET", "/v1/coupons/KNOWN").status_code == 200
     # Another key of the same retailer, and another retailer, with the same customer_id.
-    _, second_key, _ = app.state.services.retailers.issue_key(_name_of(api, app))
+    second_key = app.state.services.retailers.issue_key(_name_of(api, app)).key
     assert_not_found(lookup_by("apply", Api(api.client, api.retailer_id, second_key))("GUESS", customer="cust-1"))
     other_api.create_coupon("KNOWN")
     assert lookup_by("apply", other_api)("KNOWN", customer="cust-1").status_code == 201
