@@ -8,7 +8,9 @@ from psycopg_pool import ConnectionPool
 
 from api.checkout import Checkout
 from api.database import apply_schema, eventsourcing_env, open_ledger, release_database, resolve_database
+from api.idempotency import IdempotencyStore
 from api.retailers import Retailers
+from api.sessions import Sessions
 from api.settings import Settings
 from ledger.application import CouponLedger
 from ledger.event_store import CONNECT_TIMEOUT, POOL_TIMEOUT, RECONNECT_TIMEOUT, is_database_unavailable
@@ -24,6 +26,8 @@ class Services:
     coupons_view: CouponsView
     retailers: Retailers
     checkout: Checkout
+    sessions: Sessions
+    idempotency: IdempotencyStore
     pool: ConnectionPool
     leader: ProjectionLeader | None
     embedded: bool = False
@@ -53,13 +57,16 @@ class Services:
             open=True,
         )
         leader = ProjectionLeader(url, env).start() if settings.run_projections else None
+        sessions = Sessions(pool, ledger, settings.session_ttl_seconds)
         return cls(
             settings=settings,
             database_url=url,
             ledger=ledger,
             coupons_view=construct_view(env),
             retailers=Retailers(pool),
-            checkout=Checkout(pool, ledger),
+            checkout=Checkout(pool, ledger, sessions),
+            sessions=sessions,
+            idempotency=IdempotencyStore(pool, settings.idempotency_lease_seconds, settings.idempotency_wait_seconds),
             pool=pool,
             leader=leader,
             embedded=embedded,
