@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response, install_error_handlers, payload_too_large, render_error
 from api.openapi import install_docs, install_openapi
-from api.routes import campaigns, checkout, coupons, ops, redemptions, sessions
+from api.routes import campaigns, checkout, coupons, ops, redemptions, reservations, sessions
 from api.services import Services
 from api.settings import Settings
 
@@ -138,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(coupons.router)
     app.include_router(redemptions.router)
+    app.include_router(reservations.router)
     app.include_router(campaigns.router)
     app.include_router(checkout.router)
     app.include_router(sessions.router)

@@ -32,11 +32,14 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from ledger.application import COUPON_FIELDS, MAX_CAMPAIGN_CODES, RecordedEvent, Reversal
+from ledger.application import COUPON_FIELDS, MAX_CAMPAIGN_CODES, Hold, RecordedEvent, Reversal
 from ledger.domain import (
+    BLANK_CHARACTERS,
     CODE_RULE,
+    DEFAULT_HOLD_SECONDS,
     FREE_SHIPPING,
     GENERATED_LENGTH,
+    MAX_HOLD_SECONDS,
     SCOPE_FIELDS,
     TRANSITIONS,
     UNSET,
@@ -44,6 +47,7 @@ from ledger.domain import (
     Coupon,
     Item,
     Quote,
+    Reservation,
     Unset,
     normalize_code,
     normalize_prefix,
@@ -296,6 +300,36 @@ Id = Annotated[
     WithJsonSchema(ID_SCHEMA),
 ]
 """A product, variant, category or customer id: text, or an integer taken as its decimal string."""
+
+
+def _blank_class() -> str:
+    """BLANK_CHARACTERS as the body of a regular-expression character class (JSON Schema escapes)."""
+    return "".join(f"\\u{ord(c):04x}" for c in sorted(BLANK_CHARACTERS))
+
+
+CUSTOMER_ID_SCHEMA = {
+    "anyOf": [
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 100,
+            # No NUL, and at least one character that is not whitespace.
+            "pattern": f"^[^\\u0000]*[^\\u0000{_blank_class()}][^\\u0000]*$",
+        },
+        {"type": "integer", "minimum": -MAX_JSON_BIGINT, "maximum": MAX_JSON_BIGINT},
+    ],
+    "description": "A stable id of the customer: text of 1-100 characters, not only whitespace, or an integer "
+    "(taken as its decimal string).",
+    "examples": ["cust-42"],
+}
+CustomerId = Annotated[
+    str,
+    BeforeValidator(_id_value),
+    Field(min_length=1, max_length=100),
+    AfterValidator(check_text),
+    WithJsonSchema(CUSTOMER_ID_SCHEMA),
+]
+"""A customer id: an Id that is not blank (the ledger refuses a blank one, see check_customer_id)."""
 MAX_SCOPE_IDS = 1_000
 IdList = Annotated[list[Id], Field(max_length=MAX_SCOPE_IDS)]
 
@@ -577,7 +611,7 @@ class ValidateRequest(Request):
     shipping_amount: Amount | None = Field(
         default=None, description="What shipping costs: a free_shipping coupon's discount (0 when absent)."
     )
-    customer_id: Id | None = Field(
+    customer_id: CustomerId | None = Field(
         default=None, description="A stable id of the customer: required by a coupon with max_uses_per_customer."
     )
 
@@ -594,6 +628,96 @@ class ApplyRequest(ValidateRequest):
     )
 
     order_id: text(1, 100, "1001") | None = None  # type: ignore[valid-type]
+
+
+class ReserveRequest(ApplyRequest):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=_order_schema(
+            [{**VALIDATE_EXAMPLES[0], "ttl_seconds": 900}, {**VALIDATE_EXAMPLES[1], "order_id": "cart-77"}]
+        ),
+    )
+
+    ttl_seconds: Int(1, MAX_HOLD_SECONDS, DEFAULT_HOLD_SECONDS) = Field(  # type: ignore[valid-type]
+        default=DEFAULT_HOLD_SECONDS,
+        description="How long the use is held: it counts against every limit until then (default 900, at most 86400).",
+    )
+
+
+class HoldPublic(BaseModel):
+    reservation_id: UUID
+    code: str
+    original_subtotal: Amount
+    discount_amount: Amount
+    final_total: Amount
+    free_shipping: bool
+    expires_at: UtcTimestamp
+    status: Literal["held"] = "held"
+
+    @classmethod
+    def from_hold(cls, hold: Hold) -> HoldPublic:
+        quote = hold.quote
+        return cls(
+            reservation_id=hold.reservation_id,
+            code=quote.code,
+            original_subtotal=quote.original_subtotal,
+            discount_amount=quote.discount_amount,
+            final_total=quote.final_total,
+            free_shipping=quote.free_shipping,
+            expires_at=hold.expires_at,
+        )
+
+
+class ConfirmRequest(Request):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"order_id": "1001"}]})
+
+    order_id: text(1, 100, "1001") | None = Field(  # type: ignore[valid-type]
+        default=None, description="The order the use goes to (default: the order_id sent with the hold, if any)."
+    )
+
+
+ReservationStatus = Literal["held", "confirmed", "released", "expired"]
+
+
+class ReservationPublic(BaseModel):
+    reservation_id: UUID
+    code: str
+    status: ReservationStatus = Field(
+        description="held (counting against the limits until expires_at), confirmed, released or expired; "
+        "a hold past expires_at is expired at once, even before the sweeper records it."
+    )
+    original_subtotal: Amount
+    discount_amount: Amount
+    final_total: Amount
+    free_shipping: bool
+    expires_at: UtcTimestamp
+    customer_id: str | None
+    order_id: str | None
+    redemption_id: UUID | None = Field(description="The redemption it became, once confirmed.")
+    created_at: UtcTimestamp
+    ended_at: UtcTimestamp | None = Field(description="When it was confirmed, released or its expiry recorded.")
+
+    @classmethod
+    def from_reservation(cls, reservation: Reservation, now: datetime) -> ReservationPublic:
+        return cls(
+            reservation_id=reservation.id,
+            code=reservation.code,
+            status="expired" if reservation.is_past_ttl(now) else reservation.status,  # type: ignore[arg-type]
+            original_subtotal=reservation.original_subtotal,
+            discount_amount=reservation.discount_amount,
+            final_total=reservation.final_total,
+            free_shipping=reservation.free_shipping,
+            expires_at=reservation.expires_at,
+            customer_id=reservation.customer_id,
+            order_id=reservation.order_id,
+            redemption_id=reservation.redemption_id,
+            created_at=reservation.created_on,
+            ended_at=reservation.ended_at,
+        )
+
+
+class ReleasePublic(ReservationPublic):
+    already_ended: bool = Field(description="True when an earlier request (or the sweeper) had already ended it.")
 
 
 PATCH_IMMUTABLE = ("code", "discount_type", "discount_value", "campaign_id")
@@ -759,6 +883,10 @@ class RedemptionPublic(BaseModel):
     discount_amount: Amount
     final_total: Amount
     free_shipping: bool
+
+
+class ConfirmedPublic(RedemptionPublic):
+    reservation_id: UUID
 
 
 def redemption_json(redemption_id: UUID, quote: Quote) -> bytes:

@@ -354,11 +354,19 @@ class Unset:
 UNSET = Unset()
 
 
+# What counts as blank in a customer id: every character Python's str.isspace() or JSON Schema's
+# (ECMAScript's) \s takes for whitespace, so that the API's published pattern and this check agree.
+BLANK_CHARACTERS = frozenset(
+    "\t\n\v\f\r \x1c\x1d\x1e\x1f\x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000\ufeff"
+    + "".join(chr(c) for c in range(0x2000, 0x200B))
+)
+
+
 def check_customer_id(customer_id: str | None) -> None:
     """A customer id, when sent, names someone: a blank one would count every anonymous order as
     one customer's, or (as no customer at all) escape the per-customer limit."""
-    if customer_id is not None and not customer_id.strip():
-        raise InvalidCoupon("customer_id", "must not be empty")
+    if customer_id is not None and all(c in BLANK_CHARACTERS for c in customer_id):
+        raise InvalidCoupon("customer_id", "must not be empty or only whitespace")
 
 
 def raise_immutable(name: str) -> None:

@@ -78,6 +78,7 @@ CAMPAIGN = (
     '{"name":"Spring sale","prefix":"SPRING-","count":3,"max_redemptions":2,'
     '"coupon":{"discount_type":"fixed","discount_value":"5.00","max_uses":1}}'
 )
+HOLD = '{"code":"LASTONE","subtotal":"60.00","customer_id":"cust-9","ttl_seconds":600}'
 CART = '{"user_id":42,"items":[{"product_id":1,"quantity":2},{"product_id":4,"quantity":1}],"coupon_code":"save10"}'
 
 # The walkthrough: markdown, and commands run in order in one bash session ($B and $KEY set).
@@ -213,6 +214,48 @@ STEPS: list[tuple[str, str]] = [
     ("sh", post("/v1/redemptions/$R/reverse")),
     ("md", "The customer may use the coupon again:"),
     ("sh", post("/v1/coupons/validate", LAMP_ORDER)),
+    ("md", "### `POST /v1/coupons/reserve` — hold a use while the shopper pays"),
+    (
+        "md",
+        "The apply body plus `ttl_seconds` (1 to 86,400, default 900) and an optional `Idempotency-Key`.\n"
+        "The coupon's rules are checked exactly as for apply, and until it is confirmed, released or its\n"
+        "TTL passes, the hold counts against `max_uses`, the customer's limit and the campaign's budget like\n"
+        "a use. Here the last use of a coupon:",
+    ),
+    (
+        "sh",
+        post("/v1/coupons", '{"code":"lastone","discount_type":"fixed","discount_value":"10.00","max_uses":1}')
+        + " -o /dev/null -w '%{http_code}\\n'",
+    ),
+    (
+        "sh",
+        post("/v1/coupons/reserve", HOLD, "-H 'Idempotency-Key: cart-77'")
+        + " | tee hold.txt\n"
+        + "H=$(tail -n 1 hold.txt | python3 -c 'import json, sys; print(json.load(sys.stdin)[\"reservation_id\"])')",
+    ),
+    ("md", "While it is held, nobody else gets that use:"),
+    ("sh", post("/v1/coupons/apply", '{"code":"LASTONE","subtotal":"80.00"}')),
+    ("sh", get("/v1/reservations/$H")),
+    (
+        "md",
+        "### `POST /v1/reservations/{id}/confirm` and `/release`\n\n"
+        "`confirm` (optional `order_id`) turns the hold into a redemption at the price it was held at;\n"
+        "confirming again answers the same redemption. After the TTL it is `422 RESERVATION_EXPIRED`.",
+    ),
+    ("sh", post("/v1/reservations/$H/confirm", '{"order_id":"1004"}')),
+    ("sh", post("/v1/reservations/$H/confirm")),
+    ("md", "`release` gives the use back at once; again, it answers the same with `already_ended` true:"),
+    (
+        "sh",
+        'H2=$(curl -s -X POST $B/v1/coupons/reserve -H "Authorization: Bearer $KEY" '
+        "-H 'Content-Type: application/json' \\\n"
+        """  -d '{"code":"FIVEOFF","subtotal":"30.00"}' """
+        "| python3 -c 'import json, sys; print(json.load(sys.stdin)[\"reservation_id\"])')\n"
+        + post("/v1/reservations/$H2/release"),
+    ),
+    ("sh", post("/v1/reservations/$H2/release")),
+    ("md", "A confirmed hold cannot be released (reverse its redemption instead):"),
+    ("sh", post("/v1/reservations/$H/release")),
     ("md", "### `DELETE /v1/coupons/{code}` — archive"),
     (
         "md",

@@ -7,7 +7,7 @@ import binascii
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -28,9 +28,11 @@ from api.schemas import (
     CouponPublic,
     EventPage,
     EventPublic,
+    HoldPublic,
     IdempotencyKey,
     QuotePublic,
     RedemptionPublic,
+    ReserveRequest,
     Status,
     TransitionRequest,
     ValidateRequest,
@@ -180,6 +182,12 @@ def validate_coupon(body: ValidateRequest, caller: CallerDep) -> QuotePublic:
 
 
 IDEMPOTENCY_KEY = TypeAdapter[str](IdempotencyKey)
+APPLY_RESPONSE_HEADERS = {
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the first response to the same key and body, again.",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
 APPLY_OPENAPI: dict[str, Any] = {
     "parameters": [
         {
@@ -215,12 +223,7 @@ APPLY_OPENAPI: dict[str, Any] = {
                     "description": "Give the use back.",
                 }
             },
-            "headers": {
-                "Idempotent-Replayed": {
-                    "description": "`true` when this is the first response to the same key and body, again.",
-                    "schema": {"type": "string", "enum": ["true"]},
-                }
-            },
+            "headers": APPLY_RESPONSE_HEADERS,
         },
         **errors({**NOT_FOUND, 409: ["IDEMPOTENCY_KEY_REUSED"], 422: REFUSED, **WRITE_BUSY}),
     },
@@ -248,6 +251,55 @@ async def apply_coupon(request: Request) -> Response:
     )
     headers = {"Idempotent-Replayed": "true"} if receipt.replayed else None
     content = redemption_json(receipt.redemption_id, receipt.quote)  # RedemptionPublic's JSON
+    return Response(content, status_code=201, media_type="application/json", headers=headers)
+
+
+@router.post(
+    "/reserve",
+    status_code=201,
+    response_model=None,
+    responses={
+        201: {
+            "model": HoldPublic,
+            "description": "The hold (replayed: header Idempotent-Replayed)",
+            "links": {
+                name: {
+                    "operationId": operation,
+                    "parameters": {"reservation_id": "$response.body#/reservation_id"},
+                    "description": description,
+                }
+                for name, operation, description in [
+                    ("ConfirmReservation", "confirm_reservation", "Turn the hold into a redemption."),
+                    ("ReleaseReservation", "release_reservation", "Give the held use back."),
+                    ("GetReservation", "get_reservation", "The hold's state."),
+                ]
+            },
+            "headers": APPLY_RESPONSE_HEADERS,
+        },
+        **errors({**NOT_FOUND, 409: ["IDEMPOTENCY_KEY_REUSED"], 422: REFUSED, **WRITE_BUSY}),
+    },
+)
+async def reserve_coupon(
+    body: ReserveRequest,
+    caller: CallerDep,
+    idempotency_key: Annotated[IdempotencyKey | None, Header(alias="Idempotency-Key")] = None,
+) -> Response:
+    """Hold one use of the coupon for ttl_seconds while the shopper pays: checked exactly like
+    apply, and counted against max_uses, the per-customer limit and the campaign's budget until it
+    is confirmed, released, or its TTL passes (then it stops counting at once)."""
+    hold = await caller.services.ledger.reserve_async(
+        caller.retailer_id,
+        body.code,
+        body.subtotal,
+        idempotency_key=idempotency_key,
+        order_id=body.order_id,
+        items=body.order_items(),
+        shipping_amount=body.shipping_amount,
+        customer_id=body.customer_id,
+        ttl_seconds=body.ttl_seconds,
+    )
+    headers = {"Idempotent-Replayed": "true"} if hold.replayed else None
+    content = HoldPublic.from_hold(hold).model_dump_json().encode()
     return Response(content, status_code=201, media_type="application/json", headers=headers)
 
 
