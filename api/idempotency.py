@@ -203,10 +203,10 @@ class Idempotency:
                 log.warning("Idempotency-Key %r was taken over while its request ran", self.key)
                 continue  # another request took the key over: wait for its answer, replay it
             except Exception:
-                await run_in_threadpool(store.abandon, claim)
+                await abandon(store, claim)
                 raise
             if not 200 <= response.status_code < 300:
-                await run_in_threadpool(store.abandon, claim)
+                await abandon(store, claim)
             elif claim.recorded is None:
                 try:
                     await run_in_threadpool(store.record, claim, response.status_code, bytes(response.body))
@@ -236,6 +236,14 @@ class Idempotency:
                 )
             await asyncio.sleep(pause)
             pause = min(pause * 2, MAX_POLL_SECONDS)
+
+
+async def abandon(store: IdempotencyStore, claim: Claim) -> None:
+    """Free the key after an error; if even that fails (the database is away), its lease ends it."""
+    try:
+        await run_in_threadpool(store.abandon, claim)
+    except Exception:
+        log.warning("could not free Idempotency-Key %r; it is free again when its lease ends", claim.key, exc_info=True)
 
 
 IDEMPOTENCY_HEADER_DESCRIPTION = (
