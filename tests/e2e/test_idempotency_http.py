@@ -262,7 +262,8 @@ def test_keys_are_kept_with_the_response(api: Api, sql: Sql) -> None:
         "/v1/checkout", json={"user_id": 1, "items": [{"product_id": tote["id"], "quantity": 1}]}, headers=with_key(k)
     )
     rows = sql(
-        "SELECT method, path, response_status, response_body, claim FROM idempotency_keys WHERE retailer_id = %s AND key = %s",
+        "SELECT method, path, response_status, response_body, claim FROM idempotency_keys"
+        " WHERE retailer_id = %s AND key = %s",
         api.retailer_id,
         k,
     )
