@@ -18,6 +18,8 @@ same unit: available = stock - live holds of the other sessions.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -42,7 +44,7 @@ from ledger.timestamps import format_timestamp
 T = TypeVar("T")
 ZERO = Decimal("0.00")
 DEFAULT_SESSION_TTL = 30 * 60
-ATTEMPTS = 5  # optimistic retries of a change that met a concurrent one
+ATTEMPTS = 8  # optimistic retries of a change that met a concurrent one
 # The ledger's refusals that mean "this coupon does not apply to this cart (any more)".
 COUPON_REFUSALS = frozenset(
     {
@@ -627,11 +629,11 @@ class Sessions:
 
 async def retrying(step: Callable[[], Awaitable[T]]) -> T:
     """Run ``step`` until it does not meet a concurrent change of the session (a few times)."""
-    for _ in range(ATTEMPTS):
+    for attempt in range(ATTEMPTS):
         try:
             return await step()
         except SessionChanged:
-            continue
+            await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))  # apart from the others retrying
     raise busy()
 
 
