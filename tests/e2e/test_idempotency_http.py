@@ -288,6 +288,8 @@ def test_the_openapi_document_names_the_header_and_the_replay(client: Any) -> No
         ("/v1/checkout/sessions/{session_id}/coupon", "post"),
         ("/v1/checkout/sessions/{session_id}/coupon", "delete"),
         ("/v1/checkout/sessions/{session_id}/hold-inventory", "post"),
+        ("/v1/reservations/{reservation_id}/confirm", "post"),
+        ("/v1/reservations/{reservation_id}/release", "post"),
     ]
     for path, method in operations:
         operation = document["paths"][path][method]
@@ -299,3 +301,29 @@ def test_the_openapi_document_names_the_header_and_the_replay(client: Any) -> No
         assert "Retry-After" in conflict["headers"]
         success = next(r for status, r in operation["responses"].items() if status.startswith("2"))
         assert "Idempotent-Replayed" in success["headers"]
+
+
+def reserve(api: Api, code: str) -> str:
+    response = api.post("/v1/coupons/reserve", json={"code": code, "subtotal": "50.00"})
+    assert response.status_code == 201, response.text
+    return str(response.json()["reservation_id"])
+
+
+def test_confirm_and_release_replay_under_their_key(api: Api) -> None:
+    api.create_coupon("HELD10", max_uses=5)
+    confirmed_id, released_id = reserve(api, "HELD10"), reserve(api, "HELD10")
+    k = key()
+    confirm = f"/v1/reservations/{confirmed_id}/confirm"
+    first = api.post(confirm, json={"order_id": "A-1"}, headers=with_key(k))
+    assert first.status_code == 201, first.text
+    assert_replay(first, api.post(confirm, json={"order_id": "A-1"}, headers=with_key(k)))
+    assert_error(api.post(confirm, json={"order_id": "A-2"}, headers=with_key(k)), 409, "IDEMPOTENCY_KEY_REUSED")
+    release = f"/v1/reservations/{released_id}/release"
+    assert_error(api.post(release, headers=with_key(k)), 409, "IDEMPOTENCY_KEY_REUSED")
+    k2 = key()
+    ended = api.post(release, headers=with_key(k2))
+    assert ended.status_code == 200, ended.text
+    assert ended.json()["already_ended"] is False
+    assert_replay(ended, api.post(release, headers=with_key(k2)))  # the first answer, not "already ended"
+    assert api.post(release).json()["already_ended"] is True
+    assert api.coupon("HELD10")["uses_count"] == 1
