@@ -123,6 +123,16 @@ BEGIN
     END IF;
 END;
 $$;
+-- The storefront's list (GET /v1/storefront/coupons): a retailer's public coupons in code order,
+-- without walking its other coupons (a campaign's 100,000 codes are not public). Few coupons are
+-- public, so the index is small. Guarded: CREATE INDEX IF NOT EXISTS would still lock the table.
+DO $$
+BEGIN
+    IF to_regclass('coupons_public_code') IS NULL THEN
+        CREATE INDEX coupons_public_code ON coupons (retailer_id, code) WHERE public AND archived_at IS NULL;
+    END IF;
+END;
+$$;
 
 -- Retailers and their API keys (SHA-256 of the key; the key itself is shown once).
 CREATE TABLE IF NOT EXISTS retailers (
@@ -151,6 +161,21 @@ CREATE TABLE IF NOT EXISTS api_keys (
     retailer_id uuid NOT NULL REFERENCES retailers (id),
     created_at timestamptz NOT NULL DEFAULT now()
 );
+-- Issue 8: a key is a secret one (`cl_…`: every route) or a publishable one (`pk_…`, safe in a web
+-- page: the storefront and checkout-session routes only). Added here rather than in the CREATE
+-- TABLE above, so that a new database and one from before take the same path; a key from before is
+-- a secret one (the default). Guarded, so that a later start takes no lock on api_keys.
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_attribute WHERE attrelid = 'api_keys'::regclass AND attname = 'kind'
+    ) THEN
+        ALTER TABLE api_keys
+            ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'secret'
+                CONSTRAINT api_keys_kind CHECK (kind IN ('secret', 'publishable'));
+    END IF;
+END;
+$$;
 
 -- The existing Cartly checkout, exactly as in the seed (each row's retailer_id is added below).
 CREATE TABLE IF NOT EXISTS products (

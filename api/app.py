@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Request, Response
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.deps import publishable_key_may_call
 from api.errors import error_response, install_error_handlers, payload_too_large, render_error
 from api.openapi import install_docs, install_openapi
-from api.routes import campaigns, checkout, coupons, ops, redemptions, reservations, sessions
+from api.routes import campaigns, checkout, coupons, ops, redemptions, reservations, sessions, storefront
 from api.services import Services
 from api.settings import Settings
 
@@ -98,6 +100,28 @@ class RequestContext:
             await response(scope, receive, send_with_id)
 
 
+class StorefrontCors:
+    """CORS on the routes a publishable key may call (the storefront's and the checkout sessions'),
+    so that a shop's pages can call them from the browser: any origin (the key, not a cookie,
+    authenticates, and a publishable key is public by design), any method and request header, the
+    response headers a page needs exposed. A preflight is always answered 200; the request itself
+    then meets the usual checks. The other routes are left alone (a secret key belongs on a server)."""
+
+    EXPOSED = ["ETag", "Retry-After", "X-Request-ID", "Idempotent-Replayed", "WWW-Authenticate"]
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.cors = CORSMiddleware(
+            app, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"], expose_headers=self.EXPOSED, max_age=600
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and publishable_key_may_call(scope["path"]):
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -129,6 +153,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.state.max_body_bytes = settings.max_body_bytes
+    # Inside RequestContext: the routes it serves directly (apply) never pass through it.
+    app.add_middleware(StorefrontCors)
     # Every response, the 413 and 500 ones included, carries X-Request-ID.
     app.add_middleware(
         RequestContext,
@@ -142,6 +168,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(campaigns.router)
     app.include_router(checkout.router)
     app.include_router(sessions.router)
+    app.include_router(storefront.router)
     app.include_router(ops.router)
     install_openapi(app)
     install_docs(app)

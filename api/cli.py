@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from uuid import UUID
 
 import uvicorn
 from psycopg_pool import ConnectionPool
@@ -25,7 +24,15 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 from api.checkout import Checkout
 from api.database import abandon_embedded, apply_schema, eventsourcing_env, open_database, open_ledger
 from api.errors import validation_errors
-from api.retailers import RetailerNameTaken, RetailerNotFound, Retailers, normalize_retailer_name
+from api.retailers import (
+    PUBLISHABLE,
+    SECRET,
+    NewRetailer,
+    RetailerNameTaken,
+    RetailerNotFound,
+    Retailers,
+    normalize_retailer_name,
+)
 from api.schemas import CampaignCreate, in_template
 from api.settings import Settings
 from ledger.application import MAX_CAMPAIGN_CODES
@@ -99,8 +106,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             apply_schema(url)
             created = create_demo_retailer(url) if embedded else None
             if created is not None:
-                retailer_id, api_key = created
-                print(f"Created the demo retailer {retailer_id}. Its API key (shown once): {api_key}", flush=True)
+                print(
+                    f"Created the demo retailer {created.retailer_id}. Its API key (shown once): {created.api_key}"
+                    f"\nIts publishable key, for the storefront routes (shown once): {created.publishable_key}",
+                    flush=True,
+                )
             if signals.requested.is_set():
                 return 0
             os.environ["DATABASE_URL"] = url  # worker processes use the same database
@@ -172,19 +182,19 @@ class Supervisor(Multiprocess):
                 worker.process.join(0.1)
 
 
-def create_demo_retailer(url: str) -> tuple[UUID, str] | None:
-    """On a store without retailers: the `demo` retailer and its demo products; its id and key."""
+def create_demo_retailer(url: str) -> NewRetailer | None:
+    """On a store without retailers: the `demo` retailer and its demo products; its id and keys."""
     with ConnectionPool(url, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool:
         retailers = Retailers(pool)
         if retailers.count() != 0:
             return None
-        retailer_id, api_key = retailers.create("demo")
+        created = retailers.create("demo")
         ledger = open_ledger(eventsourcing_env(url, pool_size=1, max_overflow=0))
         try:
-            Checkout(pool, ledger).add_demo_products(retailer_id)
+            Checkout(pool, ledger).add_demo_products(created.retailer_id)
         finally:
             ledger.close()
-    return retailer_id, api_key
+    return created
 
 
 class ProjectionProcess:
@@ -262,11 +272,16 @@ def cmd_retailer_create(args: argparse.Namespace, settings: Settings) -> int:
         apply_schema(url)
         with ConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
             try:
-                retailer_id, api_key = Retailers(pool).create(args.name)
+                created = Retailers(pool).create(args.name)
             except RetailerNameTaken as taken:
                 print(f"coupon-ledger retailer create: error: {taken}", file=sys.stderr)
                 return 1
-    print(json.dumps({"retailer_id": str(retailer_id), "api_key": api_key}))
+    printed = {
+        "retailer_id": str(created.retailer_id),
+        "api_key": created.api_key,
+        "publishable_key": created.publishable_key,
+    }
+    print(json.dumps(printed))
     return 0
 
 
@@ -274,12 +289,14 @@ def cmd_retailer_key(args: argparse.Namespace, settings: Settings) -> int:
     with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
         apply_schema(url)
         with ConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
+            kind = PUBLISHABLE if args.publishable else SECRET
             try:
-                retailer_id, api_key, revoked = Retailers(pool).issue_key(args.name, args.revoke_others)
+                issued = Retailers(pool).issue_key(args.name, args.revoke_others, kind)
             except RetailerNotFound as missing:
                 print(f"coupon-ledger retailer key: error: {missing}", file=sys.stderr)
                 return 1
-    print(json.dumps({"retailer_id": str(retailer_id), "api_key": api_key, "revoked_keys": revoked}))
+    name = "publishable_key" if issued.kind == PUBLISHABLE else "api_key"
+    print(json.dumps({"retailer_id": str(issued.retailer_id), name: issued.key, "revoked_keys": issued.revoked}))
     return 0
 
 
@@ -463,9 +480,11 @@ def parser() -> argparse.ArgumentParser:
     retailer_commands = retailer.add_subparsers(dest="retailer_command", required=True, metavar="ACTION")
     create = retailer_commands.add_parser(
         "create",
-        help="create a retailer and print its API key",
-        description="Create a retailer and print one JSON line with its id and API key (shown only here). "
-        "Names are unique, compared without case and surrounding spaces.",
+        help="create a retailer and print its API key and publishable key",
+        description='Create a retailer and print one JSON line {"retailer_id", "api_key", "publishable_key"} '
+        "(the keys are shown only here). The API key (cl_...) is secret and may call every route; the "
+        "publishable key (pk_...), safe to ship in a web page, may call only the storefront and "
+        "checkout-session routes. Names are unique, compared without case and surrounding spaces.",
         formatter_class=HelpFormatter,
     )
     create.add_argument(
@@ -476,15 +495,24 @@ def parser() -> argparse.ArgumentParser:
     create.set_defaults(func=cmd_retailer_create)
     key = retailer_commands.add_parser(
         "key",
-        help="issue a new API key for a retailer (a lost or leaked key)",
-        description="Issue a new API key for the retailer of this name and print one JSON line with it "
-        "(shown only here). Keys are stored as hashes, so a lost key cannot be shown again: issue a new "
-        "one, and with --revoke-others make every older key stop working (within 30 s on running servers).",
+        help="issue a new API key (or publishable key) for a retailer (a lost or leaked key)",
+        description="Issue a new secret API key (with --publishable, a publishable key) for the retailer of "
+        'this name and print one JSON line with it, {"retailer_id", "api_key" or "publishable_key", '
+        '"revoked_keys"} (shown only here). Keys are stored as hashes, so a lost key cannot be shown again: '
+        "issue a new one, and with --revoke-others make every older key of the same kind stop working "
+        "(within 30 s on running servers); keys of the other kind keep working.",
         formatter_class=HelpFormatter,
     )
     key.add_argument("name", type=retailer_name, help="the retailer's name, as given to `retailer create`")
     key.add_argument(
-        "--revoke-others", action="store_true", help="revoke every other key of this retailer (a leaked key)"
+        "--publishable",
+        action="store_true",
+        help="issue a publishable key (pk_..., for the storefront routes) instead of a secret one",
+    )
+    key.add_argument(
+        "--revoke-others",
+        action="store_true",
+        help="revoke every other key of this retailer of the same kind (a leaked key)",
     )
     key.set_defaults(func=cmd_retailer_key)
 

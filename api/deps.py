@@ -1,7 +1,11 @@
-"""Typed dependencies: the authenticated caller (its retailer) and the shared services.
+"""Typed dependencies: the authenticated caller (its retailer and key kind) and the shared services.
 
 One dependency for both, and async, so that a route costs one dependency to solve and an async
 route (the write path) runs without borrowing a thread.
+
+Two dependencies, by who may call: `CallerDep` (every management route) takes a secret key only
+and answers a publishable one 403 FORBIDDEN; `StorefrontCallerDep` (the storefront and
+checkout-session routes) takes either kind.
 """
 
 from __future__ import annotations
@@ -14,29 +18,69 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError
+from api.retailers import SECRET, KeyKind
 from api.services import Services
+
+# The routes a publishable key may call, by path: the storefront's and the checkout sessions'.
+# Documentation (api/openapi.py) and tests use it; the routes enforce it by their dependency.
+STOREFRONT_PREFIX = "/v1/storefront/"
+SESSIONS_PATH = "/v1/checkout/sessions"
+
+
+def publishable_key_may_call(path: str) -> bool:
+    """Whether a route of this path (as declared, ``{id}`` and all) takes a publishable key."""
+    return path.startswith(STOREFRONT_PREFIX) or path == SESSIONS_PATH or path.startswith(SESSIONS_PATH + "/")
 
 
 @dataclass(frozen=True)
 class Caller:
     retailer_id: UUID
     services: Services
+    kind: KeyKind = SECRET
+
+
+def _bearer_key(request: Request) -> str:
+    # Read straight from the headers: a declared Header parameter costs FastAPI more per request
+    # than the rest of authentication, and this one is not part of the documented parameters.
+    scheme, _, api_key = (request.headers.get("authorization") or "").partition(" ")
+    api_key = api_key.strip()
+    if scheme.lower() != "bearer" or not api_key:
+        raise ApiError("UNAUTHENTICATED", "Send 'Authorization: Bearer <api key>'.")
+    return api_key
+
+
+def _invalid_key() -> ApiError:
+    return ApiError("UNAUTHENTICATED", "The API key is not valid.")
 
 
 async def get_caller(request: Request) -> Caller:
-    # Read straight from the headers: a declared Header parameter costs FastAPI more per request
-    # than the rest of authentication, and this one is not part of the documented parameters.
-    authorization = request.headers.get("authorization")
+    """The caller of a management route: a secret key; a publishable one is 403 FORBIDDEN."""
+    api_key = _bearer_key(request)
     services: Services = request.app.state.services
-    scheme, _, api_key = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not api_key.strip():
-        raise ApiError("UNAUTHENTICATED", "Send 'Authorization: Bearer <api key>'.")
-    api_key = api_key.strip()
     # A key seen before is answered from memory, without a thread; a new one is looked up.
-    retailer_id = services.retailers.known(api_key) or await run_in_threadpool(services.retailers.authenticate, api_key)
-    if retailer_id is None:
-        raise ApiError("UNAUTHENTICATED", "The API key is not valid.")
-    return Caller(retailer_id, services)
+    key = services.retailers.known(api_key) or await run_in_threadpool(services.retailers.authenticate, api_key)
+    if key is None:
+        raise _invalid_key()
+    if key.kind != SECRET:
+        raise ApiError(
+            "FORBIDDEN",
+            "This route needs a secret API key (cl_...). A publishable key (pk_...) may call only "
+            "the storefront (/v1/storefront/...) and checkout-session (/v1/checkout/sessions...) routes.",
+            key_kind=key.kind,
+            required_key_kind=SECRET,
+        )
+    return Caller(key.retailer_id, services)
+
+
+async def get_storefront_caller(request: Request) -> Caller:
+    """The caller of a storefront or checkout-session route: a publishable or a secret key."""
+    api_key = _bearer_key(request)
+    services: Services = request.app.state.services
+    key = services.retailers.known(api_key) or await run_in_threadpool(services.retailers.authenticate, api_key)
+    if key is None:
+        raise _invalid_key()
+    return Caller(key.retailer_id, services, key.kind)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
+StorefrontCallerDep = Annotated[Caller, Depends(get_storefront_caller)]

@@ -20,6 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.deps import publishable_key_may_call
 from api.schemas import ApplyRequest, Error
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
@@ -84,7 +85,11 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         SECURITY_SCHEME: {
             "type": "http",
             "scheme": "bearer",
-            "description": "A retailer's API key: `Authorization: Bearer <api key>`.",
+            "description": (
+                "A retailer's key: `Authorization: Bearer <key>`. A secret API key (`cl_…`) may call every "
+                "route; a publishable key (`pk_…`, safe in a web page) only the storefront and "
+                "checkout-session routes (any other route answers it 403 FORBIDDEN)."
+            ),
         }
     }
     for path, operations in schema.get("paths", {}).items():
@@ -95,6 +100,8 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             if path.startswith("/v1/"):
                 operation["security"] = [{SECURITY_SCHEME: []}]
                 _add_codes(responses, 401, ["UNAUTHENTICATED"])
+                if not publishable_key_may_call(path):
+                    _add_codes(responses, 403, ["FORBIDDEN"])
                 # Every /v1 route reads the database: while it is unreachable, 503 with Retry-After.
                 _add_codes(responses, 503, ["SERVICE_UNAVAILABLE"])
             for parameter in operation.get("parameters", []):

@@ -1,4 +1,10 @@
-"""Retailers and their bearer API keys. Keys are random, shown once, stored as SHA-256."""
+"""Retailers and their bearer API keys. Keys are random, shown once, stored as SHA-256.
+
+A retailer has two kinds of key: secret ones (`cl_…`), for its servers, which may call every
+route; and publishable ones (`pk_…`), safe to ship in a web page, which may call only the
+storefront and checkout-session routes (api/deps.py enforces it). The kind is stored beside the
+hash; the prefix only helps people tell the two apart.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import secrets
 import threading
 import time
 import unicodedata
+from typing import Literal, NamedTuple
 from uuid import UUID, uuid4
 
 from psycopg import errors
@@ -15,6 +22,10 @@ from psycopg_pool import ConnectionPool
 MAX_NAME_LENGTH = 200
 KNOWN_FOR = 30.0  # seconds a process trusts a key it has checked: a revoked key works at most this long
 NAME_INDEX = "retailers_name_unique"  # schema.sql: unique on lower(btrim(name))
+KeyKind = Literal["secret", "publishable"]
+SECRET: KeyKind = "secret"
+PUBLISHABLE: KeyKind = "publishable"
+KEY_PREFIX: dict[KeyKind, str] = {SECRET: "cl_", PUBLISHABLE: "pk_"}
 
 
 class RetailerNotFound(Exception):
@@ -47,19 +58,46 @@ def hash_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
+def new_key(kind: KeyKind) -> str:
+    return KEY_PREFIX[kind] + secrets.token_urlsafe(32)
+
+
+class ApiKey(NamedTuple):
+    """What a key stands for: its retailer and its kind."""
+
+    retailer_id: UUID
+    kind: KeyKind
+
+
+class NewRetailer(NamedTuple):
+    """A retailer just created, with its two keys (shown only now: only their hashes are kept)."""
+
+    retailer_id: UUID
+    api_key: str
+    publishable_key: str
+
+
+class IssuedKey(NamedTuple):
+    retailer_id: UUID
+    key: str
+    kind: KeyKind
+    revoked: int
+
+
 class Retailers:
     def __init__(self, pool: ConnectionPool, known_for: float = KNOWN_FOR) -> None:
         self.pool = pool
         self.known_for = known_for
-        self._known: dict[str, tuple[UUID, float]] = {}  # key hash -> (retailer, until when)
+        self._known: dict[str, tuple[ApiKey, float]] = {}  # key hash -> (what it stands for, until when)
         self._lock = threading.Lock()
 
-    def create(self, name: str) -> tuple[UUID, str]:
-        """A new retailer and its API key. Raises ValueError for a malformed name, and
-        RetailerNameTaken, creating nothing, if the name is taken (the database decides)."""
+    def create(self, name: str) -> NewRetailer:
+        """A new retailer, its secret API key and its publishable key. Raises ValueError for a
+        malformed name, and RetailerNameTaken, creating nothing, if the name is taken (the
+        database decides)."""
         name = normalize_retailer_name(name)
         retailer_id = uuid4()
-        api_key = "cl_" + secrets.token_urlsafe(32)
+        api_key, publishable_key = new_key(SECRET), new_key(PUBLISHABLE)
         with self.pool.connection() as conn, conn.transaction():
             try:
                 conn.execute("INSERT INTO retailers (id, name) VALUES (%s, %s)", (retailer_id, name))
@@ -68,16 +106,18 @@ class Retailers:
                     raise RetailerNameTaken(name) from None
                 raise
             conn.execute(
-                "INSERT INTO api_keys (key_hash, retailer_id) VALUES (%s, %s)", (hash_key(api_key), retailer_id)
+                "INSERT INTO api_keys (key_hash, retailer_id, kind) VALUES (%s, %s, %s), (%s, %s, %s)",
+                (hash_key(api_key), retailer_id, SECRET, hash_key(publishable_key), retailer_id, PUBLISHABLE),
             )
-        return retailer_id, api_key
+        return NewRetailer(retailer_id, api_key, publishable_key)
 
-    def issue_key(self, name: str, revoke_others: bool = False) -> tuple[UUID, str, int]:
-        """A new API key for the retailer of this name (for a lost or leaked key): its id, the key,
-        and how many older keys were revoked (all of them with ``revoke_others``, else none).
-        Raises RetailerNotFound."""
+    def issue_key(self, name: str, revoke_others: bool = False, kind: KeyKind = SECRET) -> IssuedKey:
+        """A new key of this kind for the retailer of this name (for a lost or leaked key): its
+        id, the key, and how many older keys of the same kind were revoked (all of them with
+        ``revoke_others``, else none; keys of the other kind are never touched, so rotating a
+        secret key leaves the storefront's publishable key working). Raises RetailerNotFound."""
         name = normalize_retailer_name(name)
-        api_key = "cl_" + secrets.token_urlsafe(32)
+        api_key = new_key(kind)
         with self.pool.connection() as conn, conn.transaction():
             row = conn.execute("SELECT id FROM retailers WHERE lower(btrim(name)) = lower(%s)", (name,)).fetchone()
             if row is None:
@@ -85,11 +125,14 @@ class Retailers:
             retailer_id: UUID = row[0]
             revoked = 0
             if revoke_others:
-                revoked = conn.execute("DELETE FROM api_keys WHERE retailer_id = %s", (retailer_id,)).rowcount
+                revoked = conn.execute(
+                    "DELETE FROM api_keys WHERE retailer_id = %s AND kind = %s", (retailer_id, kind)
+                ).rowcount
             conn.execute(
-                "INSERT INTO api_keys (key_hash, retailer_id) VALUES (%s, %s)", (hash_key(api_key), retailer_id)
+                "INSERT INTO api_keys (key_hash, retailer_id, kind) VALUES (%s, %s, %s)",
+                (hash_key(api_key), retailer_id, kind),
             )
-        return retailer_id, api_key, revoked
+        return IssuedKey(retailer_id, api_key, kind, revoked)
 
     def named(self, name: str) -> UUID:
         """The id of the retailer of this name (compared as ``create`` does); RetailerNotFound."""
@@ -101,29 +144,29 @@ class Retailers:
         retailer_id: UUID = row[0]
         return retailer_id
 
-    def known(self, api_key: str) -> UUID | None:
-        """The retailer of a key this process authenticated within the last KNOWN_FOR seconds;
-        None otherwise (then ``authenticate`` asks the database again, so a revoked key stops
-        working within that time)."""
+    def known(self, api_key: str) -> ApiKey | None:
+        """The retailer and kind of a key this process authenticated within the last KNOWN_FOR
+        seconds; None otherwise (then ``authenticate`` asks the database again, so a revoked key
+        stops working within that time). One hash and one dict lookup: the cost of every request."""
         entry = self._known.get(hash_key(api_key))
         if entry is None or entry[1] < time.monotonic():
             return None
         return entry[0]
 
-    def authenticate(self, api_key: str) -> UUID | None:
-        retailer_id = self.known(api_key)
-        if retailer_id is not None:
-            return retailer_id
+    def authenticate(self, api_key: str) -> ApiKey | None:
+        known = self.known(api_key)
+        if known is not None:
+            return known
         key_hash = hash_key(api_key)
         with self.pool.connection() as conn:
-            row = conn.execute("SELECT retailer_id FROM api_keys WHERE key_hash = %s", (key_hash,)).fetchone()
+            row = conn.execute("SELECT retailer_id, kind FROM api_keys WHERE key_hash = %s", (key_hash,)).fetchone()
         with self._lock:
             if row is None:
                 self._known.pop(key_hash, None)
                 return None
-            retailer_id = row[0]
-            self._known[key_hash] = (retailer_id, time.monotonic() + self.known_for)
-        return retailer_id
+            found = ApiKey(row[0], row[1])
+            self._known[key_hash] = (found, time.monotonic() + self.known_for)
+        return found
 
     def count(self) -> int:
         with self.pool.connection() as conn:

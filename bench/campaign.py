@@ -67,7 +67,7 @@ def run(url: str, count: int, timeout: float) -> list[str]:
     """The report's lines."""
     apply_schema(url)
     with ConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
-        retailer_id, _key = Retailers(pool).create(RETAILER)
+        retailer_id = Retailers(pool).create(RETAILER).retailer_id
     env = eventsourcing_env(url, pool_size=1, max_overflow=1)
     view = construct_view(env)
     projection = subprocess.Popen([str(CLI), "project"], env=cli_env(url), stderr=subprocess.DEVNULL)

@@ -363,12 +363,15 @@ class CouponsView(PostgresTrackingRecorder):
         after_code: str | None,
         limit: int,
         campaign_id: UUID | None = None,
+        public_only: bool = False,
     ) -> list[CouponRow]:
         """A retailer's coupons (archived ones left out) in code order, after ``after_code``,
-        of one status and one campaign when given."""
+        of one status and one campaign when given; only the public ones with ``public_only``
+        (the storefront's list, served by the partial index coupons_public_code)."""
+        public = " AND public" if public_only else ""
         query = (
             f"SELECT * FROM (SELECT {ROW_COLUMNS}, {STATUS_SQL} AS status"
-            f" FROM coupons WHERE retailer_id = %(retailer_id)s AND code > %(after)s AND archived_at IS NULL"
+            f" FROM coupons WHERE retailer_id = %(retailer_id)s AND code > %(after)s AND archived_at IS NULL{public}"
             f" AND (%(campaign_id)s::uuid IS NULL OR campaign_id = %(campaign_id)s)) c"
             f" WHERE %(status)s::text IS NULL OR status = %(status)s ORDER BY code LIMIT %(limit)s"
         )

@@ -1,7 +1,7 @@
 """Regenerate the README's API walkthrough from a real run: `python scripts/walkthrough.py`.
 
 It starts `coupon-ledger serve` on a fresh embedded PostgreSQL (a temporary data folder, a free
-port), takes the demo key that serve prints, runs every command of the walkthrough below with
+port), takes the demo keys that serve prints ($KEY, $PK), runs every command of the walkthrough below with
 bash, in order, exactly as the README shows it, and writes each command with the response it
 produced between the README's walkthrough markers. So every response in the README is produced
 by exactly the commands above it. `--check` compares instead of writing (ids, keys, timestamps
@@ -362,11 +362,11 @@ def run_walkthrough() -> str:
             text=True,
         )
         try:
-            key = wait_for_key(server)
+            key, publishable_key = wait_for_keys(server)
             base = f"http://127.0.0.1:{port}"
             wait_ready(base)
             parts = []
-            shell_env = {**env, "B": base, "KEY": key}
+            shell_env = {**env, "B": base, "KEY": key, "PK": publishable_key}
             work = Path(data_dir) / "terminal"
             work.mkdir()
             state = work / ".variables"
@@ -393,19 +393,22 @@ def run_walkthrough() -> str:
     return "\n\n".join(parts)
 
 
-def wait_for_key(server: subprocess.Popen[str]) -> str:
+def wait_for_keys(server: subprocess.Popen[str]) -> tuple[str, str]:
+    """The demo retailer's secret key ($KEY) and publishable key ($PK), as serve prints them."""
     assert server.stdout is not None
     deadline = time.monotonic() + 60
     seen = []
+    keys: dict[str, str] = {}
     while time.monotonic() < deadline:
         line = server.stdout.readline()
         if not line:
             break
         seen.append(line)
-        found = re.search(r"(cl_[A-Za-z0-9_-]+)", line)
-        if found:
-            return found.group(1)
-    raise RuntimeError("serve printed no demo key:\n" + "".join(seen))
+        for found in re.finditer(r"\b((cl|pk)_[A-Za-z0-9_-]+)", line):
+            keys.setdefault(found.group(2), found.group(1))
+        if len(keys) == 2:
+            return keys["cl"], keys["pk"]
+    raise RuntimeError("serve printed no demo keys:\n" + "".join(seen))
 
 
 def wait_ready(base: str) -> None:

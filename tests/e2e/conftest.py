@@ -40,8 +40,8 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 
 
 def _new_retailer(app: FastAPI, client: TestClient, name: str) -> Api:
-    retailer_id, api_key = app.state.services.retailers.create(f"{name}-{uuid4().hex[:12]}")  # names are unique
-    return Api(client, retailer_id, api_key)
+    created = app.state.services.retailers.create(f"{name}-{uuid4().hex[:12]}")  # names are unique
+    return Api(client, created.retailer_id, created.api_key, created.publishable_key)
 
 
 @pytest.fixture

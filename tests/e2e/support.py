@@ -22,13 +22,33 @@ def future() -> str:
 
 @dataclass
 class Api:
+    """A client that sends ``api_key`` (the retailer's secret key) on every call; ``publishable``
+    is the same retailer calling with its publishable key (``pk_…``), as a storefront does."""
+
     client: TestClient
     retailer_id: UUID
     api_key: str
+    publishable_key: str = ""
 
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}
+
+    @property
+    def publishable(self) -> Api:
+        """The same retailer, calling with its publishable key."""
+        assert self.publishable_key, "this Api was made without a publishable key"
+        return Api(self.client, self.retailer_id, self.publishable_key, self.publishable_key)
+
+    def request(
+        self, method: str, path: str, json: Any = None, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        if json is not None:
+            kwargs["json"] = json
+        return self.client.request(method, path, headers=self._headers(headers), **kwargs)
+
+    def delete(self, path: str, headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+        return self.client.delete(path, headers=self._headers(headers), **kwargs)
 
     def _headers(self, extra: dict[str, str] | None) -> dict[str, str]:
         return {**self.headers, **(extra or {})}

@@ -51,8 +51,9 @@ def test_an_unwritable_event_stops_the_projection_naming_it_and_the_api_still_an
 ) -> None:
     app, client = served
     services = app.state.services
-    retailer_id, api_key = services.retailers.create("poisoned")
-    api = Api(client, retailer_id, api_key)
+    created = services.retailers.create("poisoned")
+    retailer_id = created.retailer_id
+    api = Api(client, retailer_id, created.api_key, created.publishable_key)
     api.create_coupon("BEFORE1")
     assert api.list_codes() == ["BEFORE1"]
 
@@ -97,8 +98,9 @@ def test_an_unwritable_event_stops_the_projection_naming_it_and_the_api_still_an
 def test_a_list_request_never_sees_a_500_while_the_projection_is_stopped(served: tuple[Any, TestClient]) -> None:
     app, client = served
     services = app.state.services
-    retailer_id, api_key = services.retailers.create("poisoned-2")
-    api = Api(client, retailer_id, api_key)
+    created = services.retailers.create("poisoned-2")
+    retailer_id = created.retailer_id
+    api = Api(client, retailer_id, created.api_key, created.publishable_key)
     services.ledger.save(
         Coupon(
             retailer_id=retailer_id,

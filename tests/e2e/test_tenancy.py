@@ -204,6 +204,15 @@ def lists_only_its_own(path: str, items: Callable[[Any], list[dict[str, Any]]]) 
     return probe
 
 
+def storefront_lists_only_its_own(other: Api, owner: Ids, owned: Owned) -> None:
+    """The storefront's list (with each retailer's publishable key) holds none of the owner's coupons."""
+    theirs = {c["code"] for c in owned.api.publishable.get("/v1/storefront/coupons").json()["data"]}
+    assert owner.code in theirs, "the owner has a public coupon that could leak"
+    response = other.publishable.get("/v1/storefront/coupons")
+    assert response.status_code == 200, response.text
+    assert not {c["code"] for c in response.json()["data"]} & theirs
+
+
 def all_of(*probes: Probe) -> Probe:
     """Several probes of one route (a list as JSON and as CSV)."""
 
@@ -295,6 +304,14 @@ FOREIGN_PROBES: dict[tuple[str, str], Probe] = {
             "CAMPAIGN_NOT_FOUND", lambda api, ids: api.get(f"/v1/campaigns/{ids.campaign_id}/coupons?format=csv")
         ),
     ),
+    # With the publishable keys: the owner's public coupon is in no one else's storefront.
+    ("GET", "/v1/storefront/coupons"): storefront_lists_only_its_own,
+    ("POST", "/v1/storefront/coupons/verify"): not_found(
+        "COUPON_NOT_FOUND",
+        lambda api, ids: api.publishable.post(
+            "/v1/storefront/coupons/verify", json={"code": ids.code, "cart_subtotal": "100"}
+        ),
+    ),
     ("POST", "/v1/products"): creates_its_own(
         "/v1/products", lambda ids: {"name": f"Copy of {ids.product_id}", "price": "1.00", "stock": 1}
     ),
@@ -334,7 +351,7 @@ def test_every_route_is_walked_by_the_foreign_retailer_walk(app: FastAPI) -> Non
 def test_another_retailer_walking_every_route_with_the_owners_ids_finds_nothing_and_changes_nothing(
     app: FastAPI, api: Api, other_api: Api, sql: Sql
 ) -> None:
-    api.create_coupon("OWNED-1", max_uses=5)
+    api.create_coupon("OWNED-1", max_uses=5, public=True)
     product = api.add_product("Owner's lamp", "20.00", 5)
     order = api.post(
         "/v1/checkout",

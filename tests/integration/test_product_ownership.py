@@ -184,7 +184,7 @@ def test_an_order_coupon_row_must_name_its_orders_retailer(database_url: str) ->
 def test_the_demo_products_belong_to_the_demo_retailer(database_url: str) -> None:
     created = create_demo_retailer(database_url)
     assert created is not None
-    demo_id, _api_key = created
+    demo_id = created.retailer_id
     assert run(database_url, "SELECT name FROM retailers WHERE id = %s", demo_id) == [("demo",)]
     listed = run(database_url, "SELECT retailer_id, name, price, stock FROM products ORDER BY id")
     assert listed == [(demo_id, name, price, stock) for name, price, stock in DEMO_PRODUCTS]

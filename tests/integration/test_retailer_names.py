@@ -23,7 +23,8 @@ def test_a_second_retailer_with_a_taken_name_is_refused_with_exit_1_and_nothing_
         assert "a retailer named" in refused.stderr and "already exists" in refused.stderr
         assert refused.stdout == ""
     assert scalar(database_url, "SELECT count(*) FROM retailers") == 1
-    assert scalar(database_url, "SELECT count(*) FROM api_keys") == 1
+    # The first retailer's two keys, a secret one and a publishable one; none for the refused ones.
+    assert scalar(database_url, "SELECT count(*) FROM api_keys") == 2
 
 
 def test_an_empty_name_is_refused_with_exit_2_before_any_database_is_touched() -> None:
