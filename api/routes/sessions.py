@@ -13,7 +13,7 @@ from fastapi import APIRouter, Path, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CallerDep
+from api.deps import StorefrontCallerDep
 from api.idempotency import IDEMPOTENCY_CONFLICTS, REPLAYED_RESPONSE_HEADER, IdempotencyDep
 from api.openapi import errors
 from api.schemas import (
@@ -131,7 +131,7 @@ def synced_response(synced: Synced, now: datetime) -> JSONResponse:
         ),
     },
 )
-async def sync_session(body: SessionSync, caller: CallerDep, idempotency: IdempotencyDep) -> Response:
+async def sync_session(body: SessionSync, caller: StorefrontCallerDep, idempotency: IdempotencyDep) -> Response:
     """Create (201) or re-sync (200) a cart, priced by the server from the store's products. A
     re-sync releases the session's stock holds and holds its coupon again at the new price; a
     coupon that no longer applies is removed, and `coupon_removed` says which and why."""
@@ -146,7 +146,7 @@ async def sync_session(body: SessionSync, caller: CallerDep, idempotency: Idempo
 
 
 @router.get("/{session_id}", responses=errors({404: ["NOT_FOUND"]}))
-def get_session(session_id: SessionIdPath, caller: CallerDep) -> CheckoutSessionPublic:
+def get_session(session_id: SessionIdPath, caller: StorefrontCallerDep) -> CheckoutSessionPublic:
     sessions = caller.services.sessions
     session = sessions.get(caller.retailer_id, checked(session_id))
     return CheckoutSessionPublic(**session_public(session, sessions.now()))
@@ -168,7 +168,7 @@ def get_session(session_id: SessionIdPath, caller: CallerDep) -> CheckoutSession
     },
 )
 async def apply_session_coupon(
-    session_id: SessionIdPath, body: SessionCouponRequest, caller: CallerDep, idempotency: IdempotencyDep
+    session_id: SessionIdPath, body: SessionCouponRequest, caller: StorefrontCallerDep, idempotency: IdempotencyDep
 ) -> Response:
     """Validate a coupon against the session's cart and hold one use of it until the session
     expires (the session's previous coupon is released in the same step). A refused coupon
@@ -193,7 +193,9 @@ async def apply_session_coupon(
         ),
     },
 )
-async def remove_session_coupon(session_id: SessionIdPath, caller: CallerDep, idempotency: IdempotencyDep) -> Response:
+async def remove_session_coupon(
+    session_id: SessionIdPath, caller: StorefrontCallerDep, idempotency: IdempotencyDep
+) -> Response:
     """Release the session's coupon hold (the use is given back at once). Without a coupon,
     nothing changes: removing twice is harmless."""
     sessions = caller.services.sessions
@@ -220,10 +222,17 @@ async def remove_session_coupon(session_id: SessionIdPath, caller: CallerDep, id
             }
         ),
     },
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "description": "Optional: how long to hold the stock (default and at most: until the session expires).",
+            "content": {"application/json": {"example": {"ttl_seconds": 600}}},
+        }
+    },
 )
 async def hold_inventory(
     session_id: SessionIdPath,
-    caller: CallerDep,
+    caller: StorefrontCallerDep,
     idempotency: IdempotencyDep,
     body: HoldInventoryRequest | None = None,
 ) -> Response:

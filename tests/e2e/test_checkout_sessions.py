@@ -169,6 +169,20 @@ def test_a_completed_session_cannot_be_synced(api: Api) -> None:
     assert details == {"session_id": session["session_id"], "order_id": order.json()["id"]}
 
 
+def test_a_publishable_key_may_call_every_session_route_but_not_the_checkout(api: Api) -> None:
+    tote = api.add_product("Tote", "10.00", 5)
+    api.create_coupon("PK10")
+    shop = api.publishable
+    sid = new_session(shop, (tote["id"], 1))["session_id"]
+    assert shop.get(f"{SESSIONS}/{sid}").status_code == 200
+    assert apply_coupon(shop, sid, "PK10").status_code == 200
+    assert remove_coupon(shop, sid).status_code == 200
+    assert hold(shop, sid).status_code == 200
+    assert_error(place(shop, sid, 1), 403, "FORBIDDEN")
+    assert_error(shop.post("/v1/checkout", json={"user_id": 1, "items": lines((tote["id"], 1))}), 403, "FORBIDDEN")
+    assert place(api, sid, 1).status_code == 201
+
+
 # --- GET ----------------------------------------------------------------------------------------------
 
 
@@ -511,10 +525,11 @@ def test_a_shopper_syncs_applies_a_coupon_holds_stock_and_pays(api: Api, sql: Sq
     mug = api.add_product("Mug", "12.50", 10)
     api.create_coupon("WELCOME20", discount_type="percentage", discount_value="20", max_uses=100)
     user = next(_users)
+    storefront = api.publishable  # the shop's pages call with its publishable key
     # The storefront syncs the cart as the shopper fills it, then again when it changes.
-    cart = sync(api, lines((scarf["id"], 1)), session_id="shopper-cart-1", subtotal="45.00")
+    cart = sync(storefront, lines((scarf["id"], 1)), session_id="shopper-cart-1", subtotal="45.00")
     assert cart.status_code == 201, cart.text
-    cart = sync(api, lines((scarf["id"], 2), (mug["id"], 1)), session_id="shopper-cart-1", subtotal="102.50")
+    cart = sync(storefront, lines((scarf["id"], 2), (mug["id"], 1)), session_id="shopper-cart-1", subtotal="102.50")
     assert cart.status_code == 200, cart.text
     # The shopper types a coupon code.
     applied = api.post(
@@ -531,7 +546,9 @@ def test_a_shopper_syncs_applies_a_coupon_holds_stock_and_pays(api: Api, sql: Sq
         {"product_id": scarf["id"], "quantity": 2},
         {"product_id": mug["id"], "quantity": 1},
     ]
-    # Paid: the order is placed from the session (a retry after a timeout would replay it).
+    # Paid: the shop's server places the order from the session with its secret key (a retry after
+    # a timeout would replay it).
+    assert_error(place(storefront, "shopper-cart-1", user), 403, "FORBIDDEN")
     paid = place(api, "shopper-cart-1", user, headers={"Idempotency-Key": "pay-1"})
     assert paid.status_code == 201, paid.text
     order = paid.json()
@@ -574,7 +591,7 @@ def wait_until_past(moment: str) -> None:
 def test_an_abandoned_session_gives_its_coupon_use_and_stock_back_when_it_expires(
     app: FastAPI, api: Api, short_client: TestClient, sql: Sql
 ) -> None:
-    shopper = Api(short_client, api.retailer_id, api.api_key)
+    shopper = Api(short_client, api.retailer_id, api.publishable_key)
     lamp = api.add_product("Lamp", "30.00", 1)
     api.create_coupon("LASTONE", max_uses=1)
     sid = new_session(shopper, (lamp["id"], 1))["session_id"]
@@ -612,7 +629,7 @@ def test_an_abandoned_session_gives_its_coupon_use_and_stock_back_when_it_expire
 
 
 def test_an_expired_session_is_started_again_by_a_sync(api: Api, short_client: TestClient) -> None:
-    shopper = Api(short_client, api.retailer_id, api.api_key)
+    shopper = Api(short_client, api.retailer_id, api.publishable_key)
     tote = api.add_product("Tote", "10.00", 5)
     api.create_coupon("COMEBACK")
     sid = new_session(shopper, (tote["id"], 2))["session_id"]
@@ -632,7 +649,7 @@ def test_a_coupon_hold_that_expired_under_a_live_session_is_reservation_expired(
 ) -> None:
     """The session and its coupon hold end together; if the session outlives its hold anyway (its
     expiry moved by hand here), the checkout refuses the expired hold and places nothing."""
-    shopper = Api(short_client, api.retailer_id, api.api_key)
+    shopper = Api(short_client, api.retailer_id, api.publishable_key)
     tote = api.add_product("Tote", "10.00", 5)
     api.create_coupon("SHORTHOLD")
     sid = new_session(shopper, (tote["id"], 1))["session_id"]

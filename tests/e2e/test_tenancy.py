@@ -96,13 +96,15 @@ def test_a_retailer_cannot_replay_another_retailers_redemption(api: Api, other_a
 @dataclass(frozen=True)
 class Ids:
     """The tenant-owned ids a route can take: a coupon code, a product id, an order id, a redemption id,
-    a campaign id."""
+    a campaign id, a checkout session id, a reservation id."""
 
     code: str
     product_id: int
     order_id: int
     redemption_id: str
     campaign_id: str
+    session_id: str
+    reservation_id: str
 
 
 MISSING_CAMPAIGN = "00000000-0000-4000-8000-00000000ca4e"
@@ -118,6 +120,8 @@ def missing_like(owner: Ids) -> Ids:
         order_id=order_id,
         redemption_id=str(UUID("00000000-0000-4000-8000-000000000000")),
         campaign_id=MISSING_CAMPAIGN,
+        session_id="never-synced-cart",
+        reservation_id=str(UUID("00000000-0000-4000-8000-0000000000ab")),
     )
 
 
@@ -149,6 +153,8 @@ class Owned:
             ),
             "campaign": self.api.get(f"/v1/campaigns/{self.ids.campaign_id}").json(),
             "campaign_coupons": self.api.get(f"/v1/campaigns/{self.ids.campaign_id}/coupons?format=csv").text,
+            "session": self.api.get(f"/v1/checkout/sessions/{self.ids.session_id}").json(),
+            "reservation": self.api.get(f"/v1/reservations/{self.ids.reservation_id}").json(),
         }
 
 
@@ -166,6 +172,8 @@ def _masked(value: Any, ids: Ids) -> Any:
     if isinstance(value, str):
         for token, placeholder in (
             (ids.redemption_id, "<redemption>"),
+            (ids.reservation_id, "<reservation>"),
+            (ids.session_id, "<session>"),
             (ids.campaign_id, "<campaign>"),
             (ids.code, "<code>"),
             (str(ids.product_id), "<product>"),
@@ -288,12 +296,58 @@ FOREIGN_PROBES: dict[tuple[str, str], Probe] = {
     ),
     ("GET", "/v1/products"): lists_only_its_own("/v1/products", lambda body: body),
     # The owner's product (with the owner's coupon): not found, before the coupon is looked at.
-    ("POST", "/v1/checkout"): not_found(
-        "NOT_FOUND",
-        lambda api, ids: api.post(
-            "/v1/checkout",
-            json={"user_id": 7, "items": [{"product_id": ids.product_id, "quantity": 1}], "coupon_code": ids.code},
+    ("POST", "/v1/checkout"): all_of(
+        not_found(
+            "NOT_FOUND",
+            lambda api, ids: api.post(
+                "/v1/checkout",
+                json={"user_id": 7, "items": [{"product_id": ids.product_id, "quantity": 1}], "coupon_code": ids.code},
+            ),
         ),
+        # The owner's checkout session (its coupon held, its stock held): not found, not placed.
+        not_found(
+            "NOT_FOUND", lambda api, ids: api.post("/v1/checkout", json={"user_id": 7, "session_id": ids.session_id})
+        ),
+    ),
+    # Checkout sessions, with the publishable key a storefront would use.
+    ("GET", "/v1/checkout/sessions/{session_id}"): not_found(
+        "NOT_FOUND", lambda api, ids: api.publishable.get(f"/v1/checkout/sessions/{ids.session_id}")
+    ),
+    ("POST", "/v1/checkout/sessions/{session_id}/coupon"): not_found(
+        "NOT_FOUND",
+        lambda api, ids: api.publishable.post(
+            f"/v1/checkout/sessions/{ids.session_id}/coupon", json={"code": ids.code}
+        ),
+    ),
+    ("DELETE", "/v1/checkout/sessions/{session_id}/coupon"): not_found(
+        "NOT_FOUND",
+        lambda api, ids: api.client.delete(
+            f"/v1/checkout/sessions/{ids.session_id}/coupon", headers=api.publishable.headers
+        ),
+    ),
+    ("POST", "/v1/checkout/sessions/{session_id}/hold-inventory"): not_found(
+        "NOT_FOUND", lambda api, ids: api.publishable.post(f"/v1/checkout/sessions/{ids.session_id}/hold-inventory")
+    ),
+    # The owner's session id with the owner's product: the product is not found, nothing is synced.
+    ("POST", "/v1/checkout/sessions"): not_found(
+        "NOT_FOUND",
+        lambda api, ids: api.publishable.post(
+            "/v1/checkout/sessions",
+            json={"session_id": ids.session_id, "items": [{"product_id": ids.product_id, "quantity": 1}]},
+        ),
+    ),
+    # The owner's coupon hold (the owner's session holds it).
+    ("GET", "/v1/reservations/{reservation_id}"): not_found(
+        "RESERVATION_NOT_FOUND", lambda api, ids: api.get(f"/v1/reservations/{ids.reservation_id}")
+    ),
+    ("POST", "/v1/reservations/{reservation_id}/confirm"): not_found(
+        "RESERVATION_NOT_FOUND", lambda api, ids: api.post(f"/v1/reservations/{ids.reservation_id}/confirm")
+    ),
+    ("POST", "/v1/reservations/{reservation_id}/release"): not_found(
+        "RESERVATION_NOT_FOUND", lambda api, ids: api.post(f"/v1/reservations/{ids.reservation_id}/release")
+    ),
+    ("POST", "/v1/coupons/reserve"): not_found(
+        "COUPON_NOT_FOUND", lambda api, ids: api.post("/v1/coupons/reserve", json={"code": ids.code, "subtotal": "100"})
     ),
     ("GET", "/v1/campaigns/{campaign_id}"): not_found(
         "CAMPAIGN_NOT_FOUND", lambda api, ids: api.get(f"/v1/campaigns/{ids.campaign_id}")
@@ -368,12 +422,22 @@ def test_another_retailer_walking_every_route_with_the_owners_ids_finds_nothing_
         },
     )
     assert campaign.status_code == 201, campaign.text
+    session = api.post(
+        "/v1/checkout/sessions",
+        json={"session_id": "owners-cart", "items": [{"product_id": product["id"], "quantity": 1}]},
+    )
+    assert session.status_code == 201, session.text
+    held = api.post("/v1/checkout/sessions/owners-cart/coupon", json={"code": "OWNED-1"})
+    assert held.status_code == 200, held.text
+    assert api.post("/v1/checkout/sessions/owners-cart/hold-inventory").status_code == 200
     owner = Ids(
         code="OWNED-1",
         product_id=product["id"],
         order_id=order.json()["id"],
         redemption_id=order.json()["redemption_id"],
         campaign_id=campaign.json()["id"],
+        session_id="owners-cart",
+        reservation_id=held.json()["coupon"]["reservation_id"],
     )
     owned = Owned(api, owner, sql)
     before = owned.snapshot()

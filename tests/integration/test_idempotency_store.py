@@ -66,7 +66,7 @@ def test_the_order_and_its_response_are_stored_together(
 ) -> None:
     """The response is in the order's transaction: once the order is there, a retry replays it,
     even if the process died before it could answer (nothing else was stored after the order)."""
-    retailer_id, _ = Retailers(pool).create("Together")
+    retailer_id = Retailers(pool).create("Together").retailer_id
     checkout = Checkout(pool, ledger)
     product = checkout.add_product(retailer_id, "Kettle", Decimal("30.00"), 5)
     ledger.create_coupon(retailer_id, "TOGETHER", "percentage", Decimal("10"))
@@ -80,7 +80,7 @@ def test_the_order_and_its_response_are_stored_together(
 def test_a_failed_order_stores_no_response(
     database_url: str, pool: ConnectionPool, ledger: CouponLedger, store: IdempotencyStore
 ) -> None:
-    retailer_id, _ = Retailers(pool).create("Refused")
+    retailer_id = Retailers(pool).create("Refused").retailer_id
     checkout = Checkout(pool, ledger)
     product = checkout.add_product(retailer_id, "Kettle", Decimal("30.00"), 5)
     ledger.create_coupon(retailer_id, "USEDUP", "percentage", Decimal("10"), max_uses=1)
@@ -100,7 +100,7 @@ def test_a_failed_order_stores_no_response(
 def test_a_claim_taken_over_after_its_lease_cannot_place_its_order(
     database_url: str, pool: ConnectionPool, ledger: CouponLedger, store: IdempotencyStore
 ) -> None:
-    retailer_id, _ = Retailers(pool).create("Taken Over")
+    retailer_id = Retailers(pool).create("Taken Over").retailer_id
     checkout = Checkout(pool, ledger)
     product = checkout.add_product(retailer_id, "Kettle", Decimal("30.00"), 5)
     coupon = ledger.create_coupon(retailer_id, "SLOW10", "percentage", Decimal("10"))
@@ -127,7 +127,7 @@ def test_a_claim_taken_over_after_its_lease_cannot_place_its_order(
 def test_a_session_checkout_taken_over_confirms_its_hold_once(
     database_url: str, pool: ConnectionPool, ledger: CouponLedger, store: IdempotencyStore
 ) -> None:
-    retailer_id, _ = Retailers(pool).create("Session Taken Over")
+    retailer_id = Retailers(pool).create("Session Taken Over").retailer_id
     sessions = Sessions(pool, ledger, ttl_seconds=1800)
     checkout = Checkout(pool, ledger, sessions)
     product = checkout.add_product(retailer_id, "Kettle", Decimal("30.00"), 5)

@@ -60,7 +60,7 @@ def outcome(result: object) -> str:
 def test_two_hundred_concurrent_holds_of_one_unit_on_a_stock_of_ten_grant_exactly_ten(
     database_url: str, pool: ConnectionPool, ledger: CouponLedger
 ) -> None:
-    retailer_id, _ = Retailers(pool).create("Hold Race")
+    retailer_id = Retailers(pool).create("Hold Race").retailer_id
     sessions = Sessions(pool, ledger, ttl_seconds=1800)
     checkout = Checkout(pool, ledger, sessions)
     product = checkout.add_product(retailer_id, "Limited print", Decimal("25.00"), STOCK)
@@ -102,7 +102,7 @@ def test_concurrent_coupon_calls_on_one_session_leave_exactly_the_hold_it_knows(
     (or never saved): across the ten coupons exactly one use is held."""
     second = open_ledger(eventsourcing_env(database_url, pool_size=2, max_overflow=4))
     open_ledgers.append(second)
-    retailer_id, _ = Retailers(pool).create("Coupon Race")
+    retailer_id = Retailers(pool).create("Coupon Race").retailer_id
     by_ledger = [Sessions(pool, ledger, 1800), Sessions(pool, second, 1800)]
     product = Checkout(pool, ledger).add_product(retailer_id, "Tote", Decimal("40.00"), 5)
     codes = [f"RACE{i}" for i in range(10)]
