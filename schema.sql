@@ -331,3 +331,14 @@ CREATE TABLE IF NOT EXISTS inventory_holds (
     FOREIGN KEY (retailer_id, session_id) REFERENCES checkout_sessions (retailer_id, id)
 );
 CREATE INDEX IF NOT EXISTS inventory_holds_product ON inventory_holds (product_id, expires_at);
+
+-- The brute-force limit on failed code lookups (api/throttle.py): one row per budget key (the
+-- API key's hash and the shopper), holding the rate-limit algorithm's few numbers (GCRA: one
+-- theoretical arrival time, in microseconds), written by whichever process counts a failure.
+-- A row idle for longer than the window is back to its initial state and may be deleted.
+CREATE TABLE IF NOT EXISTS rate_limit_state (
+    key text PRIMARY KEY,
+    state text[] NOT NULL,
+    updated_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rate_limit_state_updated_at ON rate_limit_state (updated_at);

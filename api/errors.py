@@ -37,6 +37,7 @@ STATUS_BY_CODE = {
     "OUT_OF_STOCK": 409,
     "INVALID_TRANSITION": 409,
     "PAYLOAD_TOO_LARGE": 413,
+    "RATE_LIMITED": 429,
     "INTERNAL_ERROR": 500,
     "SERVICE_UNAVAILABLE": 503,
 }
@@ -70,7 +71,7 @@ def error_response(
     details = dict(details or {})
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    if status == 503 or "retry_after" in details:
+    if status in (429, 503) or "retry_after" in details:
         headers["Retry-After"] = str(details.get("retry_after", 1))
     body = {
         "error": {

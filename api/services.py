@@ -12,6 +12,7 @@ from api.idempotency import IdempotencyStore
 from api.retailers import Retailers
 from api.sessions import Sessions
 from api.settings import Settings
+from api.throttle import Throttle
 from ledger.application import CouponLedger
 from ledger.event_store import CONNECT_TIMEOUT, POOL_TIMEOUT, RECONNECT_TIMEOUT, is_database_unavailable
 from projections.coupons import CouponsView, construct_view
@@ -29,6 +30,7 @@ class Services:
     sessions: Sessions
     idempotency: IdempotencyStore
     pool: ConnectionPool
+    throttle: Throttle
     leader: ProjectionLeader | None
     embedded: bool = False
 
@@ -68,6 +70,7 @@ class Services:
             sessions=sessions,
             idempotency=IdempotencyStore(pool, settings.idempotency_lease_seconds, settings.idempotency_wait_seconds),
             pool=pool,
+            throttle=Throttle.from_settings(pool, settings),
             leader=leader,
             embedded=embedded,
         )

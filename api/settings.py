@@ -1,9 +1,15 @@
 """One settings object, read from the environment."""
 
-from pathlib import Path
+from __future__ import annotations
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Settings(BaseSettings):
@@ -23,3 +29,21 @@ class Settings(BaseSettings):
     # response; a claim not completed within idempotency_lease_seconds (its process died) is taken over.
     idempotency_wait_seconds: float = Field(default=10.0, ge=0)
     idempotency_lease_seconds: float = Field(default=30.0, gt=0)
+    # The brute-force limit (api/throttle.py): failed code lookups one shopper of one key may make
+    # in a window before it is answered 429 RATE_LIMITED.
+    throttle_budget: int = Field(default=20, ge=1, le=1_000_000)
+    throttle_window: int = Field(default=60, ge=1, le=86_400, description="seconds")
+    # Peers whose X-Forwarded-For is believed: comma-separated IPs or CIDRs (none by default).
+    trusted_proxies: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part for part in (p.strip() for p in value.split(",")) if part]
+        if isinstance(value, list | tuple):
+            try:
+                return tuple(ipaddress.ip_network(v, strict=False) if isinstance(v, str) else v for v in value)
+            except ValueError as error:
+                raise ValueError(f"trusted proxies must be IP addresses or CIDR networks: {error}") from None
+        return value

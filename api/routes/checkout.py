@@ -3,12 +3,13 @@ order placed from a checkout session; the caller's products and orders only."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from api import throttle
 from api.deps import CallerDep
 from api.errors import ApiError
-from api.idempotency import IDEMPOTENCY_CONFLICTS, REPLAYED_RESPONSE_HEADER, IdempotencyDep
+from api.idempotency import IDEMPOTENCY_CONFLICTS, REPLAYED_RESPONSE_HEADER, Claim, IdempotencyDep
 from api.openapi import errors
 from api.schemas import CheckoutRequest, OrderCreated, ProductCreate, ProductPublic
 
@@ -52,6 +53,7 @@ def add_product(body: ProductCreate, caller: CallerDep) -> ProductPublic:
             {
                 404: ["NOT_FOUND", "COUPON_NOT_FOUND"],
                 409: ["OUT_OF_STOCK", "SESSION_COMPLETED", "INVALID_TRANSITION", *IDEMPOTENCY_CONFLICTS],
+                429: ["RATE_LIMITED"],
                 422: [
                     "COUPON_INACTIVE",
                     "COUPON_NOT_STARTED",
@@ -70,7 +72,7 @@ def add_product(body: ProductCreate, caller: CallerDep) -> ProductPublic:
         ),
     },
 )
-async def checkout(body: CheckoutRequest, caller: CallerDep, idempotency: IdempotencyDep) -> Response:
+async def checkout(body: CheckoutRequest, caller: CallerDep, idempotency: IdempotencyDep, request: Request) -> Response:
     """Place an order: from the cart sent (`items`, `coupon_code` optional), or from a checkout
     session (`session_id`: its items at its prices, its coupon hold confirmed, its stock holds
     turned into decrements, the session completed), all or nothing."""
@@ -86,7 +88,12 @@ async def checkout(body: CheckoutRequest, caller: CallerDep, idempotency: Idempo
         )
     items = [(i.product_id, i.quantity) for i in body.items or ()]
     coupon_code = body.coupon_code
-    return await idempotency.run(
-        retailer_id,
-        lambda claim: run_in_threadpool(checkout.place_order, retailer_id, user_id, items, coupon_code, claim),
-    )
+
+    async def place(claim: Claim | None) -> Response:
+        if coupon_code is None:
+            return await run_in_threadpool(checkout.place_order, retailer_id, user_id, items, None, claim)
+        # The code is looked up for the customer the order's user is to the ledger.
+        async with throttle.guard(request, caller, customer_id=str(user_id)):
+            return await run_in_threadpool(checkout.place_order, retailer_id, user_id, items, coupon_code, claim)
+
+    return await idempotency.run(retailer_id, place)

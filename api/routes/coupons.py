@@ -11,6 +11,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from api import throttle
 from api.deps import CallerDep, get_caller
 from api.errors import ApiError
 from api.openapi import errors
@@ -92,7 +93,9 @@ CouponCode = Annotated[
         json_schema_extra={"pattern": PATH_CODE_PATTERN, "examples": ["SAVE10"]},
     ),
 ]
-NOT_FOUND = {404: ["COUPON_NOT_FOUND"]}
+# Every route that looks a code up: COUPON_NOT_FOUND, and 429 once the shopper has had too many
+# of those (api/throttle.py).
+NOT_FOUND = {404: ["COUPON_NOT_FOUND"], 429: ["RATE_LIMITED"]}
 WRITE_BUSY = {503: ["SERVICE_UNAVAILABLE"]}
 # What a coupon rule may refuse, in the order the rules are checked (DESIGN section 3).
 REFUSED = [
@@ -169,15 +172,16 @@ def list_coupons(
 
 
 @router.post("/validate", responses=errors({**NOT_FOUND, 422: REFUSED}))
-def validate_coupon(body: ValidateRequest, caller: CallerDep) -> QuotePublic:
-    quote = caller.services.ledger.validate(
-        caller.retailer_id,
-        body.code,
-        body.subtotal,
-        items=body.order_items(),
-        shipping_amount=body.shipping_amount,
-        customer_id=body.customer_id,
-    )
+def validate_coupon(body: ValidateRequest, caller: CallerDep, request: Request) -> QuotePublic:
+    with throttle.guard(request, caller, customer_id=body.customer_id):
+        quote = caller.services.ledger.validate(
+            caller.retailer_id,
+            body.code,
+            body.subtotal,
+            items=body.order_items(),
+            shipping_amount=body.shipping_amount,
+            customer_id=body.customer_id,
+        )
     return QuotePublic.from_quote(quote)
 
 
@@ -239,16 +243,17 @@ async def apply_coupon(request: Request) -> Response:
     idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is not None and not VALID_IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         validated_header(IDEMPOTENCY_KEY, "Idempotency-Key", idempotency_key)  # raises, naming what is wrong
-    receipt = await caller.services.ledger.apply_async(
-        caller.retailer_id,
-        body.code,
-        body.subtotal,
-        idempotency_key=idempotency_key,
-        order_id=body.order_id,
-        items=body.order_items(),
-        shipping_amount=body.shipping_amount,
-        customer_id=body.customer_id,
-    )
+    async with throttle.guard(request, caller, customer_id=body.customer_id):
+        receipt = await caller.services.ledger.apply_async(
+            caller.retailer_id,
+            body.code,
+            body.subtotal,
+            idempotency_key=idempotency_key,
+            order_id=body.order_id,
+            items=body.order_items(),
+            shipping_amount=body.shipping_amount,
+            customer_id=body.customer_id,
+        )
     headers = {"Idempotent-Replayed": "true"} if receipt.replayed else None
     content = redemption_json(receipt.redemption_id, receipt.quote)  # RedemptionPublic's JSON
     return Response(content, status_code=201, media_type="application/json", headers=headers)
@@ -282,22 +287,24 @@ async def apply_coupon(request: Request) -> Response:
 async def reserve_coupon(
     body: ReserveRequest,
     caller: CallerDep,
+    request: Request,
     idempotency_key: Annotated[IdempotencyKey | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
     """Hold one use of the coupon for ttl_seconds while the shopper pays: checked exactly like
     apply, and counted against max_uses, the per-customer limit and the campaign's budget until it
     is confirmed, released, or its TTL passes (then it stops counting at once)."""
-    hold = await caller.services.ledger.reserve_async(
-        caller.retailer_id,
-        body.code,
-        body.subtotal,
-        idempotency_key=idempotency_key,
-        order_id=body.order_id,
-        items=body.order_items(),
-        shipping_amount=body.shipping_amount,
-        customer_id=body.customer_id,
-        ttl_seconds=body.ttl_seconds,
-    )
+    async with throttle.guard(request, caller, customer_id=body.customer_id):
+        hold = await caller.services.ledger.reserve_async(
+            caller.retailer_id,
+            body.code,
+            body.subtotal,
+            idempotency_key=idempotency_key,
+            order_id=body.order_id,
+            items=body.order_items(),
+            shipping_amount=body.shipping_amount,
+            customer_id=body.customer_id,
+            ttl_seconds=body.ttl_seconds,
+        )
     headers = {"Idempotent-Replayed": "true"} if hold.replayed else None
     content = HoldPublic.from_hold(hold).model_dump_json().encode()
     return Response(content, status_code=201, media_type="application/json", headers=headers)
@@ -318,15 +325,19 @@ def validated_header(adapter: TypeAdapter[str], name: str, value: str) -> str:
 
 
 @router.get("/{code}", responses=errors(NOT_FOUND))
-def get_coupon(code: CouponCode, caller: CallerDep) -> CouponPublic:
+def get_coupon(code: CouponCode, caller: CallerDep, request: Request) -> CouponPublic:
     ledger = caller.services.ledger
-    return CouponPublic.from_coupon(ledger.get_coupon(caller.retailer_id, code), ledger.clock())
+    with throttle.guard(request, caller):
+        coupon = ledger.get_coupon(caller.retailer_id, code)
+    return CouponPublic.from_coupon(coupon, ledger.clock())
 
 
 @router.post("/{code}/deactivate", responses=errors({**NOT_FOUND, **WRITE_BUSY}))
-async def deactivate_coupon(code: CouponCode, caller: CallerDep) -> CouponPublic:
+async def deactivate_coupon(code: CouponCode, caller: CallerDep, request: Request) -> CouponPublic:
     ledger = caller.services.ledger
-    return CouponPublic.from_coupon(await ledger.deactivate_async(caller.retailer_id, code), ledger.clock())
+    async with throttle.guard(request, caller):
+        coupon = await ledger.deactivate_async(caller.retailer_id, code)
+    return CouponPublic.from_coupon(coupon, ledger.clock())
 
 
 @router.post(
@@ -340,20 +351,23 @@ async def deactivate_coupon(code: CouponCode, caller: CallerDep) -> CouponPublic
         }
     },
 )
-async def activate_coupon(code: CouponCode, caller: CallerDep, body: ActivateRequest | None = None) -> CouponPublic:
+async def activate_coupon(
+    code: CouponCode, caller: CallerDep, request: Request, body: ActivateRequest | None = None
+) -> CouponPublic:
     ledger = caller.services.ledger
     expires_at = body.new_expiry() if body is not None else UNSET
-    return CouponPublic.from_coupon(
-        await ledger.activate_async(caller.retailer_id, code, expires_at=expires_at), ledger.clock()
-    )
+    async with throttle.guard(request, caller):
+        coupon = await ledger.activate_async(caller.retailer_id, code, expires_at=expires_at)
+    return CouponPublic.from_coupon(coupon, ledger.clock())
 
 
 @router.patch("/{code}", responses=errors({**NOT_FOUND, 422: ["FIELD_IMMUTABLE"], **WRITE_BUSY}))
-async def update_coupon(code: CouponCode, body: CouponPatch, caller: CallerDep) -> CouponPublic:
+async def update_coupon(code: CouponCode, body: CouponPatch, caller: CallerDep, request: Request) -> CouponPublic:
     """Change the mutable terms: only the fields sent; null removes one (public: false). An
     Updated event records what changed (none when nothing did)."""
     ledger = caller.services.ledger
-    coupon = await ledger.update_coupon_async(caller.retailer_id, code, body.changes())
+    async with throttle.guard(request, caller):
+        coupon = await ledger.update_coupon_async(caller.retailer_id, code, body.changes())
     return CouponPublic.from_coupon(coupon, ledger.clock())
 
 
@@ -363,9 +377,10 @@ async def update_coupon(code: CouponCode, body: CouponPatch, caller: CallerDep) 
     response_class=Response,
     responses={204: {"description": "Archived"}, **errors({**NOT_FOUND, **WRITE_BUSY})},
 )
-async def archive_coupon(code: CouponCode, caller: CallerDep) -> Response:
+async def archive_coupon(code: CouponCode, caller: CallerDep, request: Request) -> Response:
     """Archive: from now on the coupon is COUPON_NOT_FOUND everywhere but its events; its code stays taken."""
-    await caller.services.ledger.archive_async(caller.retailer_id, code)
+    async with throttle.guard(request, caller):
+        await caller.services.ledger.archive_async(caller.retailer_id, code)
     return Response(status_code=204)
 
 
@@ -373,11 +388,14 @@ async def archive_coupon(code: CouponCode, caller: CallerDep) -> Response:
     "/{code}/transitions",
     responses=errors({**NOT_FOUND, 409: ["INVALID_TRANSITION"], **WRITE_BUSY}),
 )
-async def transition_coupon(code: CouponCode, body: TransitionRequest, caller: CallerDep) -> CouponPublic:
+async def transition_coupon(
+    code: CouponCode, body: TransitionRequest, caller: CallerDep, request: Request
+) -> CouponPublic:
     """The platform's state machine: an event the diagram does not allow from the coupon's status
     is 409 INVALID_TRANSITION naming both (and the events it allows)."""
     ledger = caller.services.ledger
-    coupon = await ledger.transition_async(caller.retailer_id, code, body.event, expires_at=body.new_expiry())
+    async with throttle.guard(request, caller):
+        coupon = await ledger.transition_async(caller.retailer_id, code, body.event, expires_at=body.new_expiry())
     return CouponPublic.from_coupon(coupon, ledger.clock())
 
 
@@ -385,11 +403,13 @@ async def transition_coupon(code: CouponCode, body: TransitionRequest, caller: C
 def coupon_events(
     code: CouponCode,
     caller: CallerDep,
+    request: Request,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Cursor = None,
 ) -> EventPage:
     after = decode_version_cursor(cursor) if cursor else 0
-    events = caller.services.ledger.coupon_events(caller.retailer_id, code, after_version=after, limit=limit + 1)
+    with throttle.guard(request, caller):
+        events = caller.services.ledger.coupon_events(caller.retailer_id, code, after_version=after, limit=limit + 1)
     page = events[:limit]
     next_cursor = encode_cursor(str(page[-1].version)) if len(events) > limit else None
     return EventPage(data=[EventPublic.from_event(e) for e in page], next_cursor=next_cursor)

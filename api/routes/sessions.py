@@ -9,13 +9,16 @@ import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from api import throttle
 from api.deps import StorefrontCallerDep
 from api.idempotency import IDEMPOTENCY_CONFLICTS, REPLAYED_RESPONSE_HEADER, IdempotencyDep
 from api.openapi import errors
+from api.retailers import PUBLISHABLE
+from api.routes.storefront import shopper_safe
 from api.schemas import (
     SESSION_ID_PATTERN,
     CheckoutSessionPublic,
@@ -30,7 +33,8 @@ from api.schemas import (
     SessionLinePublic,
     SessionSync,
 )
-from api.sessions import Session, Synced, session_not_found
+from api.sessions import COUPON_REFUSALS, Session, Synced, session_not_found
+from ledger.errors import LedgerError
 
 router = APIRouter(prefix="/v1/checkout/sessions", tags=["checkout sessions"])
 
@@ -106,7 +110,7 @@ def session_response(session: Session, now: datetime) -> JSONResponse:
 def synced_response(synced: Synced, now: datetime) -> JSONResponse:
     removed = None
     if synced.coupon_removed is not None:
-        error = synced.coupon_removed.error
+        error = shopper_safe(synced.coupon_removed.error, synced.coupon_removed.code)
         removed = CouponRemovedPublic(
             code=synced.coupon_removed.code,
             reason=RefusalPublic(code=error.code, message=error.message, details=error.details),
@@ -162,13 +166,18 @@ def get_session(session_id: SessionIdPath, caller: StorefrontCallerDep) -> Check
                 404: ["NOT_FOUND", "COUPON_NOT_FOUND"],
                 409: ["SESSION_COMPLETED", *IDEMPOTENCY_CONFLICTS],
                 422: [*REFUSED, "SESSION_EXPIRED"],
+                429: ["RATE_LIMITED"],
                 **BUSY,
             }
         ),
     },
 )
 async def apply_session_coupon(
-    session_id: SessionIdPath, body: SessionCouponRequest, caller: StorefrontCallerDep, idempotency: IdempotencyDep
+    session_id: SessionIdPath,
+    body: SessionCouponRequest,
+    caller: StorefrontCallerDep,
+    idempotency: IdempotencyDep,
+    request: Request,
 ) -> Response:
     """Validate a coupon against the session's cart and hold one use of it until the session
     expires (the session's previous coupon is released in the same step). A refused coupon
@@ -177,7 +186,20 @@ async def apply_session_coupon(
     checked(session_id)
 
     async def apply(claim: object) -> Response:
-        session = await sessions.apply_coupon(caller.retailer_id, session_id, body.code, body.customer_id)
+        try:
+            # A failed code lookup counts against the shopper's budget (the address too with a
+            # publishable key, whose customer_id is whatever the page sends).
+            async with throttle.guard(
+                request, caller, customer_id=body.customer_id, count_address=caller.kind == PUBLISHABLE
+            ):
+                session = await sessions.apply_coupon(caller.retailer_id, session_id, body.code, body.customer_id)
+        except LedgerError as error:
+            if error.code not in COUPON_REFUSALS:
+                raise
+            safe = shopper_safe(error, body.code)  # the coupon's refusal as a shopper may see it
+            if safe is error:
+                raise
+            raise safe from None
         return session_response(session, sessions.now())
 
     return await idempotency.run(caller.retailer_id, apply)

@@ -14,13 +14,15 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from api import throttle
 from api.deps import Caller, StorefrontCallerDep
 from api.errors import ApiError
 from api.openapi import errors
 from api.read_model import wait_for_coupons_view
+from api.retailers import PUBLISHABLE
 from api.routes.coupons import REFUSED, Cursor, decode_code_cursor, encode_cursor
 from api.schemas import (
     StorefrontCoupon,
@@ -118,14 +120,18 @@ def verify_cart(caller: Caller, body: StorefrontVerifyRequest) -> StorefrontVeri
 
 @router.post(
     "/coupons/verify",
-    responses=errors({404: ["COUPON_NOT_FOUND"], 422: REFUSED, 503: ["SERVICE_UNAVAILABLE"]}),
+    responses=errors({404: ["COUPON_NOT_FOUND"], 422: REFUSED, 429: ["RATE_LIMITED"], 503: ["SERVICE_UNAVAILABLE"]}),
 )
-async def verify_coupon(body: StorefrontVerifyRequest, caller: StorefrontCallerDep) -> StorefrontVerification:
+async def verify_coupon(
+    body: StorefrontVerifyRequest, caller: StorefrontCallerDep, request: Request
+) -> StorefrontVerification:
     """Seed 004's verify: whether a code gives a discount on this cart, and how much; consumes
     nothing (a dry run of `POST /v1/coupons/validate`). A refused code is our error shape with the
     rule's code (`COUPON_NOT_FOUND`, `COUPON_EXPIRED`, `MIN_ORDER_NOT_MET`, ...), its details
     without the coupon's limits, counts or campaign. Takes a publishable or a secret key."""
-    return await run_in_threadpool(verify_cart, caller, body)
+    # Failed lookups count against the shopper's budget (the address too with a publishable key).
+    async with throttle.guard(request, caller, customer_id=body.customer_id, count_address=caller.kind == PUBLISHABLE):
+        return await run_in_threadpool(verify_cart, caller, body)
 
 
 def etag_of(body: bytes) -> str:

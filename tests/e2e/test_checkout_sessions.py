@@ -224,7 +224,11 @@ def test_a_coupon_is_validated_against_the_cart_and_held_for_the_session(api: Ap
     assert reservation["status"] == "held"
     assert timestamp(reservation["expires_at"]) == timestamp(body["expires_at"])
     other = new_session(api, (tote["id"], 1))
-    assert_error(apply_coupon(api, other["session_id"], "TEN"), 422, "USAGE_LIMIT_REACHED")
+    refused = apply_coupon(api.publishable, other["session_id"], "TEN")
+    details = assert_error(refused, 422, "USAGE_LIMIT_REACHED")
+    # A refusal as a shopper may see it (as storefront verify says it): no limits, counts or campaign.
+    assert "max_uses" not in details and "held" not in details
+    assert refused.json()["error"]["message"] == "Coupon TEN has been used as many times as it may be."
     # Removing it gives the use back at once; removing again changes nothing.
     removed = remove_coupon(api, session["session_id"])
     assert removed.status_code == 200, removed.text
@@ -320,6 +324,22 @@ def test_a_resync_prices_the_coupon_again_or_drops_it_saying_why(api: Api) -> No
     assert removed["reason"]["details"] == {"required_minimum": "30.00", "subtotal": "20.00"}
     assert api.get(f"/v1/reservations/{repriced['reservation_id']}").json()["status"] == "released"
     assert api.coupon("MIN30")["status"] == "active"  # its one use is free again
+
+
+def test_failed_code_lookups_on_a_session_are_throttled(api: Api) -> None:
+    """Guessing codes through the session's coupon route spends the shopper's budget (default 20
+    failed lookups a minute): then 429 RATE_LIMITED with Retry-After, even for a code that exists."""
+    tote = api.add_product("Tote", "10.00", 5)
+    api.create_coupon("REAL10")
+    shop = api.publishable
+    sid = new_session(shop, (tote["id"], 1))["session_id"]
+    for attempt in range(20):
+        assert_error(apply_coupon(shop, sid, f"GUESS{attempt:03d}"), 404, "COUPON_NOT_FOUND")
+    limited = apply_coupon(shop, sid, "GUESS999")
+    details = assert_error(limited, 429, "RATE_LIMITED")
+    assert limited.headers["Retry-After"] == str(details["retry_after"])
+    assert_error(apply_coupon(shop, sid, "REAL10"), 429, "RATE_LIMITED")
+    assert api.get(f"{SESSIONS}/{sid}").json()["coupon"] is None
 
 
 # --- hold-inventory --------------------------------------------------------------------------------------

@@ -281,7 +281,24 @@ def test_every_v1_operation_needs_the_bearer_key_and_documents_401(document: dic
             assert "security" not in op and "401" not in op["responses"], (path, method)
         if "requestBody" in op:
             assert "413" in op["responses"] and "422" in op["responses"], (path, method)
-        assert "429" not in op["responses"]  # no rate limiting today
+        # 429 exactly where a code is looked up: too many COUPON_NOT_FOUND (api/throttle.py).
+        not_found = "COUPON_NOT_FOUND" in op["responses"].get("404", {}).get("x-error-codes", [])
+        if not_found and takes_a_code(document, path, op):
+            assert op["responses"]["429"]["x-error-codes"] == ["RATE_LIMITED"], (path, method)
+            assert "Retry-After" in op["responses"]["429"]["headers"], (path, method)
+        else:
+            assert "429" not in op["responses"], (path, method)
+
+
+def takes_a_code(document: dict[str, Any], path: str, op: dict[str, Any]) -> bool:
+    """Whether the operation takes a coupon's code: a {code} path parameter, or a code or
+    coupon_code in its JSON body."""
+    if "{code}" in path:
+        return True
+    body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+    if "$ref" in body:
+        body = document["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
+    return bool({"code", "coupon_code"} & set(body.get("properties", {})))
 
 
 def test_the_documented_checkout_response_has_coupon_fields_only_optionally(document: dict[str, Any]) -> None:
