@@ -23,7 +23,7 @@ import random
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 from uuid import UUID
@@ -610,21 +610,28 @@ class Sessions:
         return self.get(retailer_id, session_id)
 
     def cleanup(self, now: datetime | None = None) -> tuple[int, int]:
-        """For the sweeper: delete the stock holds that ended (their TTL, or their session's,
-        passed) and mark the sessions that expired. Returns (holds deleted, sessions marked).
-        Neither changes what counts: an ended hold stopped counting at its expiry already."""
-        now = now or self.now()
-        with self.pool.connection() as conn, conn.transaction():
-            holds = conn.execute(
-                "DELETE FROM inventory_holds h USING checkout_sessions s"
-                " WHERE s.retailer_id = h.retailer_id AND s.id = h.session_id"
-                " AND (h.expires_at <= %s OR s.expires_at <= %s OR s.status <> 'open')",
-                (now, now),
-            ).rowcount
-            sessions = conn.execute(
-                "UPDATE checkout_sessions SET status = 'expired' WHERE status = 'open' AND expires_at <= %s", (now,)
-            ).rowcount
-        return holds, sessions
+        """cleanup_expired_sessions on this pool, at the ledger's time."""
+        return cleanup_expired_sessions(self.pool, now or self.now())
+
+
+def cleanup_expired_sessions(pool: ConnectionPool, now: datetime | None = None) -> tuple[int, int]:
+    """For the sweeper (a chore: ``functools.partial(cleanup_expired_sessions, pool)``): delete the
+    stock holds that ended (their TTL, or their session's, passed; or their session completed) and
+    mark the open sessions that expired as expired. Returns (holds deleted, sessions marked).
+    Neither changes what counts: an ended hold stopped counting at its expiry already, and an
+    expired session's coupon hold ends in the ledger at the same moment (the sweeper records it)."""
+    now = now or datetime.now(UTC)
+    with pool.connection() as conn, conn.transaction():
+        holds = conn.execute(
+            "DELETE FROM inventory_holds h USING checkout_sessions s"
+            " WHERE s.retailer_id = h.retailer_id AND s.id = h.session_id"
+            " AND (h.expires_at <= %s OR s.expires_at <= %s OR s.status <> 'open')",
+            (now, now),
+        ).rowcount
+        sessions = conn.execute(
+            "UPDATE checkout_sessions SET status = 'expired' WHERE status = 'open' AND expires_at <= %s", (now,)
+        ).rowcount
+    return holds, sessions
 
 
 async def retrying(step: Callable[[], Awaitable[T]]) -> T:

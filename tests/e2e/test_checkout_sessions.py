@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.sessions import cleanup_expired_sessions
 from api.settings import Settings
 from tests.e2e.support import Api, Sql, assert_error, assert_validation_failed
 
@@ -634,9 +635,8 @@ def test_an_abandoned_session_gives_its_coupon_use_and_stock_back_when_it_expire
     assert_error(apply_coupon(api, sid, "LASTONE"), 422, "SESSION_EXPIRED")
     assert_error(hold(api, sid), 422, "SESSION_EXPIRED")
     assert_error(remove_coupon(api, sid), 422, "SESSION_EXPIRED")
-    # The sweeper's cleanup deletes its ended stock hold and marks it expired.
-    sessions = app.state.services.sessions
-    holds, expired = sessions.cleanup()
+    # The sweeper's chore deletes its ended stock hold and marks it expired.
+    holds, expired = cleanup_expired_sessions(app.state.services.pool)
     assert holds >= 1 and expired >= 1
     assert sql("SELECT status FROM checkout_sessions WHERE retailer_id = %s AND id = %s", api.retailer_id, sid) == [
         ("expired",)
