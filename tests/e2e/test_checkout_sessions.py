@@ -483,6 +483,26 @@ def test_items_the_session_does_not_hold_need_available_stock(api: Api) -> None:
     assert api.stock_of(tote["id"]) == 1
 
 
+def test_a_coupon_hold_ended_outside_the_session_is_invalid_transition(api: Api, sql: Sql) -> None:
+    """The retailer's server may confirm or release a session's hold through /v1/reservations; the
+    session's checkout then refuses it (nothing is placed) until the cart is synced again."""
+    tote = api.add_product("Tote", "10.00", 5)
+    api.create_coupon("OUTSIDE", max_uses=5)
+    user = next(_users)
+    for action in ("confirm", "release"):
+        sid = new_session(api, (tote["id"], 1))["session_id"]
+        held = apply_coupon(api, sid, "OUTSIDE").json()["coupon"]
+        ended = api.post(f"/v1/reservations/{held['reservation_id']}/{action}")
+        assert ended.status_code in (200, 201), ended.text
+        details = assert_error(place(api, sid, user), 409, "INVALID_TRANSITION")
+        assert details["reservation_id"] == held["reservation_id"]
+        assert api.get(f"{SESSIONS}/{sid}").json()["status"] == "open"
+        # A sync holds the coupon again; then the order goes through.
+        assert sync(api, lines((tote["id"], 1)), sid).json()["coupon"]["code"] == "OUTSIDE"
+        assert place(api, sid, user).status_code == 201
+    assert sql("SELECT count(*) FROM orders WHERE user_id = %s", user) == [(2,)]
+
+
 def test_a_session_checkout_replays_under_its_key(api: Api, sql: Sql) -> None:
     tote = api.add_product("Tote", "10.00", 5)
     api.create_coupon("KEYED10")
