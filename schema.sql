@@ -134,6 +134,35 @@ BEGIN
 END;
 $$;
 
+-- Read model (issue 8): one row per hold of a coupon use (a Reservation), written by the coupons
+-- projection in the same transactions and under the same tracking record as the coupons rows.
+-- Only holds still in status held are indexed (few at any time: each leaves the indexes when it is
+-- confirmed, released or expired): by coupon, for the live holds in the coupons list's status; by
+-- expiry, for the sweeper. Guarded, so that a later start takes no lock.
+DO $$
+BEGIN
+    IF to_regclass('reservations') IS NULL THEN
+        CREATE TABLE reservations (
+            id uuid PRIMARY KEY,
+            retailer_id uuid NOT NULL,
+            coupon_id uuid NOT NULL,
+            code text NOT NULL,
+            customer_id text,
+            campaign_id uuid,
+            status text NOT NULL CHECK (status IN ('held', 'confirmed', 'released', 'expired')),
+            discount_amount numeric(14, 2) NOT NULL,
+            expires_at timestamptz NOT NULL,
+            created_at timestamptz NOT NULL,
+            ended_at timestamptz,
+            redemption_id uuid,
+            version bigint NOT NULL
+        );
+        CREATE INDEX reservations_held_by_coupon ON reservations (coupon_id, expires_at) WHERE status = 'held';
+        CREATE INDEX reservations_held_by_expiry ON reservations (expires_at, id) WHERE status = 'held';
+    END IF;
+END;
+$$;
+
 -- Retailers and their API keys (SHA-256 of the key; the key itself is shown once).
 CREATE TABLE IF NOT EXISTS retailers (
     id uuid PRIMARY KEY,

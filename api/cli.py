@@ -1,4 +1,5 @@
-"""The `coupon-ledger` command line: serve, project, migrate, retailer create / key, campaign create, verify."""
+"""The `coupon-ledger` command line: serve, project, migrate, retailer create / key, campaign create, rebuild,
+verify."""
 
 from __future__ import annotations
 
@@ -34,11 +35,15 @@ from api.retailers import (
     normalize_retailer_name,
 )
 from api.schemas import CampaignCreate, in_template
+from api.services import cleanup_chores
 from api.settings import Settings
 from ledger.application import MAX_CAMPAIGN_CODES
 from ledger.errors import InvalidCoupon
-from projections.coupons import construct_view
+from ledger.event_store import CONNECT_TIMEOUT
+from projections.coupons import UnwritableEvent, construct_view
+from projections.rebuild import rebuild
 from projections.runner import ProjectionLeader
+from projections.sweeper import Sweeper
 from projections.verify import verify
 
 log = logging.getLogger(__name__)
@@ -250,13 +255,28 @@ def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
     with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
         if args.parent is None:  # started by serve, which has just applied it
             apply_schema(url)
-        leader = ProjectionLeader(url, eventsourcing_env(url)).start()
+        env = eventsourcing_env(url)
+        leader = ProjectionLeader(url, env).start()
+        # The sweeper runs beside the projection: one process per database sweeps.
+        ledger = open_ledger(eventsourcing_env(url, pool_size=2, max_overflow=2))
+        view = construct_view(env)
+        pool = ConnectionPool(
+            url, min_size=1, max_size=2, kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT}, open=False
+        )
+        pool.open(wait=False)
+        sweeper = Sweeper(
+            url, ledger, view, interval=settings.sweep_interval, chores=cleanup_chores(pool, ledger, settings)
+        ).start()
         try:
             while not stop.wait(0.5):
                 if args.parent is not None and os.getppid() != args.parent:
                     break  # serve is gone (even killed): do not project on as an orphan
         finally:
+            sweeper.stop()
             leader.stop()
+            view.datastore.close()
+            ledger.close()
+            pool.close()
     return 0
 
 
@@ -378,6 +398,37 @@ def refuse_campaign(errors: list[dict[str, str]]) -> int:
     return 2
 
 
+def cmd_rebuild(_: argparse.Namespace, settings: Settings) -> int:
+    with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
+        apply_schema(url)
+        env = eventsourcing_env(url, pool_size=1, max_overflow=1)
+        ledger = open_ledger(env)
+        view = construct_view(env)
+        try:
+            head = ledger.recorder.max_notification_id() or 0
+            with tqdm(total=head, unit="event", file=sys.stderr, desc="events", dynamic_ncols=True) as bar:
+
+                def advance(events: int) -> None:
+                    bar.update(events)
+
+                position = rebuild(ledger, view, progress=advance)
+            lag = view.read_lag(ledger.name)
+        except UnwritableEvent as error:
+            print(f"{REBUILD}: error: {error}; nothing was changed", file=sys.stderr)
+            return 1
+        finally:
+            view.datastore.close()
+            ledger.close()
+    print(
+        f"read model rebuilt through event {position}"
+        + (f" (the live projection carries on from there: {lag.behind} event(s) since)" if lag.behind else "")
+    )
+    return 0
+
+
+REBUILD = "coupon-ledger rebuild"
+
+
 def cmd_verify(_: argparse.Namespace, settings: Settings) -> int:
     with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
         apply_schema(url)
@@ -392,7 +443,8 @@ def cmd_verify(_: argparse.Namespace, settings: Settings) -> int:
     for violation in report.violations:
         print(f"VIOLATION: {violation}")
     print(
-        f"{report.coupons} coupons, {report.redemptions} redemptions, events through {report.head}, "
+        f"{report.coupons} coupons, {report.redemptions} redemptions, {report.reservations} holds,"
+        f" events through {report.head}, "
         f"read model through {report.projected_through}: "
         + ("OK" if not report.violations else f"{len(report.violations)} violation(s)")
     )
@@ -467,9 +519,10 @@ def parser() -> argparse.ArgumentParser:
 
     project = command(
         "project",
-        "run the projections (one process leads across all that run); serve starts one",
-        "Run the projections until SIGTERM or SIGINT. Of all the `project` processes on one database, "
-        "one leads (a PostgreSQL advisory lock) and the others take over if it goes away.",
+        "run the projections and the sweeper (one process leads across all that run); serve starts one",
+        "Run the projections, and the sweeper that records expired holds (every COUPON_LEDGER_SWEEP_INTERVAL "
+        "seconds), until SIGTERM or SIGINT. Of all the `project` processes on one database, one projects and "
+        "one sweeps (each a PostgreSQL advisory lock) and the others take over if it goes away.",
     )
     project.add_argument("--parent", type=int, default=None, help=argparse.SUPPRESS)
     project.set_defaults(func=cmd_project)
@@ -553,6 +606,13 @@ def parser() -> argparse.ArgumentParser:
     )
     campaign_create.set_defaults(func=cmd_campaign_create)
 
+    command(
+        "rebuild",
+        "rebuild the read model (coupons, reservations) from the event log, with a progress bar",
+        "Project the whole event log again into the coupons and reservations tables, in one transaction: "
+        "readers see the old rows until it commits, the running projection waits and then carries on "
+        "from the rebuilt position. On an event the read model cannot hold, nothing is changed (exit 1).",
+    ).set_defaults(func=cmd_rebuild)
     command("verify", "check the invariants; exit 1 on any violation").set_defaults(func=cmd_verify)
     return root
 

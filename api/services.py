@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from psycopg_pool import ConnectionPool
@@ -10,13 +11,24 @@ from api.checkout import Checkout
 from api.database import apply_schema, eventsourcing_env, open_ledger, release_database, resolve_database
 from api.idempotency import IdempotencyStore
 from api.retailers import Retailers
-from api.sessions import Sessions
+from api.sessions import Sessions, cleanup_expired_sessions
 from api.settings import Settings
-from api.throttle import Throttle
+from api.throttle import Throttle, delete_idle_rate_limits
 from ledger.application import CouponLedger
 from ledger.event_store import CONNECT_TIMEOUT, POOL_TIMEOUT, RECONNECT_TIMEOUT, is_database_unavailable
 from projections.coupons import CouponsView, construct_view
 from projections.runner import ProjectionLeader
+from projections.sweeper import Chore, Sweeper
+
+
+def cleanup_chores(pool: ConnectionPool, ledger: CouponLedger, settings: Settings) -> list[Chore]:
+    """The sweeper's cleanup chores besides recording expired holds (expired checkout sessions and
+    stock holds, idle rate-limit rows): each a callable taking no argument, run after every sweep
+    by the one sweeping process (the API's when it projects, else `coupon-ledger project`)."""
+    return [
+        functools.partial(delete_idle_rate_limits, pool, settings.throttle_window),
+        functools.partial(cleanup_expired_sessions, pool),
+    ]
 
 
 @dataclass
@@ -33,6 +45,7 @@ class Services:
     throttle: Throttle
     leader: ProjectionLeader | None
     embedded: bool = False
+    sweeper: Sweeper | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -60,7 +73,7 @@ class Services:
         )
         leader = ProjectionLeader(url, env).start() if settings.run_projections else None
         sessions = Sessions(pool, ledger, settings.session_ttl_seconds)
-        return cls(
+        services = cls(
             settings=settings,
             database_url=url,
             ledger=ledger,
@@ -74,6 +87,14 @@ class Services:
             leader=leader,
             embedded=embedded,
         )
+        if settings.run_projections:  # where the projection runs, so does the sweeper (one sweeps per database)
+            services.sweeper = Sweeper(
+                url, ledger, services.coupons_view, interval=settings.sweep_interval, chores=services.chores()
+            ).start()
+        return services
+
+    def chores(self) -> list[Chore]:
+        return cleanup_chores(self.pool, self.ledger, self.settings)
 
     def unready_reason(self) -> tuple[str, str] | None:
         """None if the service can answer requests; else why not: (reason, message)."""
@@ -93,6 +114,8 @@ class Services:
 
     def close(self) -> None:
         try:
+            if self.sweeper is not None:
+                self.sweeper.stop()
             if self.leader is not None:
                 self.leader.stop()
             self.coupons_view.datastore.close()

@@ -1,8 +1,11 @@
-"""The `coupons` read model: one row per coupon with its use count, for lists and analytics.
+"""The `coupons` read model: one row per coupon with its use count, for lists and analytics; and
+the `reservations` read model beside it: one row per hold of a coupon use (issue 8), for the
+coupons list's status (live holds count against max_uses) and for the sweeper.
 
 Events are projected in batches. A batch's row changes are coalesced (`CouponChanges`: one
 INSERT of every coupon created in the batch, with whatever else the batch did to it, one
-UPDATE for every other coupon the batch touched) and written in ONE transaction together
+UPDATE for every other coupon the batch touched; likewise one INSERT of every hold and one
+UPDATE of every hold ended in the batch) and written in ONE transaction together
 with ONE tracking record, that of the batch's last event. The result equals processing the
 events one by one in notification order; a runner that stops anywhere, or crashes mid-batch,
 leaves either the whole batch or nothing of it, and resumes without skipping or double counting.
@@ -33,16 +36,27 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 from psycopg.types.json import Jsonb
 
-from ledger.domain import Coupon
+from ledger.domain import Coupon, Reservation
 from ledger.event_store import bound_waits, fewer_retries
 from ledger.timestamps import to_utc
 
-STATUS_SQL = """
+# A coupon's live holds at %(now)s: held and not past expires_at (Reservation.is_live), recorded
+# as expired or not. Served by the partial index reservations_held_by_coupon.
+LIVE_HOLDS_SQL = """
+    (SELECT count(*) FROM reservations
+     WHERE reservations.coupon_id = coupons.id AND reservations.status = 'held' AND reservations.expires_at > %(now)s)
+"""
+# Coupon.status in SQL, over a row of `coupons` (the FROM must name the table `coupons`, without
+# an alias): uses and live holds together reaching max_uses is count_expired. The holds are only
+# counted for a coupon with a max_uses that its uses alone have not reached.
+STATUS_SQL = f"""
     CASE
         WHEN NOT is_active THEN 'inactive'
         WHEN starts_at IS NOT NULL AND %(now)s < starts_at THEN 'scheduled'
         WHEN expiry_date IS NOT NULL AND expiry_date <= %(now)s THEN 'time_expired'
-        WHEN max_uses IS NOT NULL AND uses_count >= max_uses THEN 'count_expired'
+        WHEN max_uses IS NULL THEN 'active'
+        WHEN uses_count >= max_uses THEN 'count_expired'
+        WHEN uses_count + {LIVE_HOLDS_SQL} >= max_uses THEN 'count_expired'
         ELSE 'active'
     END
 """
@@ -128,6 +142,84 @@ class CouponUpdate:
     columns: dict[str, Any] = field(default_factory=dict)  # other columns the batch set (PATCH, archive)
 
 
+HELD = "held"
+CONFIRMED = "confirmed"
+RELEASED = "released"
+EXPIRED = "expired"
+RESERVATION_STATUSES = (HELD, CONFIRMED, RELEASED, EXPIRED)
+
+
+@dataclass
+class NewReservation:
+    """A hold made in the batch (Reservation.Held), with whatever else the batch did to it."""
+
+    id: UUID
+    retailer_id: UUID
+    coupon_id: UUID
+    code: str
+    customer_id: str | None
+    campaign_id: UUID | None
+    status: str
+    discount_amount: Decimal
+    expires_at: datetime
+    created_at: datetime
+    version: int
+    ended_at: datetime | None = None
+    redemption_id: UUID | None = None
+
+
+@dataclass
+class ReservationEnd:
+    """How the batch ended a hold made before it: confirmed, released or expired (the last of its
+    events wins, as processed one by one; a redemption id once set stays)."""
+
+    id: UUID
+    status: str
+    ended_at: datetime
+    version: int
+    redemption_id: UUID | None = None
+
+
+@dataclass(frozen=True)
+class ReservationRow:
+    """A row of the `reservations` read model."""
+
+    id: UUID
+    retailer_id: UUID
+    coupon_id: UUID
+    code: str
+    customer_id: str | None
+    campaign_id: UUID | None
+    status: str
+    discount_amount: Decimal
+    expires_at: datetime
+    created_at: datetime
+    ended_at: datetime | None
+    redemption_id: UUID | None
+
+
+RESERVATION_COLUMNS = (
+    "id, retailer_id, coupon_id, code, customer_id, campaign_id, status, discount_amount, expires_at, created_at,"
+    " ended_at, redemption_id"
+)
+
+
+class ReadModelSnapshot(NamedTuple):
+    """The read model as of one tracking position (read in one snapshot), for verify."""
+
+    position: int
+    uses_counts: dict[UUID, int]
+    reservations: dict[UUID, ReservationRow]
+
+
+# The Reservation events that end a hold, and the status each leaves it in.
+ENDING_EVENTS: dict[type[Any], str] = {
+    Reservation.Confirmed: CONFIRMED,
+    Reservation.Released: RELEASED,
+    Reservation.Expired: EXPIRED,
+}
+
+
 # A coupon's Updated event names its fields; these are their columns (the others share the name).
 COLUMN_OF_FIELD = {"expires_at": "expiry_date"}
 UPDATABLE_COLUMNS = frozenset(
@@ -161,17 +253,26 @@ def readable_expiry(expires_at: datetime | None, name: str = "expires_at") -> No
 
 @dataclass
 class CouponChanges:
-    """What a run of events does to the `coupons` table, coalesced.
+    """What a run of events does to the `coupons` and `reservations` tables, coalesced.
 
     Applying ``created`` (INSERT) and ``updated`` (UPDATE) gives the same rows as applying
     each event on its own in order: a Created event gives a row with uses_count 0, Activated
     and Deactivated set is_active, Redeemed adds one use, and each of those sets the row's
     version to the event's. An event of any other type changes no row. Events of a coupon
     that has no row change nothing (as an UPDATE of a missing row would).
+
+    Holds likewise (``holds``: INSERT, ``ended``: UPDATE): Reservation.Held gives a row in status
+    held; Confirmed, Released and Expired set the status, ended_at (the event's time) and the
+    version, Confirmed also the redemption id. The coupon's own hold events (Coupon.Reserved,
+    ReservationReleased, ReservationExpired) change no row: the same save records the
+    Reservation's, which carry everything the row holds. Redeemed counts a use whether or not it
+    confirms a hold.
     """
 
     created: dict[UUID, NewCoupon] = field(default_factory=dict)
     updated: dict[UUID, CouponUpdate] = field(default_factory=dict)
+    holds: dict[UUID, NewReservation] = field(default_factory=dict)
+    ended: dict[UUID, ReservationEnd] = field(default_factory=dict)
 
     @classmethod
     def of(cls, events: Iterable[DomainEventProtocol[Any]]) -> CouponChanges:
@@ -225,6 +326,36 @@ class CouponChanges:
                 self._set(event, columns)
             case Coupon.Archived():
                 self._set(event, {"archived_at": event.timestamp})
+            case Reservation.Held():
+                readable_expiry(event.expires_at)
+                self.ended.pop(event.originator_id, None)  # updates of a missing row: no-ops
+                self.holds[event.originator_id] = NewReservation(
+                    id=event.originator_id,
+                    retailer_id=event.retailer_id,
+                    coupon_id=event.coupon_id,
+                    code=event.code,
+                    customer_id=event.customer_id,
+                    campaign_id=event.campaign_id,
+                    status=HELD,
+                    discount_amount=event.discount_amount,
+                    expires_at=event.expires_at,
+                    created_at=event.timestamp,
+                    version=event.originator_version,
+                )
+            case Reservation.Confirmed() | Reservation.Released() | Reservation.Expired():
+                self._end_hold(event, ENDING_EVENTS[type(event)])
+
+    def _end_hold(self, event: Reservation.Confirmed | Reservation.Released | Reservation.Expired, status: str) -> None:
+        redemption_id = event.redemption_id if isinstance(event, Reservation.Confirmed) else None
+        hold_id = event.originator_id
+        target = self.holds.get(hold_id) or self.ended.get(hold_id)
+        if target is None:
+            target = self.ended[hold_id] = ReservationEnd(hold_id, status, event.timestamp, event.originator_version)
+        target.status = status
+        target.ended_at = event.timestamp
+        target.version = event.originator_version
+        if redemption_id is not None:
+            target.redemption_id = redemption_id
 
     def _set(self, event: DomainEventProtocol[Any], columns: dict[str, Any]) -> None:
         unknown = set(columns) - UPDATABLE_COLUMNS
@@ -267,9 +398,15 @@ class CouponsView(PostgresTrackingRecorder):
         """
         with self.datastore.transaction(commit=True) as curs:
             self.claim(curs, tracking.application_name, first_notification_id)
-            self.insert_coupons(curs, list(changes.created.values()))
-            self.update_coupons(curs, list(changes.updated.values()))
+            self.write_changes(curs, changes)
             self._insert_tracking(curs, tracking)
+
+    def write_changes(self, curs: Cursor[DictRow], changes: CouponChanges) -> None:
+        """The coalesced row changes of a run of events, in the caller's transaction."""
+        self.insert_coupons(curs, list(changes.created.values()))
+        self.update_coupons(curs, list(changes.updated.values()))
+        self.insert_reservations(curs, list(changes.holds.values()))
+        self.update_reservations(curs, list(changes.ended.values()))
 
     def claim(self, curs: Cursor[DictRow], application_name: str, first_notification_id: int) -> None:
         """Make sure no event from ``first_notification_id`` on has been processed, and that no
@@ -281,16 +418,21 @@ class CouponsView(PostgresTrackingRecorder):
         [11..80] would still raise the tracking id. So every batch first takes the projection's
         advisory lock, then reads the tracking id committed before it.
         """
-        curs.execute(
-            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-            (BATCH_LOCK_CLASS, f"{self.tracking_table_name}/{application_name}"),
-        )
+        self.lock_batches(curs, application_name)
         position = self._max_tracking_id(application_name, curs)
         if position is not None and position >= first_notification_id:
             raise IntegrityError(
                 f"{application_name} notification {first_notification_id} was already processed"
                 f" (tracking is at {position}): another runner is projecting the same events"
             )
+
+    def lock_batches(self, curs: Cursor[DictRow], application_name: str) -> None:
+        """Take the projection's batch lock until the transaction ends: no other batch (nor a
+        rebuild) can commit meanwhile."""
+        curs.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+            (BATCH_LOCK_CLASS, f"{self.tracking_table_name}/{application_name}"),
+        )
 
     def insert_coupons(self, curs: Cursor[DictRow], coupons: Sequence[NewCoupon]) -> None:
         if not coupons:
@@ -355,6 +497,50 @@ class CouponsView(PostgresTrackingRecorder):
                 [*values, update.id],
             )
 
+    def insert_reservations(self, curs: Cursor[DictRow], holds: Sequence[NewReservation]) -> None:
+        if not holds:
+            return
+        curs.execute(
+            "INSERT INTO reservations (id, retailer_id, coupon_id, code, customer_id, campaign_id, status,"
+            " discount_amount, expires_at, created_at, ended_at, redemption_id, version)"
+            " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::text[], %s::text[], %s::uuid[],"
+            " %s::text[], %s::numeric[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::uuid[],"
+            " %s::bigint[])",
+            (
+                [h.id for h in holds],
+                [h.retailer_id for h in holds],
+                [h.coupon_id for h in holds],
+                [h.code for h in holds],
+                [h.customer_id for h in holds],
+                [h.campaign_id for h in holds],
+                [h.status for h in holds],
+                [h.discount_amount for h in holds],
+                [h.expires_at for h in holds],
+                [h.created_at for h in holds],
+                [h.ended_at for h in holds],
+                [h.redemption_id for h in holds],
+                [h.version for h in holds],
+            ),
+        )
+
+    def update_reservations(self, curs: Cursor[DictRow], ends: Sequence[ReservationEnd]) -> None:
+        if not ends:
+            return
+        curs.execute(
+            "UPDATE reservations AS r SET status = u.status, ended_at = u.ended_at,"
+            " redemption_id = coalesce(u.redemption_id, r.redemption_id), version = u.version"
+            " FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[], %s::uuid[], %s::bigint[])"
+            " AS u(id, status, ended_at, redemption_id, version)"
+            " WHERE r.id = u.id",
+            (
+                [e.id for e in ends],
+                [e.status for e in ends],
+                [e.ended_at for e in ends],
+                [e.redemption_id for e in ends],
+                [e.version for e in ends],
+            ),
+        )
+
     def list_coupons(
         self,
         retailer_id: UUID,
@@ -399,13 +585,45 @@ class CouponsView(PostgresTrackingRecorder):
                 return
             after = page[-1].code
 
-    def consistent_snapshot(self, application_name: str) -> tuple[int, dict[UUID, int]]:
-        """The tracking position and every coupon's uses_count, read in one snapshot."""
+    def consistent_snapshot(self, application_name: str) -> ReadModelSnapshot:
+        """The tracking position, every coupon's uses_count and every hold, read in one snapshot."""
         with self.datastore.get_connection() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             position = self._max_tracking_id(application_name, conn.cursor()) or 0
             rows = conn.execute("SELECT id, uses_count FROM coupons").fetchall()
-        return position, {row["id"]: row["uses_count"] for row in rows}
+            holds = conn.execute(f"SELECT {RESERVATION_COLUMNS} FROM reservations").fetchall()
+        return ReadModelSnapshot(
+            position,
+            {row["id"]: row["uses_count"] for row in rows},
+            {row["id"]: ReservationRow(**row) for row in holds},
+        )
+
+    def expired_holds(
+        self, now: datetime, limit: int, after: tuple[datetime, UUID] | None = None
+    ) -> list[tuple[UUID, datetime]]:
+        """(id, expires_at) of holds still in status held whose expires_at is at or before ``now``,
+        the longest expired first, after ``after`` (an (expires_at, id) of the previous page).
+        The sweeper's query, served by the partial index reservations_held_by_expiry."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                "SELECT id, expires_at FROM reservations WHERE status = 'held' AND expires_at <= %(now)s"
+                " AND (%(after_expiry)s::timestamptz IS NULL"
+                " OR (expires_at, id) > (%(after_expiry)s::timestamptz, %(after_id)s::uuid))"
+                " ORDER BY expires_at, id LIMIT %(limit)s",
+                {
+                    "now": now,
+                    "limit": limit,
+                    "after_expiry": after[0] if after else None,
+                    "after_id": after[1] if after else None,
+                },
+            )
+            return [(row["id"], row["expires_at"]) for row in curs.fetchall()]
+
+    def get_reservation(self, reservation_id: UUID) -> ReservationRow | None:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(f"SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = %s", (reservation_id,))
+            row = curs.fetchone()
+        return None if row is None else ReservationRow(**row)
 
     def redemptions_with_orders(self, redemption_ids: list[UUID]) -> set[UUID]:
         """Of these redemptions, the ones an order placed at checkout holds (order_coupons)."""

@@ -14,19 +14,37 @@ One pass over the event log, in notification order (the order the writers decide
   max_discount_total, and the Campaign's counters equal what its live redemptions add up to;
 - checkout: a coupon redeemed at checkout has its order;
 - the read model: uses_count = Redeemed - RedemptionReversed through its tracking position.
+
+And for holds (issue 8):
+
+- limits with holds: after each Coupon.Reserved, and each Redeemed that is not the confirmation
+  of a hold still live, live uses + live holds (as of that event's time) never above max_uses as
+  it stood; likewise per customer (CustomerUsage) and per campaign (Campaign, both counts and
+  discounts). A confirmation turns a live hold into a use: it changes no count;
+- every hold is one Reservation: Held once, then ended at most once (confirmed, released or
+  expired); a confirmed one's redemption exists (Redemption.Recorded) and its coupon's Redeemed
+  names the hold; every hold on a coupon, customer usage and campaign is a Reservation's, and the
+  holds each still has open are exactly the Reservations still held;
+- the read model: each `reservations` row equals its Reservation through the tracking position.
+
+"Live at an event" compares a hold's expires_at with the event's timestamp, which the library
+takes from the system clock a moment after the writer read its own clock to decide: a hold the
+writer counted is counted here too, or is already past. (A ledger run on an injected clock ahead
+of the system's, as some tests do, makes holds it saw as expired look live here.)
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 from ledger.application import CHECKOUT_KEY_PREFIX, CouponLedger
-from ledger.domain import Campaign, Coupon, CustomerUsage, Redemption
-from projections.coupons import CouponsView
+from ledger.domain import Campaign, Coupon, CustomerUsage, Redemption, Reservation
+from projections.coupons import CONFIRMED, EXPIRED, HELD, RELEASED, CouponsView, ReservationRow
 
 ZERO = Decimal("0.00")
 
@@ -36,6 +54,7 @@ class Report:
     coupons: int = 0
     redemptions: int = 0
     reversals: int = 0
+    reservations: int = 0
     projected_through: int = 0
     head: int = 0
     violations: list[str] = field(default_factory=list)
@@ -48,6 +67,7 @@ class CouponAudit:
     max_uses_per_customer: int | None
     live: int = 0  # Redeemed - RedemptionReversed so far
     live_in_view: int = 0  # the same, through the read model's tracking position
+    holds: dict[UUID, datetime] = field(default_factory=dict)  # open holds: reservation id -> expires_at
 
     def label(self, coupon_id: UUID) -> str:
         return f"coupon {self.code} ({coupon_id})"
@@ -58,6 +78,7 @@ class UsageAudit:
     coupon_id: UUID
     customer_id: str
     uses: int = 0  # Used - Returned so far
+    holds: dict[UUID, datetime] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -67,6 +88,7 @@ class CampaignAudit:
     max_discount_total: Decimal | None
     redemptions: int = 0  # Used - Returned so far
     discount_total: Decimal = ZERO
+    holds: dict[UUID, tuple[datetime, Decimal]] = field(default_factory=dict)  # -> (expires_at, discount)
 
     def label(self, campaign_id: UUID) -> str:
         return f"campaign {self.name} ({campaign_id})"
@@ -79,6 +101,37 @@ class RedemptionAudit:
     campaign_id: UUID | None
     discount_amount: Decimal
     reversals: int = 0  # Redemption.Reversed events
+
+
+@dataclass(slots=True)
+class ReservationAudit:
+    """A Reservation as its events build it, and as the read model should hold it (the same
+    fields through the tracking position)."""
+
+    held: ReservationRow  # the row as Reservation.Held made it
+    status: str = HELD
+    ended_at: datetime | None = None
+    redemption_id: UUID | None = None
+    endings: int = 0  # Confirmed, Released and Expired events
+    confirmations: int = 0
+    in_view: ReservationRow | None = None  # the row the read model should hold (None: not projected yet)
+
+    def row(self) -> ReservationRow:
+        return ReservationRow(
+            **{
+                **{name: getattr(self.held, name) for name in ReservationRow.__dataclass_fields__},
+                "status": self.status,
+                "ended_at": self.ended_at,
+                "redemption_id": self.redemption_id,
+            }
+        )
+
+
+def live_holds(holds: dict[UUID, datetime], at: datetime) -> int:
+    return sum(1 for expires_at in holds.values() if at < expires_at)
+
+
+ENDED_STATUS = {Reservation.Confirmed: CONFIRMED, Reservation.Released: RELEASED, Reservation.Expired: EXPIRED}
 
 
 class Audit:
@@ -95,6 +148,9 @@ class Audit:
         self.redeemed: dict[UUID, tuple[UUID, Decimal]] = {}  # Coupon.Redeemed: redemption -> coupon, discount
         self.given_back: dict[UUID, list[UUID]] = {}  # Coupon.RedemptionReversed: redemption -> coupons
         self.at_checkout: dict[UUID, str] = {}  # redemption id -> the order id it was made for
+        self.reservations: dict[UUID, ReservationAudit] = {}
+        self.held_on_coupon: dict[UUID, UUID] = {}  # Coupon.Reserved: reservation id -> coupon id
+        self.confirmed_on_coupon: dict[UUID, UUID] = {}  # Redeemed naming a hold: reservation id -> redemption id
 
     def violation(self, message: str) -> None:
         self.report.violations.append(message)
@@ -121,6 +177,10 @@ class Audit:
                 coupon.max_uses_per_customer = changes.get("max_uses_per_customer", coupon.max_uses_per_customer)
             case Coupon.Redeemed():
                 self.see_redeemed(event, in_view)
+            case Coupon.Reserved():
+                self.see_coupon_hold(event)
+            case Coupon.ReservationReleased() | Coupon.ReservationExpired():
+                self.end_coupon_hold(event.originator_id, event.reservation_id, type(event).__name__)
             case Coupon.RedemptionReversed():
                 self.see_given_back(event, in_view)
             case Redemption.Recorded():
@@ -143,6 +203,15 @@ class Audit:
                 usage = self.usages.get(event.originator_id)
                 if usage is not None:
                     usage.uses -= 1
+            case CustomerUsage.Reserved():
+                self.see_customer_hold(event)
+            case CustomerUsage.ReservationReleased() | CustomerUsage.ReservationExpired():
+                usage = self.usages.get(event.originator_id)
+                if usage is None or usage.holds.pop(event.reservation_id, None) is None:
+                    self.violation(
+                        f"customer usage {event.originator_id} ends hold {event.reservation_id}"
+                        f" ({type(event).__name__}), which it does not hold"
+                    )
             case Campaign.Created():
                 self.campaigns[event.originator_id] = CampaignAudit(
                     event.name, event.max_redemptions, event.max_discount_total
@@ -154,24 +223,80 @@ class Audit:
                 if campaign is not None:
                     campaign.redemptions -= 1
                     campaign.discount_total -= event.discount_amount
+            case Campaign.Reserved():
+                self.see_campaign_hold(event)
+            case Campaign.ReservationReleased() | Campaign.ReservationExpired():
+                campaign = self.campaigns.get(event.originator_id)
+                if campaign is None or campaign.holds.pop(event.reservation_id, None) is None:
+                    self.violation(
+                        f"campaign {event.originator_id} ends hold {event.reservation_id}"
+                        f" ({type(event).__name__}), which it does not hold"
+                    )
+            case Reservation.Held():
+                self.see_reservation_held(event, in_view)
+            case Reservation.Confirmed() | Reservation.Released() | Reservation.Expired():
+                self.see_reservation_ended(event, in_view)
 
     def see_redeemed(self, event: Coupon.Redeemed, in_view: bool) -> None:
         coupon_id = event.originator_id
         coupon = self.coupon(coupon_id)
+        confirms_live = False  # turns a hold still live into this use: no count changes
+        reservation_id = getattr(event, "reservation_id", None)
+        if reservation_id is not None:
+            earlier = self.confirmed_on_coupon.setdefault(reservation_id, event.redemption_id)
+            if earlier != event.redemption_id:
+                self.violation(
+                    f"{coupon.label(coupon_id)}: hold {reservation_id} is confirmed again by redemption"
+                    f" {event.redemption_id} (first by {earlier})"
+                )
+            expires_at = coupon.holds.pop(reservation_id, None)
+            if expires_at is None:
+                self.violation(
+                    f"{coupon.label(coupon_id)}: redemption {event.redemption_id} confirms hold {reservation_id},"
+                    " which the coupon does not hold"
+                )
+            else:
+                confirms_live = event.timestamp < expires_at
         self.report.redemptions += 1
         coupon.live += 1
         coupon.live_in_view += in_view
         self.redeemed[event.redemption_id] = (coupon_id, event.discount_amount)
-        if coupon.max_uses is not None and coupon.live > coupon.max_uses:
-            self.violation(
-                f"{coupon.label(coupon_id)}: redemption {event.redemption_id} (version {event.originator_version})"
-                f" made {coupon.live} live uses, max_uses was {coupon.max_uses}"
-            )
+        if not confirms_live:
+            what = f"redemption {event.redemption_id} (version {event.originator_version})"
+            self.check_coupon_limit(coupon_id, coupon, event.timestamp, what)
         if event.final_total != event.original_subtotal - event.discount_amount or event.final_total < 0:
             self.violation(
                 f"redemption {event.redemption_id} of {coupon.label(coupon_id)}: final_total "
                 f"{event.final_total} != {event.original_subtotal} - {event.discount_amount}"
             )
+
+    def check_coupon_limit(self, coupon_id: UUID, coupon: CouponAudit, at: datetime, what: str) -> None:
+        """Live uses and the holds live at ``at`` within max_uses as it stands."""
+        if coupon.max_uses is None:
+            return
+        held = live_holds(coupon.holds, at)
+        if coupon.live + held > coupon.max_uses:
+            holds = f" and {held} live holds" if held else ""
+            self.violation(
+                f"{coupon.label(coupon_id)}: {what} made {coupon.live} live uses{holds}, max_uses was {coupon.max_uses}"
+            )
+
+    def see_coupon_hold(self, event: Coupon.Reserved) -> None:
+        coupon_id = event.originator_id
+        coupon = self.coupon(coupon_id)
+        reservation_id = event.reservation_id
+        if reservation_id in self.held_on_coupon:
+            self.violation(f"{coupon.label(coupon_id)}: hold {reservation_id} is reserved more than once")
+        self.held_on_coupon[reservation_id] = coupon_id
+        coupon.holds[reservation_id] = event.expires_at
+        self.check_coupon_limit(
+            coupon_id, coupon, event.timestamp, f"hold {reservation_id} (version {event.originator_version})"
+        )
+
+    def end_coupon_hold(self, coupon_id: UUID, reservation_id: UUID, kind: str) -> None:
+        coupon = self.coupon(coupon_id)
+        if coupon.holds.pop(reservation_id, None) is None:
+            self.violation(f"{coupon.label(coupon_id)} ends hold {reservation_id} ({kind}), which it does not hold")
 
     def see_given_back(self, event: Coupon.RedemptionReversed, in_view: bool) -> None:
         coupon_id = event.originator_id
@@ -196,13 +321,40 @@ class Audit:
         if usage is None:
             self.violation(f"customer usage {event.originator_id} is used but was never started")
             return
+        confirms_live = False
+        reservation_id = getattr(event, "reservation_id", None)
+        if reservation_id is not None:
+            expires_at = usage.holds.pop(reservation_id, None)
+            if expires_at is None:
+                self.violation(
+                    f"customer usage {event.originator_id}: redemption {event.redemption_id} confirms hold"
+                    f" {reservation_id}, which it does not hold"
+                )
+            else:
+                confirms_live = event.timestamp < expires_at
         usage.uses += 1
+        if not confirms_live:
+            self.check_customer_limit(usage, event.timestamp, f"redemption {event.redemption_id}")
+
+    def see_customer_hold(self, event: CustomerUsage.Reserved) -> None:
+        usage = self.usages.get(event.originator_id)
+        if usage is None:
+            self.violation(f"customer usage {event.originator_id} holds but was never started")
+            return
+        usage.holds[event.reservation_id] = event.expires_at
+        self.check_customer_limit(usage, event.timestamp, f"hold {event.reservation_id}")
+
+    def check_customer_limit(self, usage: UsageAudit, at: datetime, what: str) -> None:
         coupon = self.coupon(usage.coupon_id)
         limit = coupon.max_uses_per_customer
-        if limit is not None and usage.uses > limit:
+        if limit is None:
+            return
+        held = live_holds(usage.holds, at)
+        if usage.uses + held > limit:
+            holds = f" and {held} live holds" if held else ""
             self.violation(
-                f"customer {usage.customer_id} of {coupon.label(usage.coupon_id)}: redemption"
-                f" {event.redemption_id} made {usage.uses} live uses, max_uses_per_customer was {limit}"
+                f"customer {usage.customer_id} of {coupon.label(usage.coupon_id)}: {what} made {usage.uses}"
+                f" live uses{holds}, max_uses_per_customer was {limit}"
             )
 
     def see_campaign_use(self, event: Campaign.Used) -> None:
@@ -210,19 +362,92 @@ class Audit:
         if campaign is None:
             self.violation(f"campaign {event.originator_id} is used but was never created")
             return
+        confirms_live = False
+        reservation_id = getattr(event, "reservation_id", None)
+        if reservation_id is not None:
+            hold = campaign.holds.pop(reservation_id, None)
+            if hold is None:
+                self.violation(
+                    f"{campaign.label(event.originator_id)}: redemption {event.redemption_id} confirms hold"
+                    f" {reservation_id}, which it does not hold"
+                )
+            else:  # the same discount moves from held to used
+                confirms_live = event.timestamp < hold[0] and event.discount_amount == hold[1]
         campaign.redemptions += 1
         campaign.discount_total += event.discount_amount
-        label = campaign.label(event.originator_id)
-        if campaign.max_redemptions is not None and campaign.redemptions > campaign.max_redemptions:
+        if not confirms_live:
+            what = f"redemption {event.redemption_id}"
+            self.check_campaign_limits(event.originator_id, campaign, event.timestamp, what)
+
+    def see_campaign_hold(self, event: Campaign.Reserved) -> None:
+        campaign = self.campaigns.get(event.originator_id)
+        if campaign is None:
+            self.violation(f"campaign {event.originator_id} holds but was never created")
+            return
+        campaign.holds[event.reservation_id] = (event.expires_at, event.discount_amount)
+        self.check_campaign_limits(event.originator_id, campaign, event.timestamp, f"hold {event.reservation_id}")
+
+    def check_campaign_limits(self, campaign_id: UUID, campaign: CampaignAudit, at: datetime, what: str) -> None:
+        live = [discount for expires_at, discount in campaign.holds.values() if at < expires_at]
+        held, held_discount = len(live), sum(live, ZERO)
+        label = campaign.label(campaign_id)
+        if campaign.max_redemptions is not None and campaign.redemptions + held > campaign.max_redemptions:
+            holds = f" and {held} live holds" if held else ""
             self.violation(
-                f"{label}: redemption {event.redemption_id} made {campaign.redemptions} live redemptions,"
+                f"{label}: {what} made {campaign.redemptions} live redemptions{holds},"
                 f" max_redemptions {campaign.max_redemptions}"
             )
-        if campaign.max_discount_total is not None and campaign.discount_total > campaign.max_discount_total:
+        total = campaign.discount_total + held_discount
+        if campaign.max_discount_total is not None and total > campaign.max_discount_total:
+            held_text = f" with {held_discount} held" if held else ""
             self.violation(
-                f"{label}: redemption {event.redemption_id} took live discounts to {campaign.discount_total},"
+                f"{label}: {what} took live discounts to {total}{held_text},"
                 f" max_discount_total {campaign.max_discount_total}"
             )
+
+    def see_reservation_held(self, event: Reservation.Held, in_view: bool) -> None:
+        reservation_id = event.originator_id
+        self.report.reservations += 1
+        row = ReservationRow(
+            id=reservation_id,
+            retailer_id=event.retailer_id,
+            coupon_id=event.coupon_id,
+            code=event.code,
+            customer_id=event.customer_id,
+            campaign_id=event.campaign_id,
+            status=HELD,
+            discount_amount=event.discount_amount,
+            expires_at=event.expires_at,
+            created_at=event.timestamp,
+            ended_at=None,
+            redemption_id=None,
+        )
+        self.reservations[reservation_id] = ReservationAudit(row, in_view=row if in_view else None)
+
+    def see_reservation_ended(
+        self, event: Reservation.Confirmed | Reservation.Released | Reservation.Expired, in_view: bool
+    ) -> None:
+        reservation_id = event.originator_id
+        status = ENDED_STATUS[type(event)]
+        reservation = self.reservations.get(reservation_id)
+        if reservation is None:
+            self.violation(f"reservation {reservation_id} is {status} but was never held")
+            return
+        reservation.endings += 1
+        if isinstance(event, Reservation.Confirmed):
+            reservation.confirmations += 1
+            if reservation.confirmations > 1:
+                self.violation(
+                    f"reservation {reservation_id} is confirmed more than once (redemptions"
+                    f" {reservation.redemption_id} and {event.redemption_id})"
+                )
+            reservation.redemption_id = event.redemption_id
+        if reservation.endings > 1 and not (status == CONFIRMED and reservation.status == CONFIRMED):
+            self.violation(f"reservation {reservation_id} is {status} after it was {reservation.status}")
+        reservation.status = status
+        reservation.ended_at = event.timestamp
+        if in_view:
+            reservation.in_view = reservation.row()
 
     # --- once the whole log is read ---------------------------------------------------------------
 
@@ -279,6 +504,92 @@ class Audit:
         for campaign_id in sorted(live, key=str):
             self.violation(f"campaign {campaign_id} has live redemptions but was never created")
 
+    def check_reservations(self) -> None:
+        """Each hold is one Reservation, confirmed at most once into a redemption that exists; the
+        holds the coupons, customer usages and campaigns keep open are the Reservations still held."""
+        for reservation_id, reservation in self.reservations.items():
+            coupon_id = reservation.held.coupon_id
+            on_coupon = self.held_on_coupon.get(reservation_id)
+            if on_coupon is None:
+                self.violation(f"reservation {reservation_id} was never held on its coupon {coupon_id}")
+            elif on_coupon != coupon_id:
+                self.violation(f"reservation {reservation_id} of coupon {coupon_id} is held on coupon {on_coupon}")
+            if reservation.status != CONFIRMED:
+                continue
+            redemption_id = reservation.redemption_id
+            assert redemption_id is not None
+            if redemption_id not in self.recorded:
+                self.violation(
+                    f"reservation {reservation_id} is confirmed as redemption {redemption_id}, which is not recorded"
+                )
+            redeemed = self.confirmed_on_coupon.get(reservation_id)
+            if redeemed != redemption_id:
+                self.violation(
+                    f"reservation {reservation_id} is confirmed as redemption {redemption_id}, but its coupon"
+                    + (f" redeemed it as {redeemed}" if redeemed else " never redeemed it")
+                )
+        for reservation_id in sorted(self.held_on_coupon.keys() - self.reservations.keys(), key=str):
+            coupon_id = self.held_on_coupon[reservation_id]
+            self.violation(f"{self.coupon(coupon_id).label(coupon_id)} holds {reservation_id}, which is no Reservation")
+        for reservation_id, redemption_id in self.confirmed_on_coupon.items():
+            confirmed = self.reservations.get(reservation_id)
+            if confirmed is None or confirmed.status != CONFIRMED:
+                self.violation(
+                    f"redemption {redemption_id} confirms hold {reservation_id}, whose Reservation is"
+                    + (f" {confirmed.status}" if confirmed is not None else " missing")
+                )
+
+        still_held = {i: r.held for i, r in self.reservations.items() if r.status == HELD}
+        open_holds = {
+            "coupon": (
+                {i: str(coupon_id) for coupon_id, coupon in self.coupons.items() for i in coupon.holds},
+                {i: str(row.coupon_id) for i, row in still_held.items()},
+            ),
+            "customer usage": (
+                {i: f"{u.coupon_id}/{u.customer_id}" for u in self.usages.values() for i in u.holds},
+                {i: f"{row.coupon_id}/{row.customer_id}" for i, row in still_held.items() if row.customer_id},
+            ),
+            "campaign": (
+                {i: str(campaign_id) for campaign_id, campaign in self.campaigns.items() for i in campaign.holds},
+                {i: str(row.campaign_id) for i, row in still_held.items() if row.campaign_id},
+            ),
+        }
+        for what, (kept_open, expected) in open_holds.items():
+            for reservation_id in sorted(kept_open.keys() | expected.keys(), key=str):
+                if kept_open.get(reservation_id) == expected.get(reservation_id):
+                    continue
+                found = self.reservations.get(reservation_id)
+                status = found.status if found is not None else "missing"
+                where = kept_open.get(reservation_id)
+                self.violation(
+                    f"hold {reservation_id}: its Reservation is {status}, but "
+                    + (f"{what} {where} still holds it" if where else f"its {what} does not hold it")
+                )
+
+    def check_reservations_view(self, rows: dict[UUID, ReservationRow]) -> None:
+        expected = {i: r.in_view for i, r in self.reservations.items() if r.in_view is not None}
+        for reservation_id in sorted(rows.keys() | expected.keys(), key=str):
+            row, wanted = rows.get(reservation_id), expected.get(reservation_id)
+            if row == wanted:
+                continue
+            if wanted is None:
+                self.violation(
+                    f"read model has hold {reservation_id} that the event log does not have"
+                    f" through notification {self.position}"
+                )
+            elif row is None:
+                self.violation(f"read model lacks hold {reservation_id} (projected through {self.position})")
+            else:
+                differences = ", ".join(
+                    f"{name} {getattr(row, name)} != {getattr(wanted, name)}"
+                    for name in ReservationRow.__dataclass_fields__
+                    if getattr(row, name) != getattr(wanted, name)
+                )
+                self.violation(
+                    f"read model hold {reservation_id}: {differences} (the Reservation's events through"
+                    f" notification {self.position})"
+                )
+
     def check_read_model(self, rows: dict[UUID, int]) -> None:
         for coupon_id, uses_count in rows.items():
             coupon = self.coupons.get(coupon_id)
@@ -293,9 +604,9 @@ class Audit:
 
 def verify(ledger: CouponLedger, view: CouponsView, page_size: int = 1000) -> Report:
     report = Report()
-    position, rows = view.consistent_snapshot(ledger.name)
-    report.projected_through = position
-    audit = Audit(report, position)
+    snapshot = view.consistent_snapshot(ledger.name)
+    report.projected_through = snapshot.position
+    audit = Audit(report, snapshot.position)
 
     start = 1
     while True:
@@ -310,6 +621,7 @@ def verify(ledger: CouponLedger, view: CouponsView, page_size: int = 1000) -> Re
     audit.check_redemptions()
     audit.check_customers()
     audit.check_campaigns()
+    audit.check_reservations()
 
     # A coupon redeemed at checkout is redeemed in the transaction that writes its order: a
     # redemption without its order is a use consumed for nothing.
@@ -320,5 +632,6 @@ def verify(ledger: CouponLedger, view: CouponsView, page_size: int = 1000) -> Re
             " which does not exist"
         )
 
-    audit.check_read_model(rows)
+    audit.check_read_model(snapshot.uses_counts)
+    audit.check_reservations_view(snapshot.reservations)
     return report

@@ -22,7 +22,6 @@ from api.deps import Caller, StorefrontCallerDep
 from api.errors import ApiError
 from api.openapi import errors
 from api.read_model import wait_for_coupons_view
-from api.retailers import PUBLISHABLE
 from api.routes.coupons import REFUSED, Cursor, decode_code_cursor, encode_cursor
 from api.schemas import (
     StorefrontCoupon,
@@ -123,14 +122,16 @@ def verify_cart(caller: Caller, body: StorefrontVerifyRequest) -> StorefrontVeri
     responses=errors({404: ["COUPON_NOT_FOUND"], 422: REFUSED, 429: ["RATE_LIMITED"], 503: ["SERVICE_UNAVAILABLE"]}),
 )
 async def verify_coupon(
-    body: StorefrontVerifyRequest, caller: StorefrontCallerDep, request: Request
+    request: Request, body: StorefrontVerifyRequest, caller: StorefrontCallerDep
 ) -> StorefrontVerification:
     """Seed 004's verify: whether a code gives a discount on this cart, and how much; consumes
     nothing (a dry run of `POST /v1/coupons/validate`). A refused code is our error shape with the
     rule's code (`COUPON_NOT_FOUND`, `COUPON_EXPIRED`, `MIN_ORDER_NOT_MET`, ...), its details
-    without the coupon's limits, counts or campaign. Takes a publishable or a secret key."""
-    # Failed lookups count against the shopper's budget (the address too with a publishable key).
-    async with throttle.guard(request, caller, customer_id=body.customer_id, count_address=caller.kind == PUBLISHABLE):
+    without the coupon's limits, counts or campaign. Takes a publishable or a secret key. Failed
+    lookups are limited (429 RATE_LIMITED): with a publishable key, per client address as well as
+    per customer_id, since a page can send any customer_id."""
+    count_address = caller.kind == "publishable"
+    async with throttle.guard(request, caller, customer_id=body.customer_id, count_address=count_address):
         return await run_in_threadpool(verify_cart, caller, body)
 
 

@@ -121,7 +121,7 @@ def missing_like(owner: Ids) -> Ids:
         redemption_id=str(UUID("00000000-0000-4000-8000-000000000000")),
         campaign_id=MISSING_CAMPAIGN,
         session_id="never-synced-cart",
-        reservation_id=str(UUID("00000000-0000-4000-8000-0000000000ab")),
+        reservation_id=str(UUID("00000000-0000-4000-8000-0000000000e5")),
     )
 
 
@@ -152,9 +152,9 @@ class Owned:
                 self.api.retailer_id,
             ),
             "campaign": self.api.get(f"/v1/campaigns/{self.ids.campaign_id}").json(),
+            "reservation": self.api.get(f"/v1/reservations/{self.ids.reservation_id}").json(),
             "campaign_coupons": self.api.get(f"/v1/campaigns/{self.ids.campaign_id}/coupons?format=csv").text,
             "session": self.api.get(f"/v1/checkout/sessions/{self.ids.session_id}").json(),
-            "reservation": self.api.get(f"/v1/reservations/{self.ids.reservation_id}").json(),
         }
 
 
@@ -172,9 +172,9 @@ def _masked(value: Any, ids: Ids) -> Any:
     if isinstance(value, str):
         for token, placeholder in (
             (ids.redemption_id, "<redemption>"),
-            (ids.reservation_id, "<reservation>"),
             (ids.session_id, "<session>"),
             (ids.campaign_id, "<campaign>"),
+            (ids.reservation_id, "<reservation>"),
             (ids.code, "<code>"),
             (str(ids.product_id), "<product>"),
             (str(ids.order_id), "<order>"),
@@ -294,6 +294,20 @@ FOREIGN_PROBES: dict[tuple[str, str], Probe] = {
         "COUPON_NOT_FOUND",
         lambda api, ids: api.apply(ids.code, "100", key=f"order:{ids.order_id}", order_id=str(ids.order_id)),
     ),
+    # The owner's hold: not found, not confirmed, not released; and the owner's code cannot be held.
+    ("POST", "/v1/coupons/reserve"): not_found(
+        "COUPON_NOT_FOUND",
+        lambda api, ids: api.post("/v1/coupons/reserve", json={"code": ids.code, "subtotal": "100"}),
+    ),
+    ("GET", "/v1/reservations/{reservation_id}"): not_found(
+        "RESERVATION_NOT_FOUND", lambda api, ids: api.get(f"/v1/reservations/{ids.reservation_id}")
+    ),
+    ("POST", "/v1/reservations/{reservation_id}/confirm"): not_found(
+        "RESERVATION_NOT_FOUND", lambda api, ids: api.post(f"/v1/reservations/{ids.reservation_id}/confirm")
+    ),
+    ("POST", "/v1/reservations/{reservation_id}/release"): not_found(
+        "RESERVATION_NOT_FOUND", lambda api, ids: api.post(f"/v1/reservations/{ids.reservation_id}/release")
+    ),
     ("GET", "/v1/products"): lists_only_its_own("/v1/products", lambda body: body),
     # The owner's product (with the owner's coupon): not found, before the coupon is looked at.
     ("POST", "/v1/checkout"): all_of(
@@ -335,19 +349,6 @@ FOREIGN_PROBES: dict[tuple[str, str], Probe] = {
             "/v1/checkout/sessions",
             json={"session_id": ids.session_id, "items": [{"product_id": ids.product_id, "quantity": 1}]},
         ),
-    ),
-    # The owner's coupon hold (the owner's session holds it).
-    ("GET", "/v1/reservations/{reservation_id}"): not_found(
-        "RESERVATION_NOT_FOUND", lambda api, ids: api.get(f"/v1/reservations/{ids.reservation_id}")
-    ),
-    ("POST", "/v1/reservations/{reservation_id}/confirm"): not_found(
-        "RESERVATION_NOT_FOUND", lambda api, ids: api.post(f"/v1/reservations/{ids.reservation_id}/confirm")
-    ),
-    ("POST", "/v1/reservations/{reservation_id}/release"): not_found(
-        "RESERVATION_NOT_FOUND", lambda api, ids: api.post(f"/v1/reservations/{ids.reservation_id}/release")
-    ),
-    ("POST", "/v1/coupons/reserve"): not_found(
-        "COUPON_NOT_FOUND", lambda api, ids: api.post("/v1/coupons/reserve", json={"code": ids.code, "subtotal": "100"})
     ),
     ("GET", "/v1/campaigns/{campaign_id}"): not_found(
         "CAMPAIGN_NOT_FOUND", lambda api, ids: api.get(f"/v1/campaigns/{ids.campaign_id}")
@@ -430,6 +431,8 @@ def test_another_retailer_walking_every_route_with_the_owners_ids_finds_nothing_
     held = api.post("/v1/checkout/sessions/owners-cart/coupon", json={"code": "OWNED-1"})
     assert held.status_code == 200, held.text
     assert api.post("/v1/checkout/sessions/owners-cart/hold-inventory").status_code == 200
+    hold = api.post("/v1/coupons/reserve", json={"code": "OWNED-1", "subtotal": "50.00", "ttl_seconds": 3600})
+    assert hold.status_code == 201, hold.text
     owner = Ids(
         code="OWNED-1",
         product_id=product["id"],
@@ -437,7 +440,7 @@ def test_another_retailer_walking_every_route_with_the_owners_ids_finds_nothing_
         redemption_id=order.json()["redemption_id"],
         campaign_id=campaign.json()["id"],
         session_id="owners-cart",
-        reservation_id=held.json()["coupon"]["reservation_id"],
+        reservation_id=hold.json()["reservation_id"],
     )
     owned = Owned(api, owner, sql)
     before = owned.snapshot()

@@ -67,7 +67,8 @@ def small_clock(small_app: FastAPI) -> StillClock:
 def small_api(app: FastAPI, peer: str = "testclient") -> Api:
     """A new retailer on ``app``, whose requests come from ``peer``."""
     created = app.state.services.retailers.create(f"throttled-{uuid4().hex[:12]}")
-    return Api(TestClient(app, client=(peer, 40000)), created.retailer_id, created.api_key, created.publishable_key)
+    client = TestClient(app, client=(peer, 40000))
+    return Api(client, created.retailer_id, created.api_key, created.publishable_key)
 
 
 def order_body(code: str, customer: str) -> dict[str, Any]:

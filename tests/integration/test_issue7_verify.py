@@ -59,6 +59,7 @@ def crafted_redemption(
         discount_amount=discount,
         final_total=D("50.00") - discount,
         order_id=None,
+        reservation_id=None,
     )
     redemption = Redemption(
         id=redemption_id,
@@ -79,11 +80,11 @@ def crafted_redemption(
     if customer_id is not None and record_on_usage:
         usage_id = customer_usage_id_for(coupon.id, customer_id)
         usage = ledger._get(usage_id, CustomerUsage) or CustomerUsage(coupon_id=coupon.id, customer_id=customer_id)
-        usage.use(redemption_id)
+        usage.use(redemption_id, None)
         changed.append(usage)
     if coupon.campaign_id is not None and record_on_campaign:
         campaign: Campaign = ledger.repository.get(coupon.campaign_id)
-        campaign.use(redemption_id, discount)
+        campaign.use(redemption_id, discount, None)
         changed.append(campaign)
     ledger.save(*changed)  # type: ignore[arg-type]
     return redemption_id
