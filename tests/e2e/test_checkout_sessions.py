@@ -656,6 +656,8 @@ def test_an_abandoned_session_gives_its_coupon_use_and_stock_back_when_it_expire
     assert_error(hold(api, sid), 422, "SESSION_EXPIRED")
     assert_error(remove_coupon(api, sid), 422, "SESSION_EXPIRED")
     # The sweeper's chore deletes its ended stock hold and marks it expired.
+    chores = app.state.services.chores()
+    assert any(getattr(chore, "func", None) is cleanup_expired_sessions for chore in chores)
     holds, expired = cleanup_expired_sessions(app.state.services.pool)
     assert holds >= 1 and expired >= 1
     assert sql("SELECT status FROM checkout_sessions WHERE retailer_id = %s AND id = %s", api.retailer_id, sid) == [
