@@ -295,6 +295,72 @@ BEGIN
 END;
 $$;
 
+-- Idempotency-Key of the HTTP routes whose keys are not kept in the ledger (apply's and
+-- reserve's are): POST /v1/checkout, the checkout-session calls, confirm and release. One row per
+-- (retailer, key), kept for good. A request claims its key (claim, lease_until), runs, and then
+-- stores its response (status and body) in place of the claim; an error response frees the key
+-- (the row is deleted); a claim whose lease has passed (its process died) is taken over. The
+-- fingerprint is the request's: method, path and body (see api/idempotency.py).
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    retailer_id uuid NOT NULL REFERENCES retailers (id),
+    key text NOT NULL,
+    fingerprint text NOT NULL,
+    method text NOT NULL,
+    path text NOT NULL,
+    claim uuid,
+    lease_until timestamptz,
+    response_status smallint,
+    response_body bytea,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    completed_at timestamptz,
+    PRIMARY KEY (retailer_id, key),
+    CONSTRAINT idempotency_keys_claimed_or_answered CHECK (
+        (claim IS NOT NULL AND lease_until IS NOT NULL AND response_status IS NULL)
+        OR (claim IS NULL AND response_status IS NOT NULL AND response_body IS NOT NULL)
+    )
+);
+
+-- Checkout sessions (seed 004's cart-summary): a cart priced by the server from `products`, a
+-- coupon held for the session (a ledger reservation) and, in inventory_holds, stock held for it.
+-- `items` are the lines as priced at the last sync: [{product_id, name, quantity, unit_price}].
+-- A session is open until expires_at (its coupon hold ends then too), or completed with its order.
+-- `version` is the optimistic check of every change made in the ledger writer's transaction.
+CREATE TABLE IF NOT EXISTS checkout_sessions (
+    retailer_id uuid NOT NULL REFERENCES retailers (id),
+    id text NOT NULL CHECK (id ~ '^[A-Za-z0-9_-]{1,100}$'),
+    items jsonb NOT NULL,
+    subtotal numeric(14, 2) NOT NULL,
+    coupon_code text,
+    customer_id text,
+    reservation_id uuid,
+    discount_amount numeric(14, 2),
+    free_shipping boolean,
+    status text NOT NULL CHECK (status IN ('open', 'expired', 'completed')),
+    order_id bigint,
+    version bigint NOT NULL,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL,
+    PRIMARY KEY (retailer_id, id),
+    FOREIGN KEY (order_id, retailer_id) REFERENCES orders (id, retailer_id),
+    CHECK ((status = 'completed') = (order_id IS NOT NULL)),
+    CHECK ((coupon_code IS NULL) = (reservation_id IS NULL))
+);
+CREATE INDEX IF NOT EXISTS checkout_sessions_open_expiry ON checkout_sessions (expires_at) WHERE status = 'open';
+
+-- Stock held for a session: one row per (session, product). A hold counts against the product's
+-- available stock (stock - live holds of other sessions) while it and its session are live.
+CREATE TABLE IF NOT EXISTS inventory_holds (
+    retailer_id uuid NOT NULL,
+    session_id text NOT NULL,
+    product_id bigint NOT NULL REFERENCES products (id),
+    quantity integer NOT NULL CHECK (quantity > 0),
+    expires_at timestamptz NOT NULL,
+    PRIMARY KEY (retailer_id, session_id, product_id),
+    FOREIGN KEY (retailer_id, session_id) REFERENCES checkout_sessions (retailer_id, id)
+);
+CREATE INDEX IF NOT EXISTS inventory_holds_product ON inventory_holds (product_id, expires_at);
+
 -- The brute-force limit on failed code lookups (api/throttle.py): one row per budget key (the
 -- API key's hash and the shopper), holding the rate-limit algorithm's few numbers (GCRA: one
 -- theoretical arrival time, in microseconds), written by whichever process counts a failure.

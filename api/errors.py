@@ -32,6 +32,8 @@ STATUS_BY_CODE = {
     "METHOD_NOT_ALLOWED": 405,
     "COUPON_CODE_TAKEN": 409,
     "IDEMPOTENCY_KEY_REUSED": 409,
+    "IDEMPOTENCY_KEY_IN_USE": 409,
+    "SESSION_COMPLETED": 409,
     "OUT_OF_STOCK": 409,
     "INVALID_TRANSITION": 409,
     "PAYLOAD_TOO_LARGE": 413,
@@ -69,7 +71,7 @@ def error_response(
     details = dict(details or {})
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    if status in (429, 503):
+    if status in (429, 503) or "retry_after" in details:
         headers["Retry-After"] = str(details.get("retry_after", 1))
     body = {
         "error": {

@@ -59,7 +59,7 @@ def _finish_error_response(status: int, response: dict[str, Any]) -> None:
     response["content"] = {"application/json": {"schema": ERROR_REF}}
     if status == 401:
         response["headers"] = WWW_AUTHENTICATE
-    if status in (429, 503):
+    if status in (429, 503) or "IDEMPOTENCY_KEY_IN_USE" in codes:  # 409 while the key's first request runs
         response["headers"] = RETRY_AFTER
 
 

@@ -952,17 +952,159 @@ class CheckoutItem(Request):
     quantity: Int(1, 10_000, 2)  # type: ignore[valid-type]
 
 
+SESSION_ID_PATTERN = "^[A-Za-z0-9_-]{1,100}$"
+SESSION_ID_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 100,
+    "pattern": SESSION_ID_PATTERN,
+    "description": "A checkout session's id: 1-100 of A-Z a-z 0-9 _ - (the client's, or one the server made).",
+    "examples": ["cart-8f3a2c"],
+}
+SessionId = Annotated[
+    str, Field(min_length=1, max_length=100, pattern=SESSION_ID_PATTERN), WithJsonSchema(SESSION_ID_SCHEMA)
+]
+Lines = Annotated[list[CheckoutItem], Field(min_length=1, max_length=100)]
+
+
+def _checkout_schema(schema: dict[str, Any]) -> None:
+    """Two forms: the cart itself (items, coupon_code optional) or a checkout session."""
+    _not_null(schema, "items", "coupon_code", "session_id")
+    schema["oneOf"] = [
+        {"required": ["items"], "not": {"required": ["session_id"]}},
+        {"required": ["session_id"], "not": {"anyOf": [{"required": ["items"]}, {"required": ["coupon_code"]}]}},
+    ]
+    schema["properties"]["session_id"]["description"] = (
+        "Place the order from this checkout session (its items, its coupon hold, its stock holds);"
+        " then send neither items nor coupon_code."
+    )
+    schema["examples"] = [
+        {"user_id": 42, "items": [{"product_id": 1, "quantity": 2}], "coupon_code": "SAVE10"},
+        {"user_id": 42, "session_id": "cart-8f3a2c"},
+    ]
+
+
 class CheckoutRequest(Request):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_checkout_schema)
+
+    user_id: Int(1, MAX_JSON_BIGINT, 42)  # type: ignore[valid-type]
+    items: Lines | None = None
+    coupon_code: Code | None = None
+    session_id: SessionId | None = None
+
+    def form_errors(self) -> list[dict[str, str]]:
+        """What the two forms forbid (items or session_id, exactly one; coupon_code only with items)."""
+        if self.session_id is None:
+            if self.items is None:
+                return [{"field": "items", "message": "is required (or session_id, to check out a session)"}]
+            return []
+        errors = []
+        if self.items is not None:
+            errors.append({"field": "items", "message": "must not be sent with session_id (the session's are used)"})
+        if self.coupon_code is not None:
+            errors.append(
+                {"field": "coupon_code", "message": "must not be sent with session_id (the session's coupon is used)"}
+            )
+        return errors
+
+
+# --- checkout sessions ----------------------------------------------------------------------------
+
+
+class SessionSync(Request):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"user_id": 42, "items": [{"product_id": 1, "quantity": 2}], "coupon_code": "SAVE10"}]
+            "examples": [
+                {"session_id": "cart-8f3a2c", "items": [{"product_id": 1, "quantity": 2}], "subtotal": "48.00"},
+                {"items": [{"product_id": 1, "quantity": 1}]},
+            ]
         },
     )
 
-    user_id: Int(1, MAX_JSON_BIGINT, 42)  # type: ignore[valid-type]
-    items: list[CheckoutItem] = Field(min_length=1, max_length=100)
-    coupon_code: Code | None = None
+    session_id: SessionId | None = Field(
+        default=None, description="The client's id for the cart; absent: the server makes one (see the response)."
+    )
+    items: Lines
+    subtotal: Amount | None = Field(
+        default=None,
+        description="The subtotal the client shows; if sent, it must be the server's (else SUBTOTAL_MISMATCH).",
+    )
+
+
+class SessionCouponRequest(Request):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"code": "SAVE10"}]})
+
+    code: Code
+    customer_id: Id | None = Field(
+        default=None, description="A stable id of the shopper: required by a coupon with max_uses_per_customer."
+    )
+
+
+class HoldInventoryRequest(Request):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"ttl_seconds": 600}]})
+
+    ttl_seconds: Int(1, 86_400, 600) | None = Field(  # type: ignore[valid-type]
+        default=None, description="How long to hold the stock; default and at most: until the session expires."
+    )
+
+
+class SessionLinePublic(BaseModel):
+    product_id: int
+    name: str
+    quantity: int
+    unit_price: Amount
+    line_total: Amount
+
+
+class SessionCouponPublic(BaseModel):
+    code: str
+    customer_id: str | None
+    reservation_id: UUID = Field(description="The ledger's hold of one use, for the session's lifetime.")
+    discount_amount: Amount
+    free_shipping: bool
+
+
+class HeldItemPublic(BaseModel):
+    product_id: int
+    quantity: int
+
+
+class InventoryHoldPublic(BaseModel):
+    expires_at: UtcTimestamp
+    items: list[HeldItemPublic]
+
+
+class RefusalPublic(BaseModel):
+    code: str = Field(examples=["MIN_ORDER_NOT_MET"])
+    message: str
+    details: dict[str, Any]
+
+
+class CouponRemovedPublic(BaseModel):
+    code: str
+    reason: RefusalPublic = Field(description="Why the coupon no longer applies: the error applying it would give.")
+
+
+class CheckoutSessionPublic(BaseModel):
+    session_id: str
+    status: Literal["open", "expired", "completed"]
+    items: list[SessionLinePublic]
+    subtotal: Amount
+    coupon: SessionCouponPublic | None
+    discount_amount: Amount
+    total: Amount
+    inventory_hold: InventoryHoldPublic | None = Field(description="The stock held for the session, while live.")
+    expires_at: UtcTimestamp = Field(description="The session, its coupon hold and its stock holds end then.")
+    order_id: int | None = Field(description="The order placed from the session (status completed).")
+    created_at: UtcTimestamp
+    updated_at: UtcTimestamp
+
+
+class CheckoutSessionSynced(CheckoutSessionPublic):
+    coupon_removed: CouponRemovedPublic | None = Field(
+        description="The coupon this sync dropped from the session because it no longer applies to the cart."
+    )
 
 
 class OrderPublic(BaseModel):

@@ -9,7 +9,9 @@ from psycopg_pool import ConnectionPool
 
 from api.checkout import Checkout
 from api.database import apply_schema, eventsourcing_env, open_ledger, release_database, resolve_database
+from api.idempotency import IdempotencyStore
 from api.retailers import Retailers
+from api.sessions import Sessions, cleanup_expired_sessions
 from api.settings import Settings
 from api.throttle import Throttle, delete_idle_rate_limits
 from ledger.application import CouponLedger
@@ -23,7 +25,10 @@ def cleanup_chores(pool: ConnectionPool, ledger: CouponLedger, settings: Setting
     """The sweeper's cleanup chores besides recording expired holds (expired checkout sessions and
     stock holds, idle rate-limit rows): each a callable taking no argument, run after every sweep
     by the one sweeping process (the API's when it projects, else `coupon-ledger project`)."""
-    return [functools.partial(delete_idle_rate_limits, pool, settings.throttle_window)]
+    return [
+        functools.partial(delete_idle_rate_limits, pool, settings.throttle_window),
+        functools.partial(cleanup_expired_sessions, pool),
+    ]
 
 
 @dataclass
@@ -34,6 +39,8 @@ class Services:
     coupons_view: CouponsView
     retailers: Retailers
     checkout: Checkout
+    sessions: Sessions
+    idempotency: IdempotencyStore
     pool: ConnectionPool
     throttle: Throttle
     leader: ProjectionLeader | None
@@ -65,13 +72,16 @@ class Services:
             open=True,
         )
         leader = ProjectionLeader(url, env).start() if settings.run_projections else None
+        sessions = Sessions(pool, ledger, settings.session_ttl_seconds)
         services = cls(
             settings=settings,
             database_url=url,
             ledger=ledger,
             coupons_view=construct_view(env),
             retailers=Retailers(pool),
-            checkout=Checkout(pool, ledger),
+            checkout=Checkout(pool, ledger, sessions),
+            sessions=sessions,
+            idempotency=IdempotencyStore(pool, settings.idempotency_lease_seconds, settings.idempotency_wait_seconds),
             pool=pool,
             throttle=Throttle.from_settings(pool, settings),
             leader=leader,

@@ -22,6 +22,13 @@ class Settings(BaseSettings):
     read_wait_timeout: float = 5.0
     max_body_bytes: int = 64 * 1024
     run_projections: bool = True
+    # Checkout sessions end this long after their last change (their coupon and stock holds with them).
+    session_ttl_seconds: int = Field(default=30 * 60, ge=1, le=86_400)
+    # Idempotency-Key of the routes whose keys are not in the ledger (api/idempotency.py): a request
+    # under a key another one is still running waits up to idempotency_wait_seconds for its
+    # response; a claim not completed within idempotency_lease_seconds (its process died) is taken over.
+    idempotency_wait_seconds: float = Field(default=10.0, ge=0)
+    idempotency_lease_seconds: float = Field(default=30.0, gt=0)
     # How often the sweeper records the expiry of holds past their TTL and runs the other cleanup
     # chores (seconds). A hold stops counting at its expires_at whatever this is.
     sweep_interval: float = Field(default=5.0, gt=0, le=3600)

@@ -1,24 +1,17 @@
-"""/v1/products and /v1/checkout: the existing Cartly checkout, with an optional coupon; the caller's
-products and orders only."""
+"""/v1/products and /v1/checkout: the existing Cartly checkout, with an optional coupon, and the
+order placed from a checkout session; the caller's products and orders only."""
 
 from __future__ import annotations
 
-import contextlib
-
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from api import throttle
 from api.deps import CallerDep
+from api.errors import ApiError
+from api.idempotency import IDEMPOTENCY_CONFLICTS, REPLAYED_RESPONSE_HEADER, Claim, IdempotencyDep
 from api.openapi import errors
-from api.schemas import (
-    CheckoutRequest,
-    OrderCreated,
-    OrderPublic,
-    OrderWithCouponPublic,
-    ProductCreate,
-    ProductPublic,
-)
+from api.schemas import CheckoutRequest, OrderCreated, ProductCreate, ProductPublic
 
 router = APIRouter(prefix="/v1", tags=["checkout"])
 
@@ -50,12 +43,16 @@ def add_product(body: ProductCreate, caller: CallerDep) -> ProductPublic:
     responses={
         201: {
             "model": OrderCreated,
-            "description": "The order; discount_amount, coupon_code and redemption_id only with a coupon_code",
+            "description": (
+                "The order; discount_amount, coupon_code and redemption_id only with a coupon (a coupon_code, or the"
+                " session's coupon). Replayed: header Idempotent-Replayed"
+            ),
+            "headers": REPLAYED_RESPONSE_HEADER,
         },
         **errors(
             {
                 404: ["NOT_FOUND", "COUPON_NOT_FOUND"],
-                409: ["OUT_OF_STOCK"],
+                409: ["OUT_OF_STOCK", "SESSION_COMPLETED", "INVALID_TRANSITION", *IDEMPOTENCY_CONFLICTS],
                 429: ["RATE_LIMITED"],
                 422: [
                     "COUPON_INACTIVE",
@@ -66,31 +63,37 @@ def add_product(body: ProductCreate, caller: CallerDep) -> ProductPublic:
                     "CAMPAIGN_BUDGET_EXHAUSTED",
                     "MIN_ORDER_NOT_MET",
                     "COUPON_NOT_APPLICABLE",
+                    "SESSION_EXPIRED",
+                    "RESERVATION_EXPIRED",
+                    "CUSTOMER_MISMATCH",
                 ],
                 503: ["SERVICE_UNAVAILABLE"],
             }
         ),
     },
 )
-def checkout(body: CheckoutRequest, caller: CallerDep, request: Request) -> JSONResponse:
-    # With a coupon, the code is looked up for the customer the order's user is to the ledger.
-    guarded = (
-        throttle.guard(request, caller, customer_id=str(body.user_id))
-        if body.coupon_code is not None
-        else contextlib.nullcontext()
-    )
-    with guarded:
-        order = caller.services.checkout.place_order(
-            caller.retailer_id, body.user_id, [(i.product_id, i.quantity) for i in body.items], body.coupon_code
+async def checkout(body: CheckoutRequest, caller: CallerDep, idempotency: IdempotencyDep, request: Request) -> Response:
+    """Place an order: from the cart sent (`items`, `coupon_code` optional), or from a checkout
+    session (`session_id`: its items at its prices, its coupon hold confirmed, its stock holds
+    turned into decrements, the session completed), all or nothing."""
+    problems = body.form_errors()
+    if problems:
+        raise ApiError("VALIDATION_FAILED", "The request is not valid.", errors=problems)
+    checkout = caller.services.checkout
+    retailer_id, user_id = caller.retailer_id, body.user_id
+    if body.session_id is not None:
+        session_id = body.session_id
+        return await idempotency.run(
+            retailer_id, lambda claim: checkout.place_session_order(retailer_id, session_id, user_id, claim)
         )
-    public = OrderPublic(
-        id=order.id, user_id=order.user_id, subtotal=order.subtotal, total=order.total, created_at=order.created_at
-    )
-    if order.receipt is not None:
-        public = OrderWithCouponPublic(
-            **public.model_dump(),
-            discount_amount=order.receipt.quote.discount_amount,
-            coupon_code=order.receipt.quote.code,
-            redemption_id=order.receipt.redemption_id,
-        )
-    return JSONResponse(public.model_dump(mode="json"), status_code=201)
+    items = [(i.product_id, i.quantity) for i in body.items or ()]
+    coupon_code = body.coupon_code
+
+    async def place(claim: Claim | None) -> Response:
+        if coupon_code is None:
+            return await run_in_threadpool(checkout.place_order, retailer_id, user_id, items, None, claim)
+        # The code is looked up for the customer the order's user is to the ledger.
+        async with throttle.guard(request, caller, customer_id=str(user_id)):
+            return await run_in_threadpool(checkout.place_order, retailer_id, user_id, items, coupon_code, claim)
+
+    return await idempotency.run(retailer_id, place)

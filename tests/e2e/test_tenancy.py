@@ -96,13 +96,14 @@ def test_a_retailer_cannot_replay_another_retailers_redemption(api: Api, other_a
 @dataclass(frozen=True)
 class Ids:
     """The tenant-owned ids a route can take: a coupon code, a product id, an order id, a redemption id,
-    a campaign id."""
+    a campaign id, a checkout session id, a reservation id."""
 
     code: str
     product_id: int
     order_id: int
     redemption_id: str
     campaign_id: str
+    session_id: str
     reservation_id: str
 
 
@@ -119,6 +120,7 @@ def missing_like(owner: Ids) -> Ids:
         order_id=order_id,
         redemption_id=str(UUID("00000000-0000-4000-8000-000000000000")),
         campaign_id=MISSING_CAMPAIGN,
+        session_id="never-synced-cart",
         reservation_id=str(UUID("00000000-0000-4000-8000-0000000000e5")),
     )
 
@@ -152,6 +154,7 @@ class Owned:
             "campaign": self.api.get(f"/v1/campaigns/{self.ids.campaign_id}").json(),
             "reservation": self.api.get(f"/v1/reservations/{self.ids.reservation_id}").json(),
             "campaign_coupons": self.api.get(f"/v1/campaigns/{self.ids.campaign_id}/coupons?format=csv").text,
+            "session": self.api.get(f"/v1/checkout/sessions/{self.ids.session_id}").json(),
         }
 
 
@@ -169,6 +172,7 @@ def _masked(value: Any, ids: Ids) -> Any:
     if isinstance(value, str):
         for token, placeholder in (
             (ids.redemption_id, "<redemption>"),
+            (ids.session_id, "<session>"),
             (ids.campaign_id, "<campaign>"),
             (ids.reservation_id, "<reservation>"),
             (ids.code, "<code>"),
@@ -306,11 +310,44 @@ FOREIGN_PROBES: dict[tuple[str, str], Probe] = {
     ),
     ("GET", "/v1/products"): lists_only_its_own("/v1/products", lambda body: body),
     # The owner's product (with the owner's coupon): not found, before the coupon is looked at.
-    ("POST", "/v1/checkout"): not_found(
+    ("POST", "/v1/checkout"): all_of(
+        not_found(
+            "NOT_FOUND",
+            lambda api, ids: api.post(
+                "/v1/checkout",
+                json={"user_id": 7, "items": [{"product_id": ids.product_id, "quantity": 1}], "coupon_code": ids.code},
+            ),
+        ),
+        # The owner's checkout session (its coupon held, its stock held): not found, not placed.
+        not_found(
+            "NOT_FOUND", lambda api, ids: api.post("/v1/checkout", json={"user_id": 7, "session_id": ids.session_id})
+        ),
+    ),
+    # Checkout sessions, with the publishable key a storefront would use.
+    ("GET", "/v1/checkout/sessions/{session_id}"): not_found(
+        "NOT_FOUND", lambda api, ids: api.publishable.get(f"/v1/checkout/sessions/{ids.session_id}")
+    ),
+    ("POST", "/v1/checkout/sessions/{session_id}/coupon"): not_found(
         "NOT_FOUND",
-        lambda api, ids: api.post(
-            "/v1/checkout",
-            json={"user_id": 7, "items": [{"product_id": ids.product_id, "quantity": 1}], "coupon_code": ids.code},
+        lambda api, ids: api.publishable.post(
+            f"/v1/checkout/sessions/{ids.session_id}/coupon", json={"code": ids.code}
+        ),
+    ),
+    ("DELETE", "/v1/checkout/sessions/{session_id}/coupon"): not_found(
+        "NOT_FOUND",
+        lambda api, ids: api.client.delete(
+            f"/v1/checkout/sessions/{ids.session_id}/coupon", headers=api.publishable.headers
+        ),
+    ),
+    ("POST", "/v1/checkout/sessions/{session_id}/hold-inventory"): not_found(
+        "NOT_FOUND", lambda api, ids: api.publishable.post(f"/v1/checkout/sessions/{ids.session_id}/hold-inventory")
+    ),
+    # The owner's session id with the owner's product: the product is not found, nothing is synced.
+    ("POST", "/v1/checkout/sessions"): not_found(
+        "NOT_FOUND",
+        lambda api, ids: api.publishable.post(
+            "/v1/checkout/sessions",
+            json={"session_id": ids.session_id, "items": [{"product_id": ids.product_id, "quantity": 1}]},
         ),
     ),
     ("GET", "/v1/campaigns/{campaign_id}"): not_found(
@@ -386,6 +423,14 @@ def test_another_retailer_walking_every_route_with_the_owners_ids_finds_nothing_
         },
     )
     assert campaign.status_code == 201, campaign.text
+    session = api.post(
+        "/v1/checkout/sessions",
+        json={"session_id": "owners-cart", "items": [{"product_id": product["id"], "quantity": 1}]},
+    )
+    assert session.status_code == 201, session.text
+    held = api.post("/v1/checkout/sessions/owners-cart/coupon", json={"code": "OWNED-1"})
+    assert held.status_code == 200, held.text
+    assert api.post("/v1/checkout/sessions/owners-cart/hold-inventory").status_code == 200
     hold = api.post("/v1/coupons/reserve", json={"code": "OWNED-1", "subtotal": "50.00", "ttl_seconds": 3600})
     assert hold.status_code == 201, hold.text
     owner = Ids(
@@ -394,6 +439,7 @@ def test_another_retailer_walking_every_route_with_the_owners_ids_finds_nothing_
         order_id=order.json()["id"],
         redemption_id=order.json()["redemption_id"],
         campaign_id=campaign.json()["id"],
+        session_id="owners-cart",
         reservation_id=hold.json()["reservation_id"],
     )
     owned = Owned(api, owner, sql)
