@@ -48,6 +48,7 @@ def test_events_list_every_change_in_version_order_with_its_data(api: Api) -> No
         "discount_amount": "5.00",
         "final_total": "20.00",
         "order_id": "ord-77",
+        "reservation_id": None,  # a plain apply confirms no hold
     }
     assert events[2]["data"] == {}
     assert events[3]["data"] == {}
