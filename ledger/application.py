@@ -597,23 +597,8 @@ class CouponLedger(Application[UUID]):
             campaign: Campaign | None = batch.get(coupon.campaign_id) if coupon.campaign_id is not None else None
             redemption_id = keyed_id or uuid4()
             quote = coupon.redeem(redemption_id, order, self.clock(), order_id, customer_id, usage, campaign)
-            batch.add(
-                Redemption(
-                    id=redemption_id,
-                    retailer_id=retailer_id,
-                    coupon_id=coupon.id,
-                    code=coupon.code,
-                    idempotency_key=idempotency_key,
-                    request_fingerprint=fingerprint,
-                    original_subtotal=quote.original_subtotal,
-                    discount_amount=quote.discount_amount,
-                    final_total=quote.final_total,
-                    free_shipping=quote.free_shipping,
-                    order_id=order_id,
-                    customer_id=customer_id,
-                    campaign_id=coupon.campaign_id,
-                )
-            )
+            use = _use_of(retailer_id, coupon, quote, idempotency_key, fingerprint, order_id, customer_id)
+            batch.add(Redemption(id=redemption_id, **use))
             receipt = Receipt(redemption_id, quote, replayed=False)
             if also is not None:
                 work = also
@@ -671,24 +656,8 @@ class CouponLedger(Application[UUID]):
             reservation_id = keyed_id or uuid4()
             expires_at = now + timedelta(seconds=ttl_seconds)
             quote = coupon.reserve(reservation_id, order, now, expires_at, customer_id, usage, campaign)
-            batch.add(
-                Reservation(
-                    id=reservation_id,
-                    retailer_id=retailer_id,
-                    coupon_id=coupon.id,
-                    code=coupon.code,
-                    idempotency_key=idempotency_key,
-                    request_fingerprint=fingerprint,
-                    original_subtotal=quote.original_subtotal,
-                    discount_amount=quote.discount_amount,
-                    final_total=quote.final_total,
-                    free_shipping=quote.free_shipping,
-                    order_id=order_id,
-                    customer_id=customer_id,
-                    campaign_id=coupon.campaign_id,
-                    expires_at=expires_at,
-                )
-            )
+            use = _use_of(retailer_id, coupon, quote, idempotency_key, fingerprint, order_id, customer_id)
+            batch.add(Reservation(id=reservation_id, expires_at=expires_at, **use))
             hold = Hold(reservation_id, quote, expires_at, replayed=False)
             if also is not None:
                 work = also
@@ -736,23 +705,16 @@ class CouponLedger(Application[UUID]):
             if reservation.campaign_id is not None:
                 campaign: Campaign = self._existing(batch, reservation.campaign_id)
                 campaign.use(redemption_id, reservation.discount_amount, reservation.id)
-            batch.add(
-                Redemption(
-                    id=redemption_id,
-                    retailer_id=retailer_id,
-                    coupon_id=coupon.id,
-                    code=coupon.code,
-                    idempotency_key=None,
-                    request_fingerprint=reservation.request_fingerprint,
-                    original_subtotal=reservation.original_subtotal,
-                    discount_amount=reservation.discount_amount,
-                    final_total=reservation.final_total,
-                    free_shipping=reservation.free_shipping,
-                    order_id=final_order_id,
-                    customer_id=reservation.customer_id,
-                    campaign_id=reservation.campaign_id,
-                )
+            use = _use_of(
+                retailer_id,
+                coupon,
+                reservation.quote(),
+                None,
+                reservation.request_fingerprint,
+                final_order_id,
+                reservation.customer_id,
             )
+            batch.add(Redemption(id=redemption_id, **use))
             reservation.confirm(redemption_id, order_id)
             receipt = Receipt(redemption_id, reservation.quote(), replayed=False)
             if also is not None:
@@ -930,6 +892,32 @@ class CouponLedger(Application[UUID]):
     @staticmethod
     def _fingerprint(request: dict[str, Any]) -> str:
         return hashlib.sha256(FINGERPRINT_JSON.encode(request).encode()).hexdigest()
+
+
+def _use_of(
+    retailer_id: UUID,
+    coupon: Coupon,
+    quote: Quote,
+    idempotency_key: str | None,
+    fingerprint: str,
+    order_id: str | None,
+    customer_id: str | None,
+) -> dict[str, Any]:
+    """What a Redemption and a Reservation both record of a use of ``coupon`` priced at ``quote``."""
+    return {
+        "retailer_id": retailer_id,
+        "coupon_id": coupon.id,
+        "code": coupon.code,
+        "idempotency_key": idempotency_key,
+        "request_fingerprint": fingerprint,
+        "original_subtotal": quote.original_subtotal,
+        "discount_amount": quote.discount_amount,
+        "final_total": quote.final_total,
+        "free_shipping": quote.free_shipping,
+        "order_id": order_id,
+        "customer_id": customer_id,
+        "campaign_id": coupon.campaign_id,
+    }
 
 
 def _reservation_not_found(reservation_id: UUID) -> ReservationNotFound:
