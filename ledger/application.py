@@ -751,13 +751,21 @@ class CouponLedger(Application[UUID]):
     def _expire(self, reservation_ids: Sequence[UUID]) -> tuple[tuple[UUID, ...], Callable[[Batch], int]]:
         def expire(batch: Batch) -> int:
             now = self.clock()
-            recorded = 0
-            for reservation_id in reservation_ids:
-                reservation = batch.get(reservation_id)
-                if isinstance(reservation, Reservation) and reservation.is_past_ttl(now):
-                    self._end_hold(batch, reservation.retailer_id, reservation_id, now)
-                    recorded += 1
-            return recorded
+            due = [r for r in map(batch.get, reservation_ids) if isinstance(r, Reservation) and r.is_past_ttl(now)]
+            # Their coupons, customer usages and campaigns in one query rather than one each.
+            batch.prefetch(
+                aggregate_id
+                for r in due
+                for aggregate_id in (
+                    r.coupon_id,
+                    customer_usage_id_for(r.coupon_id, r.customer_id) if r.customer_id is not None else None,
+                    r.campaign_id,
+                )
+                if aggregate_id is not None
+            )
+            for reservation in due:
+                self._end_hold(batch, reservation.retailer_id, reservation.id, now)
+            return len(due)
 
         return tuple(reservation_ids), expire
 

@@ -104,6 +104,11 @@ class Batch:
         self.current[aggregate_id] = clone
         return clone
 
+    def prefetch(self, aggregate_ids: Iterable[UUID]) -> None:
+        """Bring these aggregates up to date in one query, before the command ``get``s them one by
+        one (each ``get`` of an aggregate the batch has not read is a query of its own)."""
+        self._writer.load(self, aggregate_ids)
+
     def add(self, aggregate: Aggregate) -> None:
         """Register an aggregate this command creates. Check with ``get`` first when the id may be
         taken; an id the batch has not read is taken to be new (the store's version check
