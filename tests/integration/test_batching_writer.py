@@ -536,6 +536,15 @@ def test_a_server_killed_mid_load_loses_no_acknowledged_redemption_and_retries_w
                 wait_for(lambda: events_lock_waiters(database_url) > 0, 60, interval=0.005, message="a blocked save")
                 server.kill()  # SIGKILL: no shutdown, no draining of the writer's queue
                 killed.set()
+                # The dead server's backend would still run its blocked save once the lock is
+                # released (PostgreSQL notices a dead client only when it next writes to it), and
+                # could commit it while the checks below read the log. End it, as the loss of the
+                # connection eventually would: that batch is then certainly not stored.
+                blocker.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks"
+                    " WHERE NOT granted AND relation = 'ledger_events'::regclass AND pid <> pg_backend_pid()"
+                )
+                wait_for(lambda: events_lock_waiters(database_url) == 0, 30, interval=0.01, message="no blocked save")
                 blocker.rollback()
 
         with lock:
