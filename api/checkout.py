@@ -12,7 +12,7 @@ that writes the order: both are stored or neither, so a retry can never place a 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -157,31 +157,12 @@ class Checkout:
         placed: list[JSONResponse] = []
 
         def write_order(conn: Connection[Any], receipt: Receipt | None) -> None:
-            total = receipt.quote.final_total if receipt is not None else subtotal
             with conn.cursor(row_factory=dict_row) as cur:
                 cur.execute(OWN_PRODUCTS + " ORDER BY id FOR UPDATE", (retailer_id, list(wanted)))
                 locked = {row["id"]: row for row in cur.fetchall()}
-                check_stock(wanted, locked, held_by_others(conn, retailer_id, None, wanted, self.ledger.clock()))
-                for product_id, quantity in sorted(wanted.items()):
-                    cur.execute("UPDATE products SET stock = stock - %s WHERE id = %s", (quantity, product_id))
-                cur.execute(INSERT_ORDER, (order_id, retailer_id, user_id, subtotal, total))
-                created = cur.fetchone()
-                assert created is not None
-                if receipt is not None:
-                    cur.execute(
-                        INSERT_ORDER_COUPON,
-                        (
-                            order_id,
-                            retailer_id,
-                            receipt.quote.code,
-                            receipt.redemption_id,
-                            receipt.quote.discount_amount,
-                        ),
-                    )
-            response = order_response(Order(order_id, user_id, subtotal, total, created["created_at"], receipt))
-            if claim is not None:
-                claim.record(conn, response.status_code, bytes(response.body))
-            placed.append(response)
+            check_stock(wanted, locked, held_by_others(conn, retailer_id, None, wanted, self.ledger.clock()))
+            take_stock(conn, wanted)
+            placed.append(record_order(conn, order_id, retailer_id, user_id, subtotal, receipt, claim))
 
         if coupon_code is None:
             with self.pool.connection() as conn, conn.transaction():
@@ -239,37 +220,17 @@ class Checkout:
             if locked is None or locked.version != session.version:
                 raise SessionChanged(session_id)
             locked.check_open(now)
-            subtotal = locked.subtotal
-            total = receipt.quote.final_total if receipt is not None else subtotal
             _, shortages = lock_available(conn, retailer_id, session_id, locked.wanted, now)
             if shortages:
                 raise out_of_stock(shortages)
-            with conn.cursor(row_factory=tuple_row) as cur:
-                for product_id, quantity in sorted(locked.wanted.items()):
-                    cur.execute("UPDATE products SET stock = stock - %s WHERE id = %s", (quantity, product_id))
-                cur.execute(DROP_HOLDS, (retailer_id, session_id))
-                cur.execute(INSERT_ORDER, (order_id, retailer_id, user_id, subtotal, total))
-                created = cur.fetchone()
-                assert created is not None
-                if receipt is not None:
-                    cur.execute(
-                        INSERT_ORDER_COUPON,
-                        (
-                            order_id,
-                            retailer_id,
-                            receipt.quote.code,
-                            receipt.redemption_id,
-                            receipt.quote.discount_amount,
-                        ),
-                    )
-                cur.execute(
-                    "UPDATE checkout_sessions SET status = 'completed', order_id = %s, version = version + 1,"
-                    " updated_at = %s WHERE retailer_id = %s AND id = %s",
-                    (order_id, now, retailer_id, session_id),
-                )
-            response = order_response(Order(order_id, user_id, subtotal, total, created[0], receipt))
-            if claim is not None:
-                claim.record(conn, response.status_code, bytes(response.body))
+            take_stock(conn, locked.wanted)
+            conn.execute(DROP_HOLDS, (retailer_id, session_id))
+            response = record_order(conn, order_id, retailer_id, user_id, locked.subtotal, receipt, claim)
+            conn.execute(  # after the order, which the session then names
+                "UPDATE checkout_sessions SET status = 'completed', order_id = %s, version = version + 1,"
+                " updated_at = %s WHERE retailer_id = %s AND id = %s",
+                (order_id, now, retailer_id, session_id),
+            )
             placed.append(response)
 
         if coupon is None:
@@ -301,6 +262,40 @@ class Checkout:
     def _in_transaction(self, work: Callable[[Connection[Any]], None]) -> None:
         with self.pool.connection() as conn, conn.transaction():
             work(conn)
+
+
+def take_stock(conn: Connection[Any], wanted: Mapping[int, int]) -> None:
+    """Decrement the stock of products whose rows the transaction has locked and checked."""
+    with conn.cursor() as cur:
+        for product_id, quantity in sorted(wanted.items()):
+            cur.execute("UPDATE products SET stock = stock - %s WHERE id = %s", (quantity, product_id))
+
+
+def record_order(
+    conn: Connection[Any],
+    order_id: int,
+    retailer_id: UUID,
+    user_id: int,
+    subtotal: Decimal,
+    receipt: Receipt | None,
+    claim: Claim | None,
+) -> JSONResponse:
+    """Insert the order (and, with a redeemed coupon, its order_coupons row) in the transaction of
+    ``conn``; the 201 response, recorded under ``claim`` in that same transaction."""
+    total = receipt.quote.final_total if receipt is not None else subtotal
+    with conn.cursor(row_factory=tuple_row) as cur:
+        cur.execute(INSERT_ORDER, (order_id, retailer_id, user_id, subtotal, total))
+        created = cur.fetchone()
+        assert created is not None
+        if receipt is not None:
+            quote = receipt.quote
+            cur.execute(
+                INSERT_ORDER_COUPON, (order_id, retailer_id, quote.code, receipt.redemption_id, quote.discount_amount)
+            )
+    response = order_response(Order(order_id, user_id, subtotal, total, created[0], receipt))
+    if claim is not None:
+        claim.record(conn, response.status_code, bytes(response.body))
+    return response
 
 
 def check_stock(wanted: Counter[int], products: dict[int, dict[str, Any]], held: dict[int, int]) -> None:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 import uvicorn
@@ -287,15 +287,22 @@ def cmd_migrate(_: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_retailer_create(args: argparse.Namespace, settings: Settings) -> int:
+@contextlib.contextmanager
+def retailers_of(settings: Settings) -> Iterator[tuple[str, Retailers]]:
+    """The database's URL (its schema applied) and its retailers, for a command's lifetime."""
     with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
         apply_schema(url)
         with ConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
-            try:
-                created = Retailers(pool).create(args.name)
-            except RetailerNameTaken as taken:
-                print(f"coupon-ledger retailer create: error: {taken}", file=sys.stderr)
-                return 1
+            yield url, Retailers(pool)
+
+
+def cmd_retailer_create(args: argparse.Namespace, settings: Settings) -> int:
+    with retailers_of(settings) as (_url, retailers):
+        try:
+            created = retailers.create(args.name)
+        except RetailerNameTaken as taken:
+            print(f"coupon-ledger retailer create: error: {taken}", file=sys.stderr)
+            return 1
     printed = {
         "retailer_id": str(created.retailer_id),
         "api_key": created.api_key,
@@ -306,15 +313,13 @@ def cmd_retailer_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_retailer_key(args: argparse.Namespace, settings: Settings) -> int:
-    with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
-        apply_schema(url)
-        with ConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
-            kind = PUBLISHABLE if args.publishable else SECRET
-            try:
-                issued = Retailers(pool).issue_key(args.name, args.revoke_others, kind)
-            except RetailerNotFound as missing:
-                print(f"coupon-ledger retailer key: error: {missing}", file=sys.stderr)
-                return 1
+    with retailers_of(settings) as (_url, retailers):
+        kind = PUBLISHABLE if args.publishable else SECRET
+        try:
+            issued = retailers.issue_key(args.name, args.revoke_others, kind)
+        except RetailerNotFound as missing:
+            print(f"coupon-ledger retailer key: error: {missing}", file=sys.stderr)
+            return 1
     name = "publishable_key" if issued.kind == PUBLISHABLE else "api_key"
     print(json.dumps({"retailer_id": str(issued.retailer_id), name: issued.key, "revoked_keys": issued.revoked}))
     return 0
@@ -338,14 +343,12 @@ def cmd_campaign_create(args: argparse.Namespace, settings: Settings) -> int:
     request = campaign_request(args)
     if isinstance(request, list):
         return refuse_campaign(request)
-    with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
-        apply_schema(url)
-        with ConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
-            try:
-                retailer_id = Retailers(pool).named(args.retailer)
-            except RetailerNotFound as missing:
-                print(f"{CAMPAIGN_CREATE}: error: {missing}", file=sys.stderr)
-                return 1
+    with retailers_of(settings) as (url, retailers):
+        try:
+            retailer_id = retailers.named(args.retailer)
+        except RetailerNotFound as missing:
+            print(f"{CAMPAIGN_CREATE}: error: {missing}", file=sys.stderr)
+            return 1
         ledger = open_ledger(eventsourcing_env(url, pool_size=2, max_overflow=2))
         try:
             started = time.perf_counter()

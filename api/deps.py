@@ -53,33 +53,29 @@ def _invalid_key() -> ApiError:
     return ApiError("UNAUTHENTICATED", "The API key is not valid.")
 
 
-async def get_caller(request: Request) -> Caller:
-    """The caller of a management route: a secret key; a publishable one is 403 FORBIDDEN."""
+async def get_storefront_caller(request: Request) -> Caller:
+    """The caller of a storefront or checkout-session route: a publishable or a secret key."""
     api_key = _bearer_key(request)
     services: Services = request.app.state.services
     # A key seen before is answered from memory, without a thread; a new one is looked up.
     key = services.retailers.known(api_key) or await run_in_threadpool(services.retailers.authenticate, api_key)
     if key is None:
         raise _invalid_key()
-    if key.kind != SECRET:
+    return Caller(key.retailer_id, services, key.kind)
+
+
+async def get_caller(request: Request) -> Caller:
+    """The caller of a management route: a secret key; a publishable one is 403 FORBIDDEN."""
+    caller = await get_storefront_caller(request)
+    if caller.kind != SECRET:
         raise ApiError(
             "FORBIDDEN",
             "This route needs a secret API key (cl_...). A publishable key (pk_...) may call only "
             "the storefront (/v1/storefront/...) and checkout-session (/v1/checkout/sessions...) routes.",
-            key_kind=key.kind,
+            key_kind=caller.kind,
             required_key_kind=SECRET,
         )
-    return Caller(key.retailer_id, services)
-
-
-async def get_storefront_caller(request: Request) -> Caller:
-    """The caller of a storefront or checkout-session route: a publishable or a secret key."""
-    api_key = _bearer_key(request)
-    services: Services = request.app.state.services
-    key = services.retailers.known(api_key) or await run_in_threadpool(services.retailers.authenticate, api_key)
-    if key is None:
-        raise _invalid_key()
-    return Caller(key.retailer_id, services, key.kind)
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

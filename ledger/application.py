@@ -445,12 +445,25 @@ class CouponLedger(Application[UUID]):
         customer_id: str | None = None,
     ) -> Quote:
         """Price an order as apply would, consuming nothing."""
+        return self.validate_with_coupon(retailer_id, code, subtotal, items, shipping_amount, customer_id)[0]
+
+    def validate_with_coupon(
+        self,
+        retailer_id: UUID,
+        code: str,
+        subtotal: Decimal | None,
+        items: Sequence[Item] | None = None,
+        shipping_amount: Decimal | None = None,
+        customer_id: str | None = None,
+    ) -> tuple[Quote, Coupon]:
+        """``validate``, and the coupon it priced the order with (for what the quote does not say,
+        such as its discount type), read once."""
         order = Order.of(subtotal, items, shipping_amount)
         check_customer_id(customer_id)
         coupon = self.get_coupon(retailer_id, code)
         usage = self._get(customer_usage_id_for(coupon.id, customer_id), CustomerUsage) if customer_id else None
         campaign = self._get(coupon.campaign_id, Campaign) if coupon.campaign_id is not None else None
-        return coupon.quote(order, self.clock(), customer_id, usage, campaign)
+        return coupon.quote(order, self.clock(), customer_id, usage, campaign), coupon
 
     def get_campaign(self, retailer_id: UUID, campaign_id: UUID) -> Campaign:
         campaign = self._get(campaign_id, Campaign)
@@ -571,42 +584,26 @@ class CouponLedger(Application[UUID]):
         customer_id: str | None = None,
         also: Callable[[Any, Receipt], None] | None = None,
     ) -> tuple[tuple[UUID, ...], Callable[[Batch], Receipt]]:
-        order = as_order(order)
-        check_customer_id(customer_id)
-        normalized = ascii_upper(code)
-        request = {"code": normalized, **order.fingerprint(), "order_id": order_id}
-        if customer_id is not None:
-            request["customer_id"] = customer_id
-        fingerprint = self._fingerprint(request)
+        use = UseRequest.of(retailer_id, code, as_order(order), order_id, customer_id)
         keyed_id = redemption_id_for(retailer_id, idempotency_key) if idempotency_key else None
-        try:
-            coupon_id: UUID | None = coupon_id_for(retailer_id, normalize_code(code))
-        except InvalidCoupon:
-            coupon_id = None
-        usage_id = customer_usage_id_for(coupon_id, customer_id) if coupon_id and customer_id else None
 
         def redeem(batch: Batch) -> Receipt:
             if keyed_id is not None:
                 earlier: Redemption | None = batch.get(keyed_id)
                 if earlier is not None:
-                    return self._replay(earlier, fingerprint)
-            if coupon_id is None:
-                raise CouponNotFound(f"Coupon {normalized} does not exist.", code=code)
-            coupon = self._coupon_in(batch, coupon_id, normalized)
-            usage = self._usage_in(batch, coupon_id, usage_id, customer_id)
-            campaign: Campaign | None = batch.get(coupon.campaign_id) if coupon.campaign_id is not None else None
+                    _check_replay(earlier.request_fingerprint, use.fingerprint, idempotency_key)
+                    return Receipt(earlier.id, earlier.quote(), replayed=True)
+            coupon, usage, campaign = use.parties(batch)
             redemption_id = keyed_id or uuid4()
-            quote = coupon.redeem(redemption_id, order, self.clock(), order_id, customer_id, usage, campaign)
-            use = _use_of(retailer_id, coupon, quote, idempotency_key, fingerprint, order_id, customer_id)
-            batch.add(Redemption(id=redemption_id, **use))
+            quote = coupon.redeem(redemption_id, use.order, self.clock(), order_id, customer_id, usage, campaign)
+            batch.add(Redemption(id=redemption_id, **use.recorded(coupon, quote, idempotency_key)))
             receipt = Receipt(redemption_id, quote, replayed=False)
             if also is not None:
                 work = also
                 batch.also(lambda connection: work(connection, receipt))
             return receipt
 
-        needs = tuple(i for i in (keyed_id, coupon_id, usage_id) if i is not None)
-        return needs, redeem
+        return (*use.needs, *([keyed_id] if keyed_id is not None else [])), redeem
 
     def _reserve(
         self,
@@ -622,50 +619,31 @@ class CouponLedger(Application[UUID]):
     ) -> tuple[tuple[UUID, ...], Callable[[Batch], Hold]]:
         if isinstance(ttl_seconds, bool) or not 1 <= ttl_seconds <= MAX_HOLD_SECONDS:
             raise InvalidCoupon("ttl_seconds", f"must be 1 to {MAX_HOLD_SECONDS} seconds")
-        check_customer_id(customer_id)
-        normalized = ascii_upper(code)
-        request = {"code": normalized, **order.fingerprint(), "order_id": order_id, "ttl_seconds": ttl_seconds}
-        if customer_id is not None:
-            request["customer_id"] = customer_id
-        fingerprint = self._fingerprint(request)
+        use = UseRequest.of(retailer_id, code, order, order_id, customer_id, ttl_seconds=ttl_seconds)
         keyed_id = reservation_id_for(retailer_id, idempotency_key) if idempotency_key else None
-        try:
-            coupon_id: UUID | None = coupon_id_for(retailer_id, normalize_code(code))
-        except InvalidCoupon:
-            coupon_id = None
-        usage_id = customer_usage_id_for(coupon_id, customer_id) if coupon_id and customer_id else None
 
         def reserve(batch: Batch) -> Hold:
             if keyed_id is not None:
                 earlier: Reservation | None = batch.get(keyed_id)
                 if earlier is not None:
-                    if earlier.request_fingerprint != fingerprint:
-                        raise IdempotencyKeyReused(
-                            "This Idempotency-Key was already used with a different request.",
-                            idempotency_key=idempotency_key,
-                        )
+                    _check_replay(earlier.request_fingerprint, use.fingerprint, idempotency_key)
                     return Hold(earlier.id, earlier.quote(), earlier.expires_at, replayed=True)
             now = self.clock()
             if release is not None:  # first, so that the session's own hold does not count against it
                 self._end_hold(batch, retailer_id, release, now)
-            if coupon_id is None:
-                raise CouponNotFound(f"Coupon {normalized} does not exist.", code=code)
-            coupon = self._coupon_in(batch, coupon_id, normalized)
-            usage = self._usage_in(batch, coupon_id, usage_id, customer_id)
-            campaign: Campaign | None = batch.get(coupon.campaign_id) if coupon.campaign_id is not None else None
+            coupon, usage, campaign = use.parties(batch)
             reservation_id = keyed_id or uuid4()
             expires_at = now + timedelta(seconds=ttl_seconds)
-            quote = coupon.reserve(reservation_id, order, now, expires_at, customer_id, usage, campaign)
-            use = _use_of(retailer_id, coupon, quote, idempotency_key, fingerprint, order_id, customer_id)
-            batch.add(Reservation(id=reservation_id, expires_at=expires_at, **use))
+            quote = coupon.reserve(reservation_id, use.order, now, expires_at, customer_id, usage, campaign)
+            recorded = use.recorded(coupon, quote, idempotency_key)
+            batch.add(Reservation(id=reservation_id, expires_at=expires_at, **recorded))
             hold = Hold(reservation_id, quote, expires_at, replayed=False)
             if also is not None:
                 work = also
                 batch.also(lambda connection: work(connection, hold))
             return hold
 
-        needs = tuple(i for i in (keyed_id, coupon_id, usage_id, release) if i is not None)
-        return needs, reserve
+        return (*use.needs, *(i for i in (keyed_id, release) if i is not None)), reserve
 
     def _confirm(
         self,
@@ -882,15 +860,6 @@ class CouponLedger(Application[UUID]):
         return coupon
 
     @staticmethod
-    def _replay(redemption: Redemption, fingerprint: str) -> Receipt:
-        if redemption.request_fingerprint != fingerprint:
-            raise IdempotencyKeyReused(
-                "This Idempotency-Key was already used with a different request.",
-                idempotency_key=redemption.idempotency_key,
-            )
-        return Receipt(redemption.id, redemption.quote(), replayed=True)
-
-    @staticmethod
     def _lookup_code(code: str) -> str:
         try:
             return normalize_code(code)
@@ -900,6 +869,75 @@ class CouponLedger(Application[UUID]):
     @staticmethod
     def _fingerprint(request: dict[str, Any]) -> str:
         return hashlib.sha256(FINGERPRINT_JSON.encode(request).encode()).hexdigest()
+
+
+def _check_replay(recorded: str, fingerprint: str, idempotency_key: str | None) -> None:
+    """A repeated Idempotency-Key replays only the same request; another one is IDEMPOTENCY_KEY_REUSED."""
+    if recorded != fingerprint:
+        raise IdempotencyKeyReused(
+            "This Idempotency-Key was already used with a different request.", idempotency_key=idempotency_key
+        )
+
+
+@dataclass(frozen=True)
+class UseRequest:
+    """What apply and reserve share about a request for a use of a coupon: the order, the
+    request's fingerprint (for idempotency keys), and the ids of the aggregates it involves
+    (``coupon_id`` None for a code that cannot exist: COUPON_NOT_FOUND once the key is checked)."""
+
+    retailer_id: UUID
+    code: str
+    normalized: str
+    order: Order
+    order_id: str | None
+    customer_id: str | None
+    fingerprint: str
+    coupon_id: UUID | None
+    usage_id: UUID | None
+
+    @classmethod
+    def of(
+        cls,
+        retailer_id: UUID,
+        code: str,
+        order: Order,
+        order_id: str | None,
+        customer_id: str | None,
+        **more: Any,
+    ) -> UseRequest:
+        """``more``: what else the request's fingerprint holds (reserve's ttl_seconds)."""
+        check_customer_id(customer_id)
+        normalized = ascii_upper(code)
+        request = {"code": normalized, **order.fingerprint(), "order_id": order_id, **more}
+        if customer_id is not None:
+            request["customer_id"] = customer_id
+        try:
+            coupon_id: UUID | None = coupon_id_for(retailer_id, normalize_code(code))
+        except InvalidCoupon:
+            coupon_id = None
+        usage_id = customer_usage_id_for(coupon_id, customer_id) if coupon_id and customer_id else None
+        fingerprint = CouponLedger._fingerprint(request)
+        return cls(retailer_id, code, normalized, order, order_id, customer_id, fingerprint, coupon_id, usage_id)
+
+    @property
+    def needs(self) -> tuple[UUID, ...]:
+        return tuple(i for i in (self.coupon_id, self.usage_id) if i is not None)
+
+    def parties(self, batch: Batch) -> tuple[Coupon, CustomerUsage | None, Campaign | None]:
+        """The coupon (COUPON_NOT_FOUND if missing or archived), the customer's usage of it (started
+        in this batch on a first use) and its campaign."""
+        if self.coupon_id is None:
+            raise CouponNotFound(f"Coupon {self.normalized} does not exist.", code=self.code)
+        coupon = CouponLedger._coupon_in(batch, self.coupon_id, self.normalized)
+        usage = CouponLedger._usage_in(batch, self.coupon_id, self.usage_id, self.customer_id)
+        campaign: Campaign | None = batch.get(coupon.campaign_id) if coupon.campaign_id is not None else None
+        return coupon, usage, campaign
+
+    def recorded(self, coupon: Coupon, quote: Quote, idempotency_key: str | None) -> dict[str, Any]:
+        """The fields a Redemption or a Reservation records of this use."""
+        return _use_of(
+            self.retailer_id, coupon, quote, idempotency_key, self.fingerprint, self.order_id, self.customer_id
+        )
 
 
 def _use_of(

@@ -241,7 +241,7 @@ class Audit:
         coupon_id = event.originator_id
         coupon = self.coupon(coupon_id)
         confirms_live = False  # turns a hold still live into this use: no count changes
-        reservation_id = getattr(event, "reservation_id", None)
+        reservation_id = event.reservation_id
         if reservation_id is not None:
             earlier = self.confirmed_on_coupon.setdefault(reservation_id, event.redemption_id)
             if earlier != event.redemption_id:
@@ -322,7 +322,7 @@ class Audit:
             self.violation(f"customer usage {event.originator_id} is used but was never started")
             return
         confirms_live = False
-        reservation_id = getattr(event, "reservation_id", None)
+        reservation_id = event.reservation_id
         if reservation_id is not None:
             expires_at = usage.holds.pop(reservation_id, None)
             if expires_at is None:
@@ -363,7 +363,7 @@ class Audit:
             self.violation(f"campaign {event.originator_id} is used but was never created")
             return
         confirms_live = False
-        reservation_id = getattr(event, "reservation_id", None)
+        reservation_id = event.reservation_id
         if reservation_id is not None:
             hold = campaign.holds.pop(reservation_id, None)
             if hold is None:

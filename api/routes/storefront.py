@@ -99,7 +99,8 @@ def verify_cart(caller: Caller, body: StorefrontVerifyRequest) -> StorefrontVeri
         )
     ledger = caller.services.ledger
     try:
-        quote = ledger.validate(
+        # The quote does not say the coupon's type: the coupon it was priced with does (one read).
+        quote, coupon = ledger.validate_with_coupon(
             caller.retailer_id,
             body.code,
             body.cart_subtotal,
@@ -107,14 +108,12 @@ def verify_cart(caller: Caller, body: StorefrontVerifyRequest) -> StorefrontVeri
             shipping_amount=body.shipping_amount,
             customer_id=body.customer_id,
         )
-        # The quote does not say the coupon's type; the type never changes once created.
-        coupon_type = ledger.get_coupon(caller.retailer_id, body.code).discount_type
     except LedgerError as error:
         safe = shopper_safe(error, body.code)
         if safe is error:
             raise
         raise safe from None
-    return StorefrontVerification.of(quote, coupon_type)
+    return StorefrontVerification.of(quote, coupon.discount_type)
 
 
 @router.post(
