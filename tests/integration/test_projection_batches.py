@@ -31,7 +31,14 @@ from projections.runner import (
     ProjectionLeader,
     has_buffered_notifications,
 )
-from tests.integration.helpers import head, redeemed_events, tracking_position, uses_count, wait_for
+from tests.integration.helpers import (
+    head,
+    projection_listeners,
+    redeemed_events,
+    tracking_position,
+    uses_count,
+    wait_for,
+)
 
 SUBTOTAL = Decimal("100.00")
 
@@ -60,6 +67,13 @@ def runner(
         env=env,
         max_batch_size=max_batch_size,
     )
+
+
+def listening(url: str) -> None:
+    """Wait until the runner LISTENs for new events. The library's subscription reads what is stored
+    once, then waits for a NOTIFY without a timeout: an event saved after that read but before its
+    LISTEN took effect would wait for the next save, and the test for its projection would time out."""
+    wait_for(lambda: projection_listeners(url) == 1, 15, message="the runner listening")
 
 
 def project_in_batches(env: dict[str, str], url: str, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> None:
@@ -126,6 +140,7 @@ def test_events_saved_in_one_transaction_are_projected_in_one_transaction_with_o
 ) -> None:
     coupons = [new_coupon(retailer_id, f"MANY{i:02d}") for i in range(40)]
     with runner(env) as batching:
+        listening(database_url)
         ledger.save(*coupons)
         created = head(database_url)
         batching.wait(created, timeout=30)
@@ -163,6 +178,7 @@ def test_a_lone_event_is_projected_at_once_without_waiting_for_a_batch_to_fill(
     coupon = ledger.create_coupon(retailer_id, "LONE", "fixed", Decimal("5"))
     with runner(env) as batching:
         batching.wait(head(database_url), timeout=30)
+        listening(database_url)
         ledger.deactivate(retailer_id, "LONE")
         batching.wait(head(database_url), timeout=30)  # a runner waiting for a fuller batch never gets here
 
