@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from fastapi.responses import JSONResponse
@@ -39,13 +39,16 @@ from api.sessions import (
     read_session,
     retrying,
 )
-from ledger.application import CHECKOUT_KEY_PREFIX, CouponLedger, Receipt
+from ledger.application import CouponLedger
+from ledger.commands import Confirm, InTransaction, Receipt, Redeem
 from ledger.domain import Item
+from ledger.domain import Order as Order_
 from ledger.money import CENT, MAX_AMOUNT
 
 # The caller's products among those asked for (read before anything is written, then again locked).
 OWN_PRODUCTS = "SELECT id, price, stock FROM products WHERE retailer_id = %s AND id = ANY(%s)"
 
+T = TypeVar("T")
 DEMO_PRODUCTS = [
     ("Canvas tote bag", Decimal("24.00"), 100),
     ("Ceramic mug", Decimal("12.50"), 250),
@@ -154,39 +157,30 @@ class Checkout:
                 )
             check_stock(wanted, products, held_by_others(conn, retailer_id, None, wanted, self.ledger.clock()))
         order_id = self._next_order_id()
-        placed: list[JSONResponse] = []
 
-        def write_order(conn: Connection[Any], receipt: Receipt | None) -> None:
+        def write_order(conn: Connection[Any], receipt: Receipt | None) -> JSONResponse:
+            if receipt is not None and receipt.replayed:  # never expected: order ids are never reused
+                raise ApiError("IDEMPOTENCY_KEY_REUSED", f"Order {order_id} was already placed.", order_id=order_id)
             with conn.cursor(row_factory=dict_row) as cur:
                 cur.execute(OWN_PRODUCTS + " ORDER BY id FOR UPDATE", (retailer_id, list(wanted)))
                 locked = {row["id"]: row for row in cur.fetchall()}
             check_stock(wanted, locked, held_by_others(conn, retailer_id, None, wanted, self.ledger.clock()))
             take_stock(conn, wanted)
-            placed.append(record_order(conn, order_id, retailer_id, user_id, subtotal, receipt, claim))
+            return record_order(conn, order_id, retailer_id, user_id, subtotal, receipt, claim)
 
         if coupon_code is None:
             with self.pool.connection() as conn, conn.transaction():
-                write_order(conn, None)
-        else:
-            # The order id is the redemption's idempotency key: a retry can never redeem twice.
-            self.ledger.apply(
-                retailer_id,
-                coupon_code,
-                subtotal,
-                idempotency_key=f"{CHECKOUT_KEY_PREFIX}{order_id}",
-                order_id=str(order_id),
-                also=write_order,
-                customer_id=str(user_id),  # per-customer limits hold at checkout too
-                # The order's lines, so that a coupon scoped to some products discounts those.
-                items=[Item(str(pid), qty, products[pid]["price"]) for pid, qty in sorted(wanted.items())],
-            )
-        if not placed:  # the key was taken by an earlier apply call (the order was not written)
-            raise ApiError(
-                "IDEMPOTENCY_KEY_REUSED",
-                f"The redemption key {CHECKOUT_KEY_PREFIX}{order_id} was already used by another request.",
-                idempotency_key=f"{CHECKOUT_KEY_PREFIX}{order_id}",
-            )
-        return placed[0]
+                return write_order(conn, None)
+        # The order is the redemption's key (in a namespace of its own): a retry can never redeem twice.
+        redeem = Redeem(
+            retailer_id,
+            coupon_code,
+            Order_.of(None, [Item(str(pid), qty, products[pid]["price"]) for pid, qty in sorted(wanted.items())]),
+            order_id=str(order_id),
+            customer_id=str(user_id),  # per-customer limits hold at checkout too
+            order_key=str(order_id),
+        )
+        return self.ledger.execute(InTransaction(redeem, write_order, locks=product_locks(wanted)))
 
     async def place_session_order(
         self, retailer_id: UUID, session_id: str, user_id: int, claim: Claim | None = None
@@ -212,9 +206,18 @@ class Checkout:
                 user_id=user_id,
             )
         order_id = await run_in_threadpool(self._next_order_id)
-        placed: list[JSONResponse] = []
 
-        def write_order(conn: Connection[Any], receipt: Receipt | None) -> None:
+        def write_order(conn: Connection[Any], receipt: Receipt | None) -> JSONResponse:
+            if receipt is not None and receipt.replayed:
+                # The hold had been confirmed already: by the order that completed the session, or by
+                # a confirm call outside the session.
+                raise ApiError(
+                    "INVALID_TRANSITION",
+                    f"The coupon hold of checkout session {session_id} was confirmed outside the session;"
+                    " remove the coupon or sync the cart to go on.",
+                    session_id=session_id,
+                    reservation_id=str(receipt.redemption_id),
+                )
             now = self.ledger.clock()
             locked = read_session(conn, retailer_id, session_id, lock=True)
             if locked is None or locked.version != session.version:
@@ -231,27 +234,20 @@ class Checkout:
                 " updated_at = %s WHERE retailer_id = %s AND id = %s",
                 (order_id, now, retailer_id, session_id),
             )
-            placed.append(response)
+            return response
 
         if coupon is None:
-            await run_in_threadpool(self._in_transaction, lambda conn: write_order(conn, None))
-        else:
-            await self.ledger.confirm_async(
-                retailer_id, coupon.reservation_id, order_id=str(order_id), also=write_order
+            return await run_in_threadpool(self._in_transaction, lambda conn: write_order(conn, None))
+        confirm = Confirm(retailer_id, coupon.reservation_id, order_id=str(order_id))
+        try:
+            return await self.ledger.execute_async(
+                InTransaction(confirm, write_order, locks=product_locks(session.wanted))
             )
-        if placed:
-            return placed[0]
-        # The hold had been confirmed already (the ledger replayed it without writing): by the
-        # order that completed the session, or by a confirm call outside the session.
-        latest = await run_in_threadpool(self.sessions.find, retailer_id, session_id)
-        latest.check_open(self.ledger.clock())
-        raise ApiError(
-            "INVALID_TRANSITION",
-            f"The coupon hold of checkout session {session_id} was confirmed outside the session;"
-            " remove the coupon or sync the cart to go on.",
-            session_id=session_id,
-            reservation_id=str(coupon.reservation_id) if coupon is not None else None,
-        )
+        except ApiError as error:
+            if error.code == "INVALID_TRANSITION":
+                latest = await run_in_threadpool(self.sessions.find, retailer_id, session_id)
+                latest.check_open(self.ledger.clock())
+            raise
 
     def _next_order_id(self) -> int:
         with self.pool.connection() as conn:
@@ -259,9 +255,21 @@ class Checkout:
         assert row is not None
         return int(row[0])
 
-    def _in_transaction(self, work: Callable[[Connection[Any]], None]) -> None:
+    def _in_transaction(self, work: Callable[[Connection[Any]], T]) -> T:
         with self.pool.connection() as conn, conn.transaction():
-            work(conn)
+            return work(conn)
+
+
+def product_locks(wanted: Mapping[int, int]) -> tuple[tuple[str, int], ...]:
+    """The product rows an order's transaction locks, for the writer to take in order for its batch."""
+    return tuple(("products", product_id) for product_id in sorted(wanted))
+
+
+def lock_rows(conn: Connection[Any], locks: list[tuple[str, int]]) -> None:
+    """Lock the rows a batch's works declared, in id order (the writer's ``lock_rows``)."""
+    products = sorted(row_id for table, row_id in locks if table == "products")
+    if products:
+        conn.execute("SELECT id FROM products WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (products,))
 
 
 def take_stock(conn: Connection[Any], wanted: Mapping[int, int]) -> None:

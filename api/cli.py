@@ -37,7 +37,7 @@ from api.retailers import (
 from api.schemas import CampaignCreate, in_template
 from api.services import cleanup_chores
 from api.settings import Settings
-from ledger.application import MAX_CAMPAIGN_CODES
+from ledger.campaigns import MAX_CAMPAIGN_CODES, CampaignPlan, create_campaign
 from ledger.errors import InvalidCoupon
 from ledger.event_store import CONNECT_TIMEOUT
 from projections.coupons import UnwritableEvent, construct_view
@@ -357,7 +357,7 @@ def cmd_campaign_create(args: argparse.Namespace, settings: Settings) -> int:
                 def advance(generated: int) -> None:
                     bar.update(generated)
 
-                campaign = ledger.create_campaign(
+                plan = CampaignPlan(
                     retailer_id,
                     request.name,
                     request.prefix,
@@ -365,8 +365,8 @@ def cmd_campaign_create(args: argparse.Namespace, settings: Settings) -> int:
                     request.coupon.terms(),
                     request.max_redemptions,
                     request.max_discount_total,
-                    progress=advance,
                 )
+                campaign = create_campaign(ledger, plan, progress=advance)
             seconds = time.perf_counter() - started
         except InvalidCoupon as refused:  # a rule tying the template's terms together
             return refuse_campaign(in_template(refused).details["errors"])

@@ -32,7 +32,9 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from ledger.application import COUPON_FIELDS, MAX_CAMPAIGN_CODES, Hold, RecordedEvent, Reversal
+from ledger.application import RecordedEvent
+from ledger.campaigns import MAX_CAMPAIGN_CODES
+from ledger.commands import Hold, Reversal
 from ledger.domain import (
     BLANK_CHARACTERS,
     CODE_RULE,
@@ -54,6 +56,7 @@ from ledger.domain import (
     raise_immutable,
 )
 from ledger.errors import InvalidCoupon
+from ledger.handlers import COUPON_FIELDS
 from ledger.money import MAX_AMOUNT, format_amount, parse_amount
 from ledger.timestamps import MAX_TIMESTAMP, MIN_TIMESTAMP, format_timestamp, to_utc
 from projections.coupons import CouponRow

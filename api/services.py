@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from psycopg_pool import ConnectionPool
 
-from api.checkout import Checkout
+from api.checkout import Checkout, lock_rows
 from api.database import apply_schema, eventsourcing_env, open_ledger, release_database, resolve_database
 from api.idempotency import IdempotencyStore
 from api.retailers import Retailers
@@ -61,6 +61,7 @@ class Services:
         apply_schema(url)
         env = eventsourcing_env(url)
         ledger = open_ledger(env)
+        ledger.writer.lock_rows = lock_rows  # the products that checkouts' works lock, taken in order
         # Bounded waits: a request that cannot get a connection in POOL_TIMEOUT is answered 503.
         pool = ConnectionPool(
             url,

@@ -35,8 +35,9 @@ from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError
-from ledger.application import CouponLedger, Hold, Release
-from ledger.domain import Item
+from ledger.application import CouponLedger
+from ledger.commands import Hold, InTransaction, Release, Reserve
+from ledger.domain import Item, Order
 from ledger.errors import LedgerError
 from ledger.money import CENT, MAX_AMOUNT, format_amount
 from ledger.timestamps import format_timestamp
@@ -492,17 +493,16 @@ class Sessions:
             held = SessionCoupon.of(hold, customer_id)
             self._save_cart(conn, retailer_id, session_id, current, lines, subtotal, held, now, hold.expires_at)
 
+        reserve = Reserve(
+            retailer_id,
+            coupon.code,
+            Order.of(subtotal, [line.as_item() for line in lines]),
+            customer_id=coupon.customer_id,
+            ttl_seconds=self.ttl_seconds,
+            release=coupon.reservation_id,
+        )
         try:
-            await self.ledger.reserve_async(
-                retailer_id,
-                coupon.code,
-                subtotal,
-                items=[line.as_item() for line in lines],
-                customer_id=coupon.customer_id,
-                ttl_seconds=self.ttl_seconds,
-                release=coupon.reservation_id,
-                also=save_with_hold,
-            )
+            await self.ledger.execute_async(InTransaction(reserve, save_with_hold))
             return None
         except LedgerError as error:
             if error.code not in COUPON_REFUSALS:
@@ -512,31 +512,25 @@ class Sessions:
         await self._release(
             retailer_id,
             coupon.reservation_id,
-            lambda conn, release: self._save_cart(
+            lambda conn: self._save_cart(
                 conn, retailer_id, session_id, current, lines, subtotal, None, now, expires_at
             ),
         )
         return CouponRemoved(coupon.code, refusal)
 
-    async def _release(
-        self, retailer_id: UUID, reservation_id: UUID, save: Callable[[Connection[Any], Release | None], None]
-    ) -> None:
-        """Release the hold and run ``save`` in the same transaction. A hold that had already ended
-        (expired, released) gives the ledger nothing to save: ``save`` then runs on its own."""
-        ran: list[bool] = []
-
-        def also(conn: Connection[Any], release: Release) -> None:
-            save(conn, release)
-            ran.append(True)
-
+    async def _release(self, retailer_id: UUID, reservation_id: UUID, save: Callable[[Connection[Any]], None]) -> None:
+        """Release the hold and run ``save`` in the transaction that records it; a hold that had
+        already ended (expired, released) gives the ledger nothing to record, and ``save`` runs in
+        a transaction of its own. Returns once ``save`` committed."""
         try:
-            await self.ledger.release_async(retailer_id, reservation_id, also=also)
+            await self.ledger.execute_async(
+                InTransaction(Release(retailer_id, reservation_id), lambda conn, ended: save(conn))
+            )
         except LedgerError as error:
             # Confirmed or missing: nothing of the session's to release any more.
             if error.code not in ("INVALID_TRANSITION", "RESERVATION_NOT_FOUND"):
                 raise
-        if not ran:
-            await run_in_threadpool(self._in_transaction, lambda conn: save(conn, None))
+            await run_in_threadpool(self._in_transaction, save)
 
     async def apply_coupon(self, retailer_id: UUID, session_id: str, code: str, customer_id: str | None) -> Session:
         """Validate the coupon against the session's cart and hold one use until the session
@@ -553,16 +547,15 @@ class Sessions:
         def save(conn: Connection[Any], hold: Hold) -> None:
             self._save_coupon(conn, session, SessionCoupon.of(hold, customer_id), now, hold.expires_at)
 
-        await self.ledger.reserve_async(
+        reserve = Reserve(
             retailer_id,
             code,
-            session.subtotal,
-            items=session.items(),
+            Order.of(session.subtotal, session.items()),
             customer_id=customer_id,
             ttl_seconds=self.ttl_seconds,
             release=session.coupon.reservation_id if session.coupon is not None else None,
-            also=save,
         )
+        await self.ledger.execute_async(InTransaction(reserve, save))
 
     async def remove_coupon(self, retailer_id: UUID, session_id: str) -> Session:
         """Release the session's coupon hold; without one, nothing changes."""
@@ -579,7 +572,7 @@ class Sessions:
         await self._release(
             retailer_id,
             session.coupon.reservation_id,
-            lambda conn, release: self._save_coupon(conn, session, None, now, expires_at),
+            lambda conn: self._save_coupon(conn, session, None, now, expires_at),
         )
 
     def hold_inventory(self, retailer_id: UUID, session_id: str, ttl_seconds: int | None) -> Session:

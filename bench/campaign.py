@@ -37,7 +37,8 @@ from psycopg_pool import ConnectionPool
 from api.database import apply_schema, eventsourcing_env
 from api.retailers import Retailers
 from bench.harness import benchmark_server, fresh_database, log
-from ledger.application import CAMPAIGN_CHUNK, MAX_CAMPAIGN_CODES, CouponLedger
+from ledger.application import CouponLedger
+from ledger.campaigns import CAMPAIGN_CHUNK, MAX_CAMPAIGN_CODES
 from projections.coupons import construct_view
 
 CLI = Path(sys.executable).with_name("coupon-ledger")

@@ -73,13 +73,15 @@ from bench.harness import (
     running,
 )
 from ledger.application import SNAPSHOT_INTERVAL, CouponLedger
-from ledger.domain import Coupon
+from ledger.commands import CreateCoupon, Redeem
+from ledger.domain import Coupon, Order
 
 BENCH_DIR = Path(__file__).resolve().parent
 APPLY_SCRIPT = BENCH_DIR / "wrk_apply.lua"
 CREATE_SCRIPT = BENCH_DIR / "wrk_create.lua"
 STEPS = ("history", "restart", "lag", "rss")
 SUBTOTAL = Decimal("100.00")
+PERCENT_10 = {"discount_type": "percentage", "discount_value": Decimal("10")}
 APPLICATION_NAME = CouponLedger.name
 # Events per save() while building histories. psycopg 3.3.9 in pipeline mode (the library's
 # insert_events) hangs for good on one statement of about 1 MB or more, here about 2,500
@@ -271,7 +273,9 @@ def open_as(cls: type[L], url: str, pool_size: int = 2) -> L:
 
 def create(builder: CouponLedger, retailer_id: UUID, code: str) -> Coupon:
     """A new coupon (percentage 10, no limits), read back to be grown with ``grow``."""
-    created = builder.create_coupon(retailer_id, code, "percentage", Decimal("10"))
+    created = builder.execute(
+        CreateCoupon(retailer_id, code, {"discount_type": "percentage", "discount_value": Decimal("10")})
+    )
     coupon: Coupon = builder.repository.get(created.id)
     return coupon
 
@@ -387,13 +391,15 @@ def step_history(histories: Histories, summary: Summary) -> None:
     try:
         for code in (long_code, new_code):  # warm the cache: the first apply loads the coupon
             for n in range(3):
-                ledger.apply(histories.retailer_id, code, SUBTOTAL, idempotency_key=f"warm-{code}-{n}")
+                ledger.execute(
+                    Redeem(histories.retailer_id, code, Order.of(SUBTOTAL), idempotency_key=f"warm-{code}-{n}")
+                )
         for n in range(config.pairs):
             order = [long_code, new_code]
             random.shuffle(order)
             for code in order:
                 started = time.perf_counter()
-                ledger.apply(histories.retailer_id, code, SUBTOTAL, idempotency_key=f"h-{code}-{n}")
+                ledger.execute(Redeem(histories.retailer_id, code, Order.of(SUBTOTAL), idempotency_key=f"h-{code}-{n}"))
                 latencies[code].append((time.perf_counter() - started) * 1000)
     finally:
         ledger.close()
@@ -449,14 +455,14 @@ def step_restart(histories: Histories, summary: Summary) -> None:
         try:
             # The first apply of a process also opens its connection and prepares its statements:
             # done on another coupon, so that what is timed is loading each coupon.
-            ledger.apply(histories.retailer_id, warm.code, SUBTOTAL)
+            ledger.execute(Redeem(histories.retailer_id, warm.code, Order.of(SUBTOTAL)))
             labels = list(chosen)
             random.shuffle(labels)
             for label in labels:
                 code, coupon_id = chosen[label]
                 events_read = events_read_on_first_load(histories.url, coupon_id)
                 began = time.perf_counter()
-                ledger.apply(histories.retailer_id, code, SUBTOTAL, idempotency_key=f"r-{uuid4()}")
+                ledger.execute(Redeem(histories.retailer_id, code, Order.of(SUBTOTAL), idempotency_key=f"r-{uuid4()}"))
                 loads.setdefault(label, FirstLoads()).ms.append((time.perf_counter() - began) * 1000)
                 loads[label].events_read.append(events_read)
         finally:

@@ -56,6 +56,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from api.database import apply_schema, eventsourcing_env, open_ledger, start_embedded
 from bench import conventional
+from ledger.commands import CreateCoupon, Redeem
+from ledger.domain import Order
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -65,6 +67,7 @@ SIDES = ("ledger", "conventional")
 LEVELS = ("engine", "http")
 WORKLOADS = ("hot", "uniform")
 SUBTOTAL = Decimal("100.00")
+PERCENT_10 = {"discount_type": "percentage", "discount_value": Decimal("10")}
 UNIFORM_PREFIX = "U"
 RESULT_MARK = "BENCH_RESULT "
 
@@ -331,7 +334,7 @@ def create_ledger_coupons_in_process(url: str, retailer_id: UUID, codes: list[st
     ledger = open_ledger(eventsourcing_env(url, pool_size=8, max_overflow=8))
     try:
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda code: ledger.create_coupon(retailer_id, code, "percentage", Decimal("10")), codes))
+            list(pool.map(lambda code: ledger.execute(CreateCoupon(retailer_id, code, PERCENT_10)), codes))
     finally:
         ledger.close()
 
@@ -455,7 +458,7 @@ def run_engine_ledger(side: Side, workload: str, config: Config, coupons: Coupon
     try:
 
         async def apply_once(code: str, key: str) -> None:
-            await ledger.apply_async(side.tenant.retailer_id, code, SUBTOTAL, idempotency_key=key)
+            await ledger.execute_async(Redeem(side.tenant.retailer_id, code, Order.of(SUBTOTAL), idempotency_key=key))
 
         return asyncio.run(measure_engine(apply_once, workload, config, coupons, run_id))
     finally:

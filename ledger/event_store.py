@@ -51,9 +51,30 @@ def bound_waits(datastore: PostgresDatastore) -> None:
 DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
 
 
+# SQLSTATEs of a statement that lost to others for the moment: a deadlock broken by the database,
+# a serialization failure, a lock not granted within lock_timeout, a statement cancelled by
+# statement_timeout. The transaction is rolled back; trying it again is the remedy.
+CONTENTION = frozenset({"40P01", "40001", "55P03", "57014"})
+
+
+def sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE of a psycopg error, or of the one a library error wraps."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, psycopg.Error) and seen.sqlstate:
+            return seen.sqlstate
+        seen = seen.__cause__
+    return None
+
+
+def is_contention(error: BaseException) -> bool:
+    """Whether ``error`` is a deadlock, serialization failure, lock or statement timeout."""
+    return sqlstate(error) in CONTENTION
+
+
 def is_database_unavailable(error: BaseException) -> bool:
     """Whether ``error`` says the database is unavailable rather than that a statement was wrong."""
-    return isinstance(error, DATABASE_UNAVAILABLE)
+    return isinstance(error, DATABASE_UNAVAILABLE) and not is_contention(error)
 
 
 def fewer_retries(method: Callable[..., Any]) -> Any:
@@ -277,27 +298,46 @@ class LedgerRecorder(PostgresApplicationRecorder):
         *,
         snapshots: Sequence[StoredEvent] = (),
         works: Sequence[tuple[Any, Work]] = (),
+        prepare: Work | None = None,
         **_: Any,
     ) -> Sequence[int] | None:
         """``works``: (key, work) pairs; each work runs first, in the same transaction, under a
-        savepoint of its own. If any raises, nothing is stored and ``WorkRefused`` names them all."""
+        savepoint of its own, after ``prepare`` (the batch's row locks). If any raises, nothing is
+        stored and ``WorkRefused`` names them all; a deadlock, lock or statement timeout in a work
+        is no refusal of its command: it fails the whole transaction, to be tried again."""
         if not stored_events:
+            self.run_works(works, prepare)
             return None
         with self.datastore.get_connection() as conn:
             assert conn.autocommit
             if not works:
                 return self._insert(conn, stored_events, snapshots)
             with conn.transaction():
-                failures: dict[Any, Exception] = {}
-                for key, work in works:
-                    try:
-                        with conn.transaction():  # a savepoint: a failed work leaves the others' intact
-                            work(conn)
-                    except Exception as error:
-                        failures[key] = error
-                if failures:
-                    raise WorkRefused(failures)
+                self._run(conn, works, prepare)
                 return self._insert(conn, stored_events, snapshots)
+
+    def run_works(self, works: Sequence[tuple[Any, Work]], prepare: Work | None = None) -> None:
+        """The works of commands that have no events to store, in one transaction of their own."""
+        if not works:
+            return
+        with self.datastore.get_connection() as conn, conn.transaction():
+            self._run(conn, works, prepare)
+
+    @staticmethod
+    def _run(conn: Connection[Any], works: Sequence[tuple[Any, Work]], prepare: Work | None) -> None:
+        if prepare is not None:
+            prepare(conn)
+        failures: dict[Any, Exception] = {}
+        for key, work in works:
+            try:
+                with conn.transaction():  # a savepoint: a failed work leaves the others' intact
+                    work(conn)
+            except Exception as error:
+                if is_contention(error) or is_database_unavailable(error):
+                    raise
+                failures[key] = error
+        if failures:
+            raise WorkRefused(failures)
 
     def _insert(
         self, conn: Connection[Any], stored_events: Sequence[StoredEvent], snapshots: Sequence[StoredEvent]

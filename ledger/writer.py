@@ -24,11 +24,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import Application, LRUCache
 from eventsourcing.persistence import IntegrityError
+from psycopg import Connection
 
 from ledger.errors import LedgerBusy, StoreUnavailable
 from ledger.event_store import (
@@ -37,6 +39,7 @@ from ledger.event_store import (
     Work,
     WorkRefused,
     copy_aggregate,
+    is_contention,
     is_database_unavailable,
 )
 
@@ -49,19 +52,24 @@ class Command(Generic[T]):
     """A change to decide against the batch: ``decide`` reads and changes aggregates through the
     batch and returns the caller's answer, or raises to reject the command."""
 
-    __slots__ = ("decide", "events", "future", "loop", "needs", "outcome", "touched", "work")
+    __slots__ = ("decide", "events", "future", "locks", "loop", "needs", "outcome", "touched", "work")
 
     def __init__(
-        self, needs: Iterable[UUID], decide: Callable[[Batch], T], loop: asyncio.AbstractEventLoop | None = None
+        self,
+        needs: Iterable[UUID],
+        decide: Callable[[Batch], T],
+        loop: asyncio.AbstractEventLoop | None = None,
+        locks: Iterable[Any] = (),
     ) -> None:
         self.needs = tuple(needs)
+        self.locks = tuple(locks)  # rows its work will lock (see BatchWriter.lock_rows)
         self.decide = decide
         # A caller on an event loop awaits an asyncio future, settled in its loop; others block on a Future.
         self.loop = loop
         self.future: Future[T] | asyncio.Future[T] = loop.create_future() if loop is not None else Future()
         self.touched: dict[UUID, Aggregate | None] = {}  # id -> the state before this command
         self.events: list[Any] = []
-        self.work: list[Work] = []  # run in the transaction that saves this command's events
+        self.work: Then[Any] | None = None  # run in the transaction that saves this command's events
         self.outcome: tuple[bool, Any] | None = None  # (succeeded, result or error)
 
     def is_wanted(self) -> bool:
@@ -73,8 +81,18 @@ class Command(Generic[T]):
     def reset(self) -> None:
         self.touched = {}
         self.events = []
-        self.work = []
+        self.work = None
         self.outcome = None
+
+
+class Then(Generic[T]):
+    """What a command answers when its answer is made in the save's transaction: the result of
+    ``work(connection)`` in the attempt that committed (see ``Batch.then``)."""
+
+    __slots__ = ("work",)
+
+    def __init__(self, work: Callable[[Connection[Any]], T]) -> None:
+        self.work = work
 
 
 class Batch:
@@ -85,6 +103,7 @@ class Batch:
         self.base: dict[UUID, Aggregate | None] = {}  # as stored, before this batch
         self.current: dict[UUID, Aggregate | None] = {}
         self.command: Command[Any] | None = None
+        self.now: datetime = writer.clock()  # the time of this attempt's decisions (one clock)
 
     def get(self, aggregate_id: UUID) -> Aggregate | None:
         """The aggregate with this id, or None if it does not exist."""
@@ -122,13 +141,17 @@ class Batch:
         self.base.setdefault(aggregate_id, None)
         self.current[aggregate_id] = aggregate
 
-    def also(self, work: Work) -> None:
+    def then(self, work: Callable[[Connection[Any]], T]) -> Then[T]:
         """Run ``work(connection)`` in the transaction that saves this command's events (on
-        PostgreSQL): the command's events are stored if and only if its work succeeds. Work that
-        raises rejects this command alone, with that error; the others of the batch are saved."""
+        PostgreSQL), even if it has none: the command's events are stored if and only if its work
+        succeeds, and the command answers what ``work`` returned in the transaction that committed
+        (the handler returns what this returns). Work that raises refuses this command alone, with
+        that error; the others of the batch are saved."""
         command = self.command
         assert command is not None
-        command.work.append(work)
+        then = Then(work)
+        command.work = then
+        return then
 
 
 class BatchWriter:
@@ -139,6 +162,9 @@ class BatchWriter:
         cache_maxsize: int = 20_000,
         max_batch: int = 256,
         max_attempts: int = 50,
+        max_queue: int = 4096,
+        clock: Callable[[], datetime] | None = None,
+        lock_rows: Callable[[Connection[Any], list[Any]], None] | None = None,
     ) -> None:
         self.app = app
         self.reader = AggregateReader(app)
@@ -146,16 +172,23 @@ class BatchWriter:
         self.cache: LRUCache[UUID, Aggregate] = LRUCache(maxsize=cache_maxsize)
         self.max_batch = max_batch
         self.max_attempts = max_attempts
+        self.max_queue = max_queue
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        # Takes the row locks that the works of a batch declared, all together and in order, before
+        # any work runs: two batches never wait on each other's rows in a circle.
+        self.lock_rows = lock_rows
         self.stats = WriterStats()
         self._queue: queue.SimpleQueue[Command[Any] | None] = queue.SimpleQueue()
+        self._room = threading.BoundedSemaphore(max_queue)  # places left in the queue
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._taken: list[Command[Any]] = []  # the batch the writer thread is working on
 
     # --- callers -------------------------------------------------------------------------------
 
-    def submit(self, needs: Iterable[UUID], decide: Callable[[Batch], T]) -> Future[T]:
-        command = Command(needs, decide)
+    def submit(self, needs: Iterable[UUID], decide: Callable[[Batch], T], locks: Iterable[Any] = ()) -> Future[T]:
+        command = Command(needs, decide, locks=locks)
         self._enqueue(command)
         assert isinstance(command.future, Future)
         return command.future
@@ -164,22 +197,37 @@ class BatchWriter:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the writer is closed")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
-                self._thread.start()
+            if not self._room.acquire(blocking=False):
+                self.stats.refused += 1
+                raise LedgerBusy(
+                    f"The ledger has {self.max_queue} commands waiting; retry shortly.",
+                    retry_after=1,
+                    reason="queue_full",
+                )
+            if self._thread is None or not self._thread.is_alive():
+                self._start()
             self._queue.put(command)
 
-    def execute(self, needs: Iterable[UUID], decide: Callable[[Batch], T]) -> T:
-        """Decide and save the command with the next batch; block until it is answered."""
-        return self.submit(needs, decide).result()
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._thread.start()
 
-    async def execute_async(self, needs: Iterable[UUID], decide: Callable[[Batch], T]) -> T:
+    def execute(self, needs: Iterable[UUID], decide: Callable[[Batch], T], locks: Iterable[Any] = ()) -> T:
+        """Decide and save the command with the next batch; block until it is answered."""
+        return self.submit(needs, decide, locks).result()
+
+    async def execute_async(self, needs: Iterable[UUID], decide: Callable[[Batch], T], locks: Iterable[Any] = ()) -> T:
         """The same, awaited: no thread is held while the batch is written, and the whole batch's
         answers reach this loop in one wake-up."""
-        command = Command(needs, decide, loop=asyncio.get_running_loop())
+        command = Command(needs, decide, loop=asyncio.get_running_loop(), locks=locks)
         self._enqueue(command)
         assert isinstance(command.future, asyncio.Future)
         return await command.future
+
+    @property
+    def queued(self) -> int:
+        """Commands waiting for the writer (approximate)."""
+        return self._queue.qsize()
 
     def close(self) -> None:
         with self._lock:
@@ -194,20 +242,39 @@ class BatchWriter:
     def _run(self) -> None:
         try:
             self._serve()
-        except BaseException:  # never expected: the loop below handles every failure of a batch
-            log.exception("the ledger writer stopped")
-            raise
+        except BaseException as error:  # a bug: the batch in hand is answered, and a new thread goes on
+            log.exception("the ledger writer stopped; starting it again")
+            self.stats.restarts += 1
+            taken, self._taken = self._taken, []
+            for command in taken:
+                command.reset()
+                command.outcome = (
+                    False,
+                    LedgerBusy("The ledger's writer failed; retry shortly.", retry_after=1, reason="writer_failed"),
+                )
+            self._answer(taken)
+            with self._lock:
+                if not self._closed:
+                    self._start()
+            if not isinstance(error, Exception):
+                raise
+
+    def _take(self, block: bool) -> Command[Any] | None:
+        command = self._queue.get() if block else self._queue.get_nowait()
+        if command is not None:
+            self._room.release()
+        return command
 
     def _serve(self) -> None:
         while True:
-            first = self._queue.get()
+            first = self._take(block=True)
             if first is None:
                 return
-            commands = [first]
+            commands = self._taken = [first]
             stop = False
             while len(commands) < self.max_batch:
                 try:
-                    command = self._queue.get_nowait()
+                    command = self._take(block=False)
                 except queue.Empty:
                     break
                 if command is None:
@@ -215,11 +282,13 @@ class BatchWriter:
                     break
                 commands.append(command)
             live = [c for c in commands if c.is_wanted()]
+            self._taken = live
             if live:
                 try:
                     self._write(live)
-                except BaseException as error:  # a lost database or a bug: every caller hears of it
+                except Exception as error:  # a lost database or a bug: every caller hears of it
                     self._failed(live, error)
+                self._taken = []
                 self._answer(live)
             if stop:
                 return
@@ -235,6 +304,12 @@ class BatchWriter:
         each gets StoreUnavailable (503): never a success that might not be stored, and a retry
         with the same idempotency key replays the redemption if the save did commit. The cache
         is left as it was: the next batch reads whatever was stored since."""
+        if is_contention(error):
+            log.warning("ledger writer: %s; %d commands answered 503", error, len(commands))
+            for command in commands:
+                command.reset()
+                command.outcome = (False, busy(error))
+            return
         if not is_database_unavailable(error):
             log.exception("ledger writer failed a batch of %d commands", len(commands), exc_info=error)
             for command in commands:
@@ -284,26 +359,33 @@ class BatchWriter:
                 self._decide(batch, command)
             saving = [c for c in commands if c.outcome is not None and c.outcome[0]]
             events = [e for c in saving for e in c.events]
-            works = [(c, work) for c in saving for work in c.work]
+            works = [c for c in saving if c.work is not None]
             try:
-                if events:
-                    self._save(events, self._snapshots(batch, saving), works)
+                done = self._save(events, self._snapshots(batch, saving), works) if events or works else {}
             except WorkRefused as refused:
                 # Nothing was saved; the refused commands fail alone, and whatever built on them
                 # is decided again without them.
                 pending = self._after_refusal(batch, commands, refused.failures)
                 continue
-            except IntegrityError:
+            except Exception as error:
+                if not isinstance(error, IntegrityError) and not is_contention(error):
+                    raise
+                # Another process wrote the same aggregates first (or the database broke a
+                # deadlock, or a lock was not granted in time): read again, decide again.
                 conflicts += 1
                 self.stats.conflicts += 1
                 pending = self._after_conflict(batch, commands)
                 if conflicts >= self.max_attempts:
                     for command in pending:
-                        self._give_up(batch, command)
+                        self._give_up(batch, command, error)
                     pending = []
                 time.sleep(random.uniform(0, min(0.02, 0.0005 * 2**conflicts)))
+                batch.now = self.clock()
                 continue
             break
+        # Only now, committed: the answers made in the save's transaction reach their callers.
+        for command, result in done.items():
+            command.outcome = (True, result)
         self.stats.batches += 1
         self.stats.commands += len(commands)
         self.stats.events += len(events)
@@ -329,6 +411,7 @@ class BatchWriter:
         except Exception as error:
             for aggregate_id, previous in command.touched.items():
                 batch.current[aggregate_id] = previous
+            command.reset()
             command.outcome = (False, error)
         else:
             for aggregate_id in command.touched:
@@ -358,6 +441,9 @@ class BatchWriter:
             batch.base[aggregate_id] = fresh[aggregate_id]
         if not moved:  # rejected for a reason the store does not show: decide everything again
             moved = set(batch.base)
+            return self._redecide(batch, commands, moved) + [
+                c for c in commands if not c.touched and c.outcome is not None and c.outcome[0]
+            ]
         return self._redecide(batch, commands, moved)
 
     @staticmethod
@@ -379,14 +465,19 @@ class BatchWriter:
             batch.current[aggregate_id] = batch.base[aggregate_id]
         return [c for c in commands if c in rerun]
 
-    def _give_up(self, batch: Batch, command: Command[Any]) -> None:
+    def _give_up(self, batch: Batch, command: Command[Any], error: Exception) -> None:
         for aggregate_id in command.touched:
             batch.current[aggregate_id] = batch.base[aggregate_id]
         command.reset()
-        command.outcome = (
-            False,
-            LedgerBusy("The ledger is under heavy concurrent use; retry shortly.", retry_after=1),
-        )
+        if is_contention(error):
+            command.outcome = (False, busy(error))
+        else:
+            command.outcome = (
+                False,
+                LedgerBusy(
+                    "The ledger is under heavy concurrent use; retry shortly.", retry_after=1, reason="contention"
+                ),
+            )
 
     def _remember(self, batch: Batch, saved: list[Command[Any]]) -> None:
         """Cache what is now stored."""
@@ -412,16 +503,36 @@ class BatchWriter:
                 snapshots.append(type(aggregate).Snapshot.take(aggregate))
         return snapshots
 
-    def _save(self, events: list[Any], snapshots: list[Any], works: list[tuple[Command[Any], Work]]) -> None:
+    def _save(self, events: list[Any], snapshots: list[Any], works: list[Command[Any]]) -> dict[Command[Any], Any]:
         """One transaction for the batch's events and, on PostgreSQL, its snapshots and the
-        commands' work too."""
+        commands' works too. Returns what each work returned, once the transaction committed."""
         if works:
             if not isinstance(self.app.recorder, LedgerRecorder):
                 raise TypeError("work in the save's transaction needs the PostgreSQL recorder")
+            results: dict[Command[Any], Any] = {}
+            locks = sorted({lock for c in works for lock in c.locks})
+
+            def prepare(connection: Connection[Any]) -> None:
+                if locks and self.lock_rows is not None:
+                    self.lock_rows(connection, locks)
+
+            def run(command: Command[Any]) -> Work:
+                then = command.work
+                assert then is not None
+
+                def work(connection: Connection[Any]) -> None:
+                    results[command] = then.work(connection)
+
+                return work
+
             stored = [self.app.mapper.to_stored_event(s) for s in snapshots]
-            self.app.save(*events, snapshots=stored, works=works)
+            if events:
+                self.app.save(*events, snapshots=stored, works=[(c, run(c)) for c in works], prepare=prepare)
+            else:
+                self.app.recorder.run_works([(c, run(c)) for c in works], prepare=prepare)
             self.stats.snapshots += len(snapshots)
-        elif not snapshots:
+            return results
+        if not snapshots:
             self.app.save(*events)
         elif isinstance(self.app.recorder, LedgerRecorder):
             self.app.save(*events, snapshots=[self.app.mapper.to_stored_event(s) for s in snapshots])
@@ -431,6 +542,16 @@ class BatchWriter:
             assert self.app.snapshots is not None
             self.app.snapshots.put(snapshots)
             self.stats.snapshots += len(snapshots)
+        return {}
+
+
+def busy(error: BaseException) -> LedgerBusy:
+    return LedgerBusy(
+        "The database could not give the ledger its locks in time (a deadlock, a lock timeout or a"
+        " cancelled statement) even after retries; retry shortly.",
+        retry_after=1,
+        reason="lock_contention",
+    )
 
 
 def settle(commands: list[Command[Any]]) -> None:
@@ -440,6 +561,8 @@ def settle(commands: list[Command[Any]]) -> None:
         if future.done():  # cancelled by its caller
             continue
         succeeded, value = command.outcome or (False, RuntimeError("the command was not decided"))
+        if succeeded and isinstance(value, Then):  # the save never ran its work: never expected
+            succeeded, value = False, RuntimeError("the command's work did not run")
         if succeeded:
             future.set_result(value)
         else:
@@ -456,3 +579,5 @@ class WriterStats:
         self.reads = 0
         self.conflicts = 0
         self.snapshots = 0
+        self.refused = 0  # commands refused because the queue was full
+        self.restarts = 0  # writer threads started again after one died

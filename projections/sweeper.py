@@ -29,6 +29,7 @@ from uuid import UUID
 import psycopg
 
 from ledger.application import CouponLedger
+from ledger.commands import ExpireHolds
 from ledger.event_store import CONNECT_TIMEOUT
 from projections.coupons import CouponsView
 
@@ -102,7 +103,7 @@ class Sweeper:
             page = self.view.expired_holds(now, self.chunk_size, after)
             if not page:
                 break
-            recorded += self.ledger.expire_reservations([hold_id for hold_id, _ in page])
+            recorded += self.ledger.execute(ExpireHolds(tuple(hold_id for hold_id, _ in page)))
             after = (page[-1][1], page[-1][0])  # ids the ledger skipped (already ended) are not read again
             if len(page) < self.chunk_size:
                 break

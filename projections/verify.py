@@ -42,8 +42,9 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from ledger.application import CHECKOUT_KEY_PREFIX, CouponLedger
+from ledger.application import CouponLedger
 from ledger.domain import Campaign, Coupon, CustomerUsage, Redemption, Reservation
+from ledger.handlers import order_redemption_id_for
 from projections.coupons import CONFIRMED, EXPIRED, HELD, RELEASED, CouponsView, ReservationRow
 
 ZERO = Decimal("0.00")
@@ -187,7 +188,9 @@ class Audit:
                 self.recorded[event.originator_id] = RedemptionAudit(
                     event.coupon_id, event.customer_id, event.campaign_id, event.discount_amount
                 )
-                if event.order_id is not None and event.idempotency_key == f"{CHECKOUT_KEY_PREFIX}{event.order_id}":
+                if event.order_id is not None and event.originator_id == order_redemption_id_for(
+                    event.retailer_id, event.order_id
+                ):
                     self.at_checkout[event.originator_id] = event.order_id
             case Redemption.Reversed():
                 recorded = self.recorded.get(event.originator_id)

@@ -15,6 +15,7 @@ from api.openapi import errors
 from api.read_model import wait_for_coupons_view
 from api.routes.coupons import Cursor, decode_code_cursor, encode_cursor
 from api.schemas import CampaignCreate, CampaignPublic, CouponPage, CouponPublic, in_template
+from ledger.campaigns import CampaignPlan, create_campaign_async
 from ledger.errors import CampaignNotFound, InvalidCoupon
 from projections.coupons import CouponRow
 
@@ -60,7 +61,7 @@ async def create_campaign(body: CampaignCreate, caller: CallerDep) -> CampaignPu
     redemption of them is checked against. Answers once every code is stored: 100,000 codes take
     seconds (`coupon-ledger campaign create` does the same with a progress bar)."""
     try:
-        campaign = await caller.services.ledger.create_campaign_async(
+        plan = CampaignPlan(
             caller.retailer_id,
             body.name,
             body.prefix,
@@ -69,6 +70,7 @@ async def create_campaign(body: CampaignCreate, caller: CallerDep) -> CampaignPu
             body.max_redemptions,
             body.max_discount_total,
         )
+        campaign = await create_campaign_async(caller.services.ledger, plan)
     except InvalidCoupon as error:
         raise in_template(error) from None
     return CampaignPublic.from_campaign(campaign)

@@ -40,7 +40,8 @@ from api.schemas import (
     check_text,
     redemption_json,
 )
-from ledger.domain import CODE_ALPHABET, UNSET
+from ledger.commands import Activate, Archive, CreateCoupon, Deactivate, Redeem, Reserve, Transition, UpdateCoupon
+from ledger.domain import CODE_ALPHABET, UNSET, Order
 
 router = APIRouter(prefix="/v1/coupons", tags=["coupons"])
 M = TypeVar("M", bound=BaseModel)
@@ -144,7 +145,7 @@ COUPON_LINKS = {
 )
 async def create_coupon(body: CouponCreate, caller: CallerDep) -> CouponPublic:
     ledger = caller.services.ledger
-    coupon = await ledger.create_coupon_async(caller.retailer_id, body.code, **body.terms())
+    coupon = await ledger.execute_async(CreateCoupon(caller.retailer_id, body.code, body.terms()))
     return CouponPublic.from_coupon(coupon, ledger.clock())
 
 
@@ -244,15 +245,15 @@ async def apply_coupon(request: Request) -> Response:
     if idempotency_key is not None and not VALID_IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         validated_header(IDEMPOTENCY_KEY, "Idempotency-Key", idempotency_key)  # raises, naming what is wrong
     async with throttle.guard(request, caller, customer_id=body.customer_id):
-        receipt = await caller.services.ledger.apply_async(
-            caller.retailer_id,
-            body.code,
-            body.subtotal,
-            idempotency_key=idempotency_key,
-            order_id=body.order_id,
-            items=body.order_items(),
-            shipping_amount=body.shipping_amount,
-            customer_id=body.customer_id,
+        receipt = await caller.services.ledger.execute_async(
+            Redeem(
+                caller.retailer_id,
+                body.code,
+                Order.of(body.subtotal, body.order_items(), body.shipping_amount),
+                idempotency_key=idempotency_key,
+                order_id=body.order_id,
+                customer_id=body.customer_id,
+            )
         )
     headers = {"Idempotent-Replayed": "true"} if receipt.replayed else None
     content = redemption_json(receipt.redemption_id, receipt.quote)  # RedemptionPublic's JSON
@@ -294,16 +295,16 @@ async def reserve_coupon(
     apply, and counted against max_uses, the per-customer limit and the campaign's budget until it
     is confirmed, released, or its TTL passes (then it stops counting at once)."""
     async with throttle.guard(request, caller, customer_id=body.customer_id):
-        hold = await caller.services.ledger.reserve_async(
-            caller.retailer_id,
-            body.code,
-            body.subtotal,
-            idempotency_key=idempotency_key,
-            order_id=body.order_id,
-            items=body.order_items(),
-            shipping_amount=body.shipping_amount,
-            customer_id=body.customer_id,
-            ttl_seconds=body.ttl_seconds,
+        hold = await caller.services.ledger.execute_async(
+            Reserve(
+                caller.retailer_id,
+                body.code,
+                Order.of(body.subtotal, body.order_items(), body.shipping_amount),
+                idempotency_key=idempotency_key,
+                order_id=body.order_id,
+                customer_id=body.customer_id,
+                ttl_seconds=body.ttl_seconds,
+            )
         )
     headers = {"Idempotent-Replayed": "true"} if hold.replayed else None
     content = HoldPublic.from_hold(hold).model_dump_json().encode()
@@ -336,7 +337,7 @@ def get_coupon(code: CouponCode, caller: CallerDep, request: Request) -> CouponP
 async def deactivate_coupon(code: CouponCode, caller: CallerDep, request: Request) -> CouponPublic:
     ledger = caller.services.ledger
     async with throttle.guard(request, caller):
-        coupon = await ledger.deactivate_async(caller.retailer_id, code)
+        coupon = await ledger.execute_async(Deactivate(caller.retailer_id, code))
     return CouponPublic.from_coupon(coupon, ledger.clock())
 
 
@@ -357,7 +358,7 @@ async def activate_coupon(
     ledger = caller.services.ledger
     expires_at = body.new_expiry() if body is not None else UNSET
     async with throttle.guard(request, caller):
-        coupon = await ledger.activate_async(caller.retailer_id, code, expires_at=expires_at)
+        coupon = await ledger.execute_async(Activate(caller.retailer_id, code, expires_at))
     return CouponPublic.from_coupon(coupon, ledger.clock())
 
 
@@ -367,7 +368,7 @@ async def update_coupon(code: CouponCode, body: CouponPatch, caller: CallerDep, 
     Updated event records what changed (none when nothing did)."""
     ledger = caller.services.ledger
     async with throttle.guard(request, caller):
-        coupon = await ledger.update_coupon_async(caller.retailer_id, code, body.changes())
+        coupon = await ledger.execute_async(UpdateCoupon(caller.retailer_id, code, body.changes()))
     return CouponPublic.from_coupon(coupon, ledger.clock())
 
 
@@ -380,7 +381,7 @@ async def update_coupon(code: CouponCode, body: CouponPatch, caller: CallerDep, 
 async def archive_coupon(code: CouponCode, caller: CallerDep, request: Request) -> Response:
     """Archive: from now on the coupon is COUPON_NOT_FOUND everywhere but its events; its code stays taken."""
     async with throttle.guard(request, caller):
-        await caller.services.ledger.archive_async(caller.retailer_id, code)
+        await caller.services.ledger.execute_async(Archive(caller.retailer_id, code))
     return Response(status_code=204)
 
 
@@ -395,7 +396,7 @@ async def transition_coupon(
     is 409 INVALID_TRANSITION naming both (and the events it allows)."""
     ledger = caller.services.ledger
     async with throttle.guard(request, caller):
-        coupon = await ledger.transition_async(caller.retailer_id, code, body.event, expires_at=body.new_expiry())
+        coupon = await ledger.execute_async(Transition(caller.retailer_id, code, body.event, body.new_expiry()))
     return CouponPublic.from_coupon(coupon, ledger.clock())
 
 

@@ -11,6 +11,7 @@ from api.deps import CallerDep
 from api.errors import ApiError
 from api.openapi import errors
 from api.schemas import ReversalPublic, ReverseRequest
+from ledger.commands import Reverse
 
 router = APIRouter(prefix="/v1/redemptions", tags=["redemptions"])
 
@@ -51,5 +52,5 @@ async def reverse_redemption(
     except ValueError:
         raise not_found(redemption_id) from None
     reason = body.reason if body is not None else None
-    reversal = await caller.services.ledger.reverse_async(caller.retailer_id, parsed, reason)
+    reversal = await caller.services.ledger.execute_async(Reverse(caller.retailer_id, parsed, reason))
     return ReversalPublic.from_reversal(reversal)

@@ -13,6 +13,7 @@ from api.errors import ApiError
 from api.idempotency import IDEMPOTENCY_CONFLICTS, REPLAYED_RESPONSE_HEADER, IdempotencyDep
 from api.openapi import errors
 from api.schemas import ConfirmedPublic, ConfirmRequest, ReleasePublic, ReservationPublic
+from ledger.commands import Confirm, Release
 
 router = APIRouter(prefix="/v1/reservations", tags=["reservations"])
 
@@ -86,7 +87,7 @@ async def confirm_reservation(
     parsed = reservation_uuid(reservation_id)
 
     async def confirm(claim: object) -> Response:
-        receipt = await caller.services.ledger.confirm_async(caller.retailer_id, parsed, order_id=order_id)
+        receipt = await caller.services.ledger.execute_async(Confirm(caller.retailer_id, parsed, order_id))
         quote = receipt.quote
         public = ConfirmedPublic(
             redemption_id=receipt.redemption_id,
@@ -121,7 +122,7 @@ async def release_reservation(
     parsed = reservation_uuid(reservation_id)
 
     async def release(claim: object) -> Response:
-        ended = await ledger.release_async(caller.retailer_id, parsed)
+        ended = await ledger.execute_async(Release(caller.retailer_id, parsed))
         public = ReservationPublic.from_reservation(ended.reservation, ledger.clock())
         released = ReleasePublic(**public.model_dump(), already_ended=ended.already)
         return JSONResponse(released.model_dump(mode="json"))

@@ -29,18 +29,20 @@ import psycopg
 import pytest
 
 from api.database import eventsourcing_env
-from ledger.application import CouponLedger, Receipt
-from ledger.domain import Coupon, Redemption, redemption_id_for
+from ledger.application import CouponLedger
+from ledger.commands import InTransaction, Receipt, Redeem
+from ledger.domain import Coupon, Order, Redemption, redemption_id_for
 from ledger.errors import LedgerError
 from ledger.writer import Batch
 from projections.coupons import construct_view
 from projections.verify import verify
+from tests.commands import apply, create_coupon, deactivate, planned, redeem
 from tests.integration.helpers import (
     RECORDED_TOPIC,
     Server,
     auth,
     cluster,
-    create_coupon,
+    create_coupon_over_http,
     head,
     ledger_with_clock,
     project_to_head,
@@ -325,13 +327,13 @@ def test_one_batch_mixing_every_kind_of_answer_gives_each_caller_its_own_and_red
     other_process = open_test_ledger(database_url)
     open_ledgers.extend([ledger, other_process])
     retailer = UUID("00000000-0000-4000-8000-0000000000aa")
-    a = ledger.create_coupon(retailer, "ALPHA", "percentage", Decimal("10"), min_order_value=Decimal("50"))
-    b = ledger.create_coupon(retailer, "BRAVO", "fixed", Decimal("5"))
-    ledger.deactivate(retailer, "BRAVO")
-    c = ledger.create_coupon(retailer, "CHARLIE", "fixed", Decimal("5"), max_uses=5)
-    e = ledger.create_coupon(retailer, "ECHO", "fixed", Decimal("5"), max_uses=1)
-    f = ledger.create_coupon(retailer, "FOXTROT", "fixed", Decimal("5"))
-    early = ledger.apply(retailer, "ALPHA", SUBTOTAL, idempotency_key="early")
+    a = create_coupon(ledger, retailer, "ALPHA", "percentage", Decimal("10"), min_order_value=Decimal("50"))
+    b = create_coupon(ledger, retailer, "BRAVO", "fixed", Decimal("5"))
+    deactivate(ledger, retailer, "BRAVO")
+    c = create_coupon(ledger, retailer, "CHARLIE", "fixed", Decimal("5"), max_uses=5)
+    e = create_coupon(ledger, retailer, "ECHO", "fixed", Decimal("5"), max_uses=1)
+    f = create_coupon(ledger, retailer, "FOXTROT", "fixed", Decimal("5"))
+    early = apply(ledger, retailer, "ALPHA", SUBTOTAL, idempotency_key="early")
 
     # Another process writes C, E and F after the writer has read them and before it saves (the save
     # of the batch under test is the first since this patch): it takes one use of C, the only use of
@@ -342,9 +344,9 @@ def test_one_batch_mixing_every_kind_of_answer_gives_each_caller_its_own_and_red
 
     def save_after_another_process_wrote(*objs: Any, **kwargs: Any) -> Any:
         if not saves:
-            raced["C"] = other_process.apply(retailer, "CHARLIE", SUBTOTAL)
-            raced["E"] = other_process.apply(retailer, "ECHO", SUBTOTAL)
-            raced["F"] = other_process.apply(retailer, "FOXTROT", SUBTOTAL, idempotency_key="shared")
+            raced["C"] = apply(other_process, retailer, "CHARLIE", SUBTOTAL)
+            raced["E"] = apply(other_process, retailer, "ECHO", SUBTOTAL)
+            raced["F"] = apply(other_process, retailer, "FOXTROT", SUBTOTAL, idempotency_key="shared")
         try:
             recordings = real_save(*objs, **kwargs)
         except Exception as error:
@@ -360,21 +362,21 @@ def test_one_batch_mixing_every_kind_of_answer_gives_each_caller_its_own_and_red
     decisions = Decisions(ledger)
     with held_writer(ledger):
         submit = decisions.submit
-        submit("a-fresh", ledger._apply(retailer, "ALPHA", SUBTOTAL, None, None))
-        submit("a-below-minimum", ledger._apply(retailer, "ALPHA", Decimal("20.00"), None, None))
-        submit("b-inactive", ledger._apply(retailer, "bravo", SUBTOTAL, None, None))
-        submit("early-replayed", ledger._apply(retailer, "ALPHA", SUBTOTAL, "early", None))
-        submit("twice-first", ledger._apply(retailer, "ALPHA", SUBTOTAL, "twice", None))
-        submit("twice-second", ledger._apply(retailer, "alpha ", SUBTOTAL, "twice", None))
-        submit("clash-first", ledger._apply(retailer, "ALPHA", SUBTOTAL, "clash", None))
-        submit("clash-second", ledger._apply(retailer, "ALPHA", Decimal("120.00"), "clash", None))
-        submit("unknown", ledger._apply(retailer, "NOPE", SUBTOTAL, None, None))
-        submit("not-a-code", ledger._apply(retailer, "no!", SUBTOTAL, None, None))
-        submit("c-raced", ledger._apply(retailer, "CHARLIE", SUBTOTAL, None, None))
-        submit("e-last-use-taken", ledger._apply(retailer, "ECHO", SUBTOTAL, "e-key", None))
-        submit("e-key-again", ledger._apply(retailer, "ECHO", SUBTOTAL, "e-key", None))
-        submit("f-key-taken", ledger._apply(retailer, "FOXTROT", SUBTOTAL, "shared", None))
-        submit("a-late", ledger._apply(retailer, "ALPHA", SUBTOTAL, None, None))
+        submit("a-fresh", redeem(retailer, "ALPHA", SUBTOTAL, None))
+        submit("a-below-minimum", redeem(retailer, "ALPHA", Decimal("20.00"), None))
+        submit("b-inactive", redeem(retailer, "bravo", SUBTOTAL, None))
+        submit("early-replayed", redeem(retailer, "ALPHA", SUBTOTAL, "early"))
+        submit("twice-first", redeem(retailer, "ALPHA", SUBTOTAL, "twice"))
+        submit("twice-second", redeem(retailer, "alpha ", SUBTOTAL, "twice"))
+        submit("clash-first", redeem(retailer, "ALPHA", SUBTOTAL, "clash"))
+        submit("clash-second", redeem(retailer, "ALPHA", Decimal("120.00"), "clash"))
+        submit("unknown", redeem(retailer, "NOPE", SUBTOTAL, None))
+        submit("not-a-code", redeem(retailer, "no!", SUBTOTAL, None))
+        submit("c-raced", redeem(retailer, "CHARLIE", SUBTOTAL, None))
+        submit("e-last-use-taken", redeem(retailer, "ECHO", SUBTOTAL, "e-key"))
+        submit("e-key-again", redeem(retailer, "ECHO", SUBTOTAL, "e-key"))
+        submit("f-key-taken", redeem(retailer, "FOXTROT", SUBTOTAL, "shared"))
+        submit("a-late", redeem(retailer, "ALPHA", SUBTOTAL, None))
     answers = decisions.answers()
 
     # One batch for the hold command, one for all fifteen; one read, one rejected save, one re-read.
@@ -493,7 +495,7 @@ def test_a_server_killed_mid_load_loses_no_acknowledged_redemption_and_retries_w
     retailer_id, api_key = create_retailer(database_url)
     with cluster(database_url, tmp_path) as running, http_client(LOAD_THREADS) as client:
         (server,) = running.start(1)
-        coupon_id = UUID(create_coupon(server, api_key, "SURVIVE", None)["id"])
+        coupon_id = UUID(create_coupon_over_http(server, api_key, "SURVIVE", None)["id"])
 
         # Load: threads applying under fresh keys until the server is gone.
         first: dict[str, httpx.Response | httpx.TransportError] = {}
@@ -603,7 +605,7 @@ def test_two_hundred_threads_applying_one_coupon_through_one_ledger_share_one_ba
     ledger = open_test_ledger(database_url)
     open_ledgers.append(ledger)
     retailer = UUID("00000000-0000-4000-8000-0000000000bb")
-    coupon = ledger.create_coupon(retailer, "CROWD", "percentage", Decimal("10"), max_uses=THREADS)
+    coupon = create_coupon(ledger, retailer, "CROWD", "percentage", Decimal("10"), max_uses=THREADS)
     queued = QueuedCommands(ledger, monkeypatch)
     stats = ledger.writer.stats
     before = (stats.batches, stats.commands, stats.events, stats.reads, stats.conflicts)
@@ -629,7 +631,7 @@ def test_two_hundred_threads_applying_one_coupon_through_one_ledger_share_one_ba
     )
     assert redeemed_events(database_url, coupon.id) == recorded_redemptions(database_url) == THREADS
     with pytest.raises(LedgerError) as refused:
-        ledger.apply(retailer, "CROWD", SUBTOTAL)
+        apply(ledger, retailer, "CROWD", SUBTOTAL)
     assert refused.value.code == "USAGE_LIMIT_REACHED"
 
 
@@ -641,7 +643,7 @@ def test_work_failing_in_a_batch_rejects_its_own_command_alone_and_the_others_ar
 ) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE work_done (key text PRIMARY KEY)")
-    ledger.create_coupon(retailer_id, "WORKED", "fixed", Decimal("5"), max_uses=3)
+    create_coupon(ledger, retailer_id, "WORKED", "fixed", Decimal("5"), max_uses=3)
 
     def record(key: str) -> Callable[[Any, Receipt], None]:
         def work(conn: Any, receipt: Receipt) -> None:
@@ -659,7 +661,9 @@ def test_work_failing_in_a_batch_rejects_its_own_command_alone_and_the_others_ar
     plan.append(("k6", record("k6")))
     with held_writer(ledger):  # every command below is decided in one batch
         futures = {
-            key: ledger.writer.submit(*ledger._apply(retailer_id, "WORKED", SUBTOTAL, key, None, also=work))
+            key: ledger.writer.submit(
+                *planned(InTransaction(Redeem(retailer_id, "WORKED", Order.of(SUBTOTAL), key), work))
+            )
             for key, work in plan
         }
     outcomes = {key: (future.exception(30) or future.result()) for key, future in futures.items()}
@@ -681,13 +685,13 @@ def test_work_failing_in_a_batch_rejects_its_own_command_alone_and_the_others_ar
 def test_a_replayed_redemption_does_not_run_its_work_again(
     database_url: str, ledger: CouponLedger, retailer_id: UUID
 ) -> None:
-    ledger.create_coupon(retailer_id, "ONCEWORK", "fixed", Decimal("5"))
+    create_coupon(ledger, retailer_id, "ONCEWORK", "fixed", Decimal("5"))
     runs: list[UUID] = []
-    first = ledger.apply(
-        retailer_id, "ONCEWORK", SUBTOTAL, "same-key", also=lambda conn, r: runs.append(r.redemption_id)
+    first = apply(
+        ledger, retailer_id, "ONCEWORK", SUBTOTAL, "same-key", also=lambda conn, r: runs.append(r.redemption_id)
     )
-    again = ledger.apply(
-        retailer_id, "ONCEWORK", SUBTOTAL, "same-key", also=lambda conn, r: runs.append(r.redemption_id)
+    again = apply(
+        ledger, retailer_id, "ONCEWORK", SUBTOTAL, "same-key", also=lambda conn, r: runs.append(r.redemption_id)
     )
     assert again.replayed and again.redemption_id == first.redemption_id
     assert runs == [first.redemption_id]

@@ -13,7 +13,7 @@ from uuid import UUID
 import pytest
 
 from api.database import open_ledger
-from ledger.application import CAMPAIGN_CHUNK
+from ledger.campaigns import CAMPAIGN_CHUNK
 from ledger.domain import GENERATED_ALPHABET, GENERATED_LENGTH
 from projections.coupons import construct_view
 from tests.integration.helpers import project_to_head, run_cli, scalar

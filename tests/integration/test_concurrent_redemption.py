@@ -16,9 +16,11 @@ from uuid import UUID, uuid4
 import pytest
 
 from api.database import eventsourcing_env
-from ledger.application import CouponLedger, Receipt
+from ledger.application import CouponLedger
+from ledger.commands import Receipt
 from ledger.domain import Coupon, Redemption
 from ledger.errors import LedgerError
+from tests.commands import apply, create_coupon
 from tests.integration.helpers import (
     StartLine,
     ledger_with_clock,
@@ -61,7 +63,7 @@ def test_a_hundred_racing_redemptions_of_a_ten_use_coupon_redeem_it_exactly_ten_
     coupon = open_ledgers[0].create_coupon(retailer_id, "race10", "percentage", Decimal("10"), max_uses=MAX_USES)
 
     def apply_with(ledger: CouponLedger) -> Callable[[], Receipt]:
-        return lambda: ledger.apply(retailer_id, "RACE10", SUBTOTAL)
+        return lambda: apply(ledger, retailer_id, "RACE10", SUBTOTAL)
 
     results = race([apply_with(open_ledgers[i % ledger_count]) for i in range(THREADS)])
 
@@ -101,7 +103,7 @@ def test_concurrent_applies_with_one_idempotency_key_record_one_redemption_and_r
     coupon = open_ledgers[0].create_coupon(retailer_id, "ONCE", "fixed", Decimal("5"), max_uses=MAX_USES)
 
     def apply_with(ledger: CouponLedger) -> Callable[[], Receipt]:
-        return lambda: ledger.apply(retailer_id, "ONCE", SUBTOTAL, idempotency_key="order-42")
+        return lambda: apply(ledger, retailer_id, "ONCE", SUBTOTAL, idempotency_key="order-42")
 
     results = race([apply_with(ledger) for ledger in open_ledgers])
 
@@ -126,10 +128,10 @@ def test_racing_applies_under_distinct_idempotency_keys_each_count_once(
     ledger = ledger_with_clock(env, partial(datetime.now, UTC))
     open_ledgers.append(ledger)
     retailer_id = uuid4()
-    coupon = ledger.create_coupon(retailer_id, "KEYED", "fixed", Decimal("5"))
+    coupon = create_coupon(ledger, retailer_id, "KEYED", "fixed", Decimal("5"))
 
     def apply(key: str) -> Callable[[], Receipt]:
-        return lambda: ledger.apply(retailer_id, "KEYED", SUBTOTAL, idempotency_key=key)
+        return lambda: apply(ledger, retailer_id, "KEYED", SUBTOTAL, idempotency_key=key)
 
     results = race([apply(key) for key in keys * 2])
 

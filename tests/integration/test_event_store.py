@@ -12,6 +12,7 @@ import pytest
 from api.database import apply_schema, eventsourcing_env, open_ledger
 from ledger.application import CouponLedger
 from ledger.domain import Coupon
+from tests.commands import apply, create_coupon, deactivate
 from tests.integration.helpers import race, run_cli, scalar
 
 MUTATIONS = {
@@ -40,9 +41,9 @@ def snapshot_of_events(url: str) -> list[tuple[object, ...]]:
 
 def record_some_history(ledger: CouponLedger) -> Coupon:
     retailer_id = uuid4()
-    coupon = ledger.create_coupon(retailer_id, "HISTORY", "percentage", Decimal("20"), max_uses=5)
-    ledger.apply(retailer_id, "HISTORY", Decimal("50"))
-    ledger.deactivate(retailer_id, "HISTORY")
+    coupon = create_coupon(ledger, retailer_id, "HISTORY", "percentage", Decimal("20"), max_uses=5)
+    apply(ledger, retailer_id, "HISTORY", Decimal("50"))
+    deactivate(ledger, retailer_id, "HISTORY")
     return coupon
 
 
@@ -92,8 +93,8 @@ def test_applying_the_schema_again_keeps_every_event_row_and_guard(database_url:
         conn.execute("DELETE FROM ledger_events")
     assert ledger.repository.get(coupon.id).version == 3
     retailer_id = uuid4()
-    ledger.create_coupon(retailer_id, "AFTER", "fixed", Decimal("1"))
-    assert ledger.apply(retailer_id, "AFTER", Decimal("10")).quote.final_total == Decimal("9")
+    create_coupon(ledger, retailer_id, "AFTER", "fixed", Decimal("1"))
+    assert apply(ledger, retailer_id, "AFTER", Decimal("10")).quote.final_total == Decimal("9")
 
 
 def test_concurrent_schema_applications_all_succeed(database_url: str) -> None:

@@ -25,6 +25,7 @@ from api.retailers import Retailers
 from api.sessions import Sessions
 from ledger.application import CouponLedger
 from ledger.errors import LedgerError
+from tests.commands import apply, create_coupon
 from tests.integration.helpers import redeemed_events, scalar
 
 ROUTE = ("POST", "/v1/checkout")
@@ -69,7 +70,7 @@ def test_the_order_and_its_response_are_stored_together(
     retailer_id = Retailers(pool).create("Together").retailer_id
     checkout = Checkout(pool, ledger)
     product = checkout.add_product(retailer_id, "Kettle", Decimal("30.00"), 5)
-    ledger.create_coupon(retailer_id, "TOGETHER", "percentage", Decimal("10"))
+    create_coupon(ledger, retailer_id, "TOGETHER", "percentage", Decimal("10"))
     first = claim(store, retailer_id, "order-1")
     response = checkout.place_order(retailer_id, 1, [(product.id, 1)], "TOGETHER", first)
     assert store.claim(retailer_id, "order-1", "same", *ROUTE) == StoredResponse(201, bytes(response.body))
@@ -83,8 +84,8 @@ def test_a_failed_order_stores_no_response(
     retailer_id = Retailers(pool).create("Refused").retailer_id
     checkout = Checkout(pool, ledger)
     product = checkout.add_product(retailer_id, "Kettle", Decimal("30.00"), 5)
-    ledger.create_coupon(retailer_id, "USEDUP", "percentage", Decimal("10"), max_uses=1)
-    ledger.apply(retailer_id, "USEDUP", Decimal("10"))
+    create_coupon(ledger, retailer_id, "USEDUP", "percentage", Decimal("10"), max_uses=1)
+    apply(ledger, retailer_id, "USEDUP", Decimal("10"))
     first = claim(store, retailer_id, "order-2")
     with pytest.raises(LedgerError) as refused:
         checkout.place_order(retailer_id, 1, [(product.id, 1)], "USEDUP", first)
@@ -103,7 +104,7 @@ def test_a_claim_taken_over_after_its_lease_cannot_place_its_order(
     retailer_id = Retailers(pool).create("Taken Over").retailer_id
     checkout = Checkout(pool, ledger)
     product = checkout.add_product(retailer_id, "Kettle", Decimal("30.00"), 5)
-    coupon = ledger.create_coupon(retailer_id, "SLOW10", "percentage", Decimal("10"))
+    coupon = create_coupon(ledger, retailer_id, "SLOW10", "percentage", Decimal("10"))
     stalled = claim(store, retailer_id, "order-3")
     assert isinstance(store.claim(retailer_id, "order-3", "same", *ROUTE), InFlight)  # its lease still runs
     lease_passes(database_url, retailer_id, "order-3")
@@ -131,7 +132,7 @@ def test_a_session_checkout_taken_over_confirms_its_hold_once(
     sessions = Sessions(pool, ledger, ttl_seconds=1800)
     checkout = Checkout(pool, ledger, sessions)
     product = checkout.add_product(retailer_id, "Kettle", Decimal("30.00"), 5)
-    coupon = ledger.create_coupon(retailer_id, "HOLDME", "percentage", Decimal("10"), max_uses=1)
+    coupon = create_coupon(ledger, retailer_id, "HOLDME", "percentage", Decimal("10"), max_uses=1)
 
     async def prepare() -> None:
         await sessions.sync(retailer_id, "cart-1", [(product.id, 2)], None)

@@ -23,9 +23,11 @@ import psycopg
 import pytest
 
 from api.database import eventsourcing_env
-from ledger.application import CouponLedger, Receipt, Reversal
+from ledger.application import CouponLedger
+from ledger.commands import Receipt, Reversal
 from ledger.domain import Coupon
 from ledger.errors import LedgerError
+from tests.commands import apply, create_campaign, create_coupon
 from tests.integration.helpers import StartLine, ledger_with_clock, race, scalar
 
 LEDGERS = 4
@@ -86,11 +88,11 @@ def test_one_customer_firing_20_concurrent_applies_on_a_once_per_customer_coupon
     database_url: str, ledgers: list[CouponLedger]
 ) -> None:
     retailer_id = uuid4()
-    coupon = ledgers[0].create_coupon(retailer_id, "ONCEEACH", "fixed", D("5.00"), max_uses_per_customer=1)
+    coupon = create_coupon(ledgers[0], retailer_id, "ONCEEACH", "fixed", D("5.00"), max_uses_per_customer=1)
     start_together(ledgers)
 
     def apply_with(ledger: CouponLedger, n: int) -> Callable[[], Receipt]:
-        return lambda: ledger.apply(retailer_id, "ONCEEACH", D("40.00"), order_id=f"o-{n}", customer_id="alice")
+        return lambda: apply(ledger, retailer_id, "ONCEEACH", D("40.00"), order_id=f"o-{n}", customer_id="alice")
 
     results = race([apply_with(ledgers[n % LEDGERS], n) for n in range(20)])
 
@@ -103,7 +105,7 @@ def test_one_customer_firing_20_concurrent_applies_on_a_once_per_customer_coupon
     assert events_of(database_url, "CustomerUsage.Started") == 1
     assert events_of(database_url, "CustomerUsage.Used") == 1
     # Another customer is still welcome, from any process.
-    assert ledgers[3].apply(retailer_id, "ONCEEACH", D("40.00"), customer_id="bob").replayed is False
+    assert apply(ledgers[3], retailer_id, "ONCEEACH", D("40.00"), customer_id="bob").replayed is False
 
 
 def test_a_campaign_with_max_redemptions_30_under_100_concurrent_applies_stops_at_exactly_30(
@@ -111,13 +113,13 @@ def test_a_campaign_with_max_redemptions_30_under_100_concurrent_applies_stops_a
 ) -> None:
     retailer_id = uuid4()
     template = {"discount_type": "fixed", "discount_value": D("5.00")}
-    campaign = ledgers[0].create_campaign(retailer_id, "Thirty", "THIRTY", 40, template, max_redemptions=30)
+    campaign = create_campaign(ledgers[0], retailer_id, "Thirty", "THIRTY", 40, template, max_redemptions=30)
     codes = campaign_codes_sql(database_url, campaign.id)
     assert len(codes) == 40
     start_together(ledgers)
 
     def apply_with(ledger: CouponLedger, code: str) -> Callable[[], Receipt]:
-        return lambda: ledger.apply(retailer_id, code, D("25.00"))
+        return lambda: apply(ledger, retailer_id, code, D("25.00"))
 
     results = race([apply_with(ledgers[n % LEDGERS], codes[n % len(codes)]) for n in range(100)])
 
@@ -138,7 +140,7 @@ def test_a_campaigns_max_discount_total_is_never_exceeded_by_a_cent_under_concur
     retailer_id = uuid4()
     budget = D("100.00")
     template = {"discount_type": "percentage", "discount_value": D("10")}
-    campaign = ledgers[0].create_campaign(retailer_id, "Hundred", "HUNDRED", 25, template, max_discount_total=budget)
+    campaign = create_campaign(ledgers[0], retailer_id, "Hundred", "HUNDRED", 25, template, max_discount_total=budget)
     codes = campaign_codes_sql(database_url, campaign.id)
     start_together(ledgers)
     # Discounts of 3.01 to 4.99: they add up to the budget at no round number, and most of the
@@ -146,7 +148,7 @@ def test_a_campaigns_max_discount_total_is_never_exceeded_by_a_cent_under_concur
     subtotals = [D("30.10") + D("0.19") * (n % 11) + D("0.01") * (n % 7) for n in range(100)]
 
     def apply_with(ledger: CouponLedger, code: str, subtotal: Decimal) -> Callable[[], Receipt]:
-        return lambda: ledger.apply(retailer_id, code, subtotal)
+        return lambda: apply(ledger, retailer_id, code, subtotal)
 
     results = race([apply_with(ledgers[n % LEDGERS], codes[n % len(codes)], subtotals[n]) for n in range(100)])
 
@@ -178,7 +180,7 @@ def test_applies_and_reversals_racing_on_a_max_uses_5_coupon_never_exceed_5_live
     database_url: str, ledgers: list[CouponLedger]
 ) -> None:
     retailer_id = uuid4()
-    coupon = ledgers[0].create_coupon(retailer_id, "FIVE", "fixed", D("5.00"), max_uses=5)
+    coupon = create_coupon(ledgers[0], retailer_id, "FIVE", "fixed", D("5.00"), max_uses=5)
     live: list[UUID] = []
     reversed_ids: set[UUID] = set()
     for round_number in range(6):

@@ -15,6 +15,7 @@ import pytest
 from api.database import eventsourcing_env, open_ledger
 from ledger.application import SNAPSHOT_INTERVAL, CouponLedger
 from ledger.domain import Coupon
+from tests.commands import apply, create_campaign, create_coupon, reverse, update_coupon
 from tests.unit.issue7_support import RETAILER, START, ManualClock, campaign_codes, item
 from tests.unit.test_issue7_lifecycle import TestUpdate as _Update
 from tests.unit.test_issue7_reversal_campaigns import TestCampaigns as _Campaigns
@@ -66,7 +67,8 @@ def test_history_stored_before_issue_7_reads_with_the_defaults_through_the_write
 def test_the_new_terms_survive_the_store_and_a_snapshot_into_another_process(
     database_url: str, ledger: CouponLedger, clock: ManualClock, open_ledgers: list[CouponLedger]
 ) -> None:
-    ledger.create_coupon(
+    create_coupon(
+        ledger,
         RETAILER,
         "ROUNDTRIP",
         "percentage",
@@ -78,10 +80,10 @@ def test_the_new_terms_survive_the_store_and_a_snapshot_into_another_process(
         public=True,
     )
     changes = {"expires_at": START + timedelta(days=30, microseconds=7), "min_order_value": D("10.01")}
-    ledger.update_coupon(RETAILER, "ROUNDTRIP", changes)
+    update_coupon(ledger, RETAILER, "ROUNDTRIP", changes)
     cart = [item("mug", "12.50", 2, category_id="kitchen"), item("knife", "30.00", category_id="kitchen")]
-    receipts = [ledger.apply(RETAILER, "ROUNDTRIP", None, items=cart, customer_id="alice") for _ in range(98)]
-    ledger.reverse(RETAILER, receipts[0].redemption_id, "cancelled")  # version 101: past the snapshot interval
+    receipts = [apply(ledger, RETAILER, "ROUNDTRIP", None, items=cart, customer_id="alice") for _ in range(98)]
+    reverse(ledger, RETAILER, receipts[0].redemption_id, "cancelled")  # version 101: past the snapshot interval
     assert ledger.snapshots is not None
     assert [s.originator_version for s in ledger.snapshots.get(receipts[0].redemption_id)] == []
     coupon_id = ledger.get_coupon(RETAILER, "ROUNDTRIP").id
@@ -101,7 +103,7 @@ def test_the_new_terms_survive_the_store_and_a_snapshot_into_another_process(
     assert (read.public, read.uses_count, read.version) == (True, 97, 101)
     updated = [e for e in other.coupon_events(RETAILER, "ROUNDTRIP") if e.type == "Coupon.Updated"]
     assert [e.data for e in updated] == [{"changes": changes}]
-    quote = other.apply(RETAILER, "ROUNDTRIP", None, items=cart, customer_id="alice").quote
+    quote = apply(other, RETAILER, "ROUNDTRIP", None, items=cart, customer_id="alice").quote
     assert (quote.original_subtotal, quote.discount_amount) == (D("55.00"), D("3.13"))  # 12.5% of 25.00
     assert other.get_coupon(RETAILER, "ROUNDTRIP").uses_count == 98
 
@@ -116,12 +118,12 @@ def test_a_campaigns_template_survives_the_store(
         "scope": {"product_ids": ["mug"]},
         "max_uses": 2,
     }
-    campaign = ledger.create_campaign(RETAILER, "Kept", "KEPT", 3, template, max_discount_total=D("10.00"))
+    campaign = create_campaign(ledger, RETAILER, "Kept", "KEPT", 3, template, max_discount_total=D("10.00"))
     other = reopened(database_url, clock)
     open_ledgers.append(other)
     read = other.get_campaign(RETAILER, campaign.id)
     assert (read.max_discount_total, read.generated, read.prefix) == (D("10.00"), 3, "KEPT")
     assert {k: read.template[k] for k in template} == {**template, "scope": {"product_ids": ["mug"]}}
     codes = campaign_codes(other, campaign.id)
-    assert other.apply(RETAILER, codes[0], None, items=[item("mug", "20.00")]).quote.discount_amount == D("7.25")
+    assert apply(other, RETAILER, codes[0], None, items=[item("mug", "20.00")]).quote.discount_amount == D("7.25")
     assert other.get_campaign(RETAILER, campaign.id).discount_total == D("7.25")

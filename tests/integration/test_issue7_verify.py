@@ -21,6 +21,7 @@ from ledger.application import CouponLedger
 from ledger.domain import Campaign, Coupon, CustomerUsage, Redemption, customer_usage_id_for
 from projections.coupons import CouponsView, construct_view
 from projections.verify import verify
+from tests.commands import apply, create_campaign, create_coupon, reverse, update_coupon
 from tests.integration.helpers import project_to_head, run_cli
 from tests.unit.issue7_support import campaign_codes
 
@@ -107,24 +108,24 @@ def test_a_redemption_past_max_uses_is_named_but_reversals_and_a_lowered_max_use
     ledger: CouponLedger, retailer_id: UUID, view: CouponsView
 ) -> None:
     # Five redemptions of a max_uses=3 coupon, two of them given back first: never more than 3 live.
-    ledger.create_coupon(retailer_id, "TURNOVER", "fixed", D("5.00"), max_uses=3)
-    first = [ledger.apply(retailer_id, "TURNOVER", D("50.00")) for _ in range(3)]
+    create_coupon(ledger, retailer_id, "TURNOVER", "fixed", D("5.00"), max_uses=3)
+    first = [apply(ledger, retailer_id, "TURNOVER", D("50.00")) for _ in range(3)]
     for receipt in first[:2]:
-        ledger.reverse(retailer_id, receipt.redemption_id)
-    ledger.apply(retailer_id, "TURNOVER", D("50.00"))
-    ledger.apply(retailer_id, "TURNOVER", D("50.00"))
+        reverse(ledger, retailer_id, receipt.redemption_id)
+    apply(ledger, retailer_id, "TURNOVER", D("50.00"))
+    apply(ledger, retailer_id, "TURNOVER", D("50.00"))
     # Three uses, then max_uses lowered to 1 by PATCH: allowed, it only stops further uses.
-    ledger.create_coupon(retailer_id, "LOWERED", "fixed", D("5.00"), max_uses=5)
+    create_coupon(ledger, retailer_id, "LOWERED", "fixed", D("5.00"), max_uses=5)
     for _ in range(3):
-        ledger.apply(retailer_id, "LOWERED", D("50.00"))
-    ledger.update_coupon(retailer_id, "LOWERED", {"max_uses": 1})
+        apply(ledger, retailer_id, "LOWERED", D("50.00"))
+    update_coupon(ledger, retailer_id, "LOWERED", {"max_uses": 1})
     report = verify(ledger, view)
     assert report.violations == []
     assert (report.coupons, report.redemptions, report.reversals) == (2, 8, 2)
 
-    ledger.create_coupon(retailer_id, "OVERUSED", "fixed", D("5.00"), max_uses=2)
-    ledger.apply(retailer_id, "OVERUSED", D("50.00"))
-    ledger.update_coupon(retailer_id, "OVERUSED", {"max_uses": 1})
+    create_coupon(ledger, retailer_id, "OVERUSED", "fixed", D("5.00"), max_uses=2)
+    apply(ledger, retailer_id, "OVERUSED", D("50.00"))
+    update_coupon(ledger, retailer_id, "OVERUSED", {"max_uses": 1})
     past = crafted_redemption(ledger, retailer_id, "OVERUSED")  # a second live use while max_uses is 1
     coupon = coupon_of(ledger, retailer_id, "OVERUSED")
     violation = only_violation(ledger, view)
@@ -135,12 +136,12 @@ def test_a_redemption_past_max_uses_is_named_but_reversals_and_a_lowered_max_use
 def test_a_use_past_max_uses_after_a_patch_raised_it_is_not_a_violation(
     ledger: CouponLedger, retailer_id: UUID, view: CouponsView
 ) -> None:
-    ledger.create_coupon(retailer_id, "RAISED", "fixed", D("5.00"), max_uses=1)
-    ledger.apply(retailer_id, "RAISED", D("50.00"))
-    ledger.update_coupon(retailer_id, "RAISED", {"max_uses": 2})
-    ledger.apply(retailer_id, "RAISED", D("50.00"))
-    ledger.update_coupon(retailer_id, "RAISED", {"max_uses": None})
-    ledger.apply(retailer_id, "RAISED", D("50.00"))
+    create_coupon(ledger, retailer_id, "RAISED", "fixed", D("5.00"), max_uses=1)
+    apply(ledger, retailer_id, "RAISED", D("50.00"))
+    update_coupon(ledger, retailer_id, "RAISED", {"max_uses": 2})
+    apply(ledger, retailer_id, "RAISED", D("50.00"))
+    update_coupon(ledger, retailer_id, "RAISED", {"max_uses": None})
+    apply(ledger, retailer_id, "RAISED", D("50.00"))
     assert_clean(ledger, view)
 
 
@@ -148,11 +149,11 @@ def test_a_use_past_max_uses_after_a_patch_raised_it_is_not_a_violation(
 
 
 def test_a_redemption_reversed_twice_is_named(ledger: CouponLedger, retailer_id: UUID, view: CouponsView) -> None:
-    ledger.create_coupon(retailer_id, "TWICE", "fixed", D("5.00"))
-    receipt = ledger.apply(retailer_id, "TWICE", D("50.00"))
-    kept = ledger.apply(retailer_id, "TWICE", D("50.00"))
-    ledger.reverse(retailer_id, receipt.redemption_id)
-    ledger.reverse(retailer_id, receipt.redemption_id)  # the second changes nothing
+    create_coupon(ledger, retailer_id, "TWICE", "fixed", D("5.00"))
+    receipt = apply(ledger, retailer_id, "TWICE", D("50.00"))
+    kept = apply(ledger, retailer_id, "TWICE", D("50.00"))
+    reverse(ledger, retailer_id, receipt.redemption_id)
+    reverse(ledger, retailer_id, receipt.redemption_id)  # the second changes nothing
     assert_clean(ledger, view)
 
     coupon = coupon_of(ledger, retailer_id, "TWICE")
@@ -168,9 +169,9 @@ def test_a_redemption_reversed_twice_is_named(ledger: CouponLedger, retailer_id:
 def test_a_reversal_on_the_coupon_alone_or_on_the_redemption_alone_is_named(
     ledger: CouponLedger, retailer_id: UUID, view: CouponsView
 ) -> None:
-    ledger.create_coupon(retailer_id, "HALF", "fixed", D("5.00"))
-    on_coupon = ledger.apply(retailer_id, "HALF", D("50.00"))
-    on_itself = ledger.apply(retailer_id, "HALF", D("50.00"))
+    create_coupon(ledger, retailer_id, "HALF", "fixed", D("5.00"))
+    on_coupon = apply(ledger, retailer_id, "HALF", D("50.00"))
+    on_itself = apply(ledger, retailer_id, "HALF", D("50.00"))
     coupon = coupon_of(ledger, retailer_id, "HALF")
     coupon.reverse_redemption(on_coupon.redemption_id, D("5.00"), None)
     ledger.save(coupon)
@@ -189,20 +190,20 @@ def test_a_reversal_on_the_coupon_alone_or_on_the_redemption_alone_is_named(
 def test_a_coupon_giving_back_another_coupons_redemption_or_another_amount_is_named(
     ledger: CouponLedger, retailer_id: UUID, view: CouponsView
 ) -> None:
-    ledger.create_coupon(retailer_id, "OWNER", "fixed", D("5.00"))
-    ledger.create_coupon(retailer_id, "STRANGER", "fixed", D("5.00"))
-    owned = ledger.apply(retailer_id, "OWNER", D("50.00"))
-    other = ledger.apply(retailer_id, "OWNER", D("50.00"))
-    ledger.apply(retailer_id, "STRANGER", D("50.00"))
+    create_coupon(ledger, retailer_id, "OWNER", "fixed", D("5.00"))
+    create_coupon(ledger, retailer_id, "STRANGER", "fixed", D("5.00"))
+    owned = apply(ledger, retailer_id, "OWNER", D("50.00"))
+    other = apply(ledger, retailer_id, "OWNER", D("50.00"))
+    apply(ledger, retailer_id, "STRANGER", D("50.00"))
 
     stranger = coupon_of(ledger, retailer_id, "STRANGER")
     stranger.reverse_redemption(owned.redemption_id, D("5.00"), None)
     first: Redemption = ledger.repository.get(owned.redemption_id)
-    first.reverse(None, ledger.clock())
+    reverse(first, None, ledger.clock())
     owner = coupon_of(ledger, retailer_id, "OWNER")
     owner.reverse_redemption(other.redemption_id, D("4.99"), None)
     second: Redemption = ledger.repository.get(other.redemption_id)
-    second.reverse(None, ledger.clock())
+    reverse(second, None, ledger.clock())
     ledger.save(stranger, first, owner, second)
 
     violations = verify(ledger, view).violations
@@ -223,13 +224,13 @@ def test_a_coupon_giving_back_another_coupons_redemption_or_another_amount_is_na
 def test_a_redemption_past_the_per_customer_limit_in_force_is_named(
     ledger: CouponLedger, retailer_id: UUID, view: CouponsView
 ) -> None:
-    ledger.create_coupon(retailer_id, "ONCEEACH", "fixed", D("5.00"), max_uses_per_customer=2)
-    ledger.apply(retailer_id, "ONCEEACH", D("50.00"), customer_id="alice")
-    given_back = ledger.apply(retailer_id, "ONCEEACH", D("50.00"), customer_id="alice")
-    ledger.reverse(retailer_id, given_back.redemption_id)
-    ledger.apply(retailer_id, "ONCEEACH", D("50.00"), customer_id="alice")  # 2 live
-    ledger.update_coupon(retailer_id, "ONCEEACH", {"max_uses_per_customer": 1})  # lowered: no violation
-    ledger.apply(retailer_id, "ONCEEACH", D("50.00"), customer_id="bob")
+    create_coupon(ledger, retailer_id, "ONCEEACH", "fixed", D("5.00"), max_uses_per_customer=2)
+    apply(ledger, retailer_id, "ONCEEACH", D("50.00"), customer_id="alice")
+    given_back = apply(ledger, retailer_id, "ONCEEACH", D("50.00"), customer_id="alice")
+    reverse(ledger, retailer_id, given_back.redemption_id)
+    apply(ledger, retailer_id, "ONCEEACH", D("50.00"), customer_id="alice")  # 2 live
+    update_coupon(ledger, retailer_id, "ONCEEACH", {"max_uses_per_customer": 1})  # lowered: no violation
+    apply(ledger, retailer_id, "ONCEEACH", D("50.00"), customer_id="bob")
     assert_clean(ledger, view)
 
     past = crafted_redemption(ledger, retailer_id, "ONCEEACH", customer_id="bob")
@@ -244,9 +245,9 @@ def test_a_redemption_past_the_per_customer_limit_in_force_is_named(
 def test_a_customer_usage_that_disagrees_with_the_customers_live_redemptions_is_named(
     ledger: CouponLedger, retailer_id: UUID, view: CouponsView
 ) -> None:
-    ledger.create_coupon(retailer_id, "COUNTED", "fixed", D("5.00"))
-    ledger.apply(retailer_id, "COUNTED", D("50.00"), customer_id="alice")
-    ledger.apply(retailer_id, "COUNTED", D("50.00"), customer_id="carol")
+    create_coupon(ledger, retailer_id, "COUNTED", "fixed", D("5.00"))
+    apply(ledger, retailer_id, "COUNTED", D("50.00"), customer_id="alice")
+    apply(ledger, retailer_id, "COUNTED", D("50.00"), customer_id="carol")
     assert_clean(ledger, view)
 
     crafted_redemption(ledger, retailer_id, "COUNTED", customer_id="alice", record_on_usage=False)
@@ -269,12 +270,12 @@ def test_a_customer_usage_that_disagrees_with_the_customers_live_redemptions_is_
 def test_a_campaign_redeemed_past_max_redemptions_is_named(
     ledger: CouponLedger, retailer_id: UUID, view: CouponsView
 ) -> None:
-    campaign = ledger.create_campaign(retailer_id, "Pair", "PAIR", 3, TEMPLATE, max_redemptions=2)
+    campaign = create_campaign(ledger, retailer_id, "Pair", "PAIR", 3, TEMPLATE, max_redemptions=2)
     codes = campaign_codes(ledger, campaign.id)
-    receipt = ledger.apply(retailer_id, codes[0], D("50.00"))
-    ledger.reverse(retailer_id, receipt.redemption_id)
-    ledger.apply(retailer_id, codes[1], D("50.00"))
-    ledger.apply(retailer_id, codes[2], D("50.00"))
+    receipt = apply(ledger, retailer_id, codes[0], D("50.00"))
+    reverse(ledger, retailer_id, receipt.redemption_id)
+    apply(ledger, retailer_id, codes[1], D("50.00"))
+    apply(ledger, retailer_id, codes[2], D("50.00"))
     assert_clean(ledger, view)
 
     past = crafted_redemption(ledger, retailer_id, codes[0])
@@ -285,10 +286,10 @@ def test_a_campaign_redeemed_past_max_redemptions_is_named(
 def test_a_campaign_past_max_discount_total_is_named(
     ledger: CouponLedger, retailer_id: UUID, view: CouponsView
 ) -> None:
-    campaign = ledger.create_campaign(retailer_id, "Budget", "BUDGET", 2, TEMPLATE, max_discount_total=D("10.00"))
+    campaign = create_campaign(ledger, retailer_id, "Budget", "BUDGET", 2, TEMPLATE, max_discount_total=D("10.00"))
     codes = campaign_codes(ledger, campaign.id)
-    ledger.apply(retailer_id, codes[0], D("50.00"))
-    ledger.apply(retailer_id, codes[1], D("50.00"))  # exactly 10.00: allowed
+    apply(ledger, retailer_id, codes[0], D("50.00"))
+    apply(ledger, retailer_id, codes[1], D("50.00"))  # exactly 10.00: allowed
     assert_clean(ledger, view)
 
     past = crafted_redemption(ledger, retailer_id, codes[1], discount=D("0.01"))
@@ -301,9 +302,9 @@ def test_a_campaign_past_max_discount_total_is_named(
 def test_a_campaign_whose_counters_disagree_with_its_live_redemptions_is_named(
     ledger: CouponLedger, retailer_id: UUID, view: CouponsView
 ) -> None:
-    campaign = ledger.create_campaign(retailer_id, "Drift", "DRIFT", 2, TEMPLATE)
+    campaign = create_campaign(ledger, retailer_id, "Drift", "DRIFT", 2, TEMPLATE)
     codes = campaign_codes(ledger, campaign.id)
-    ledger.apply(retailer_id, codes[0], D("50.00"))
+    apply(ledger, retailer_id, codes[0], D("50.00"))
     crafted_redemption(ledger, retailer_id, codes[1], record_on_campaign=False)  # a redemption the campaign missed
     violation = only_violation(ledger, view)
     assert (
@@ -325,11 +326,11 @@ def test_a_campaign_whose_counters_disagree_with_its_live_redemptions_is_named(
 def test_uses_count_in_the_read_model_is_redeemed_minus_reversed(
     database_url: str, env: dict[str, str], ledger: CouponLedger, retailer_id: UUID, view: CouponsView
 ) -> None:
-    coupon = ledger.create_coupon(retailer_id, "BACK", "fixed", D("5.00"), max_uses=2)
-    receipts = [ledger.apply(retailer_id, "BACK", D("50.00")) for _ in range(2)]
-    ledger.reverse(retailer_id, receipts[0].redemption_id)
-    ledger.apply(retailer_id, "BACK", D("50.00"))
-    ledger.reverse(retailer_id, receipts[1].redemption_id)
+    coupon = create_coupon(ledger, retailer_id, "BACK", "fixed", D("5.00"), max_uses=2)
+    receipts = [apply(ledger, retailer_id, "BACK", D("50.00")) for _ in range(2)]
+    reverse(ledger, retailer_id, receipts[0].redemption_id)
+    apply(ledger, retailer_id, "BACK", D("50.00"))
+    reverse(ledger, retailer_id, receipts[1].redemption_id)
     project_to_head(env, database_url)
     assert_clean(ledger, view)
     assert verify(ledger, view).projected_through > 0
@@ -346,8 +347,8 @@ def test_uses_count_in_the_read_model_is_redeemed_minus_reversed(
 def test_the_command_names_each_violation_and_exits_1(
     database_url: str, ledger: CouponLedger, retailer_id: UUID
 ) -> None:
-    ledger.create_coupon(retailer_id, "CLI", "fixed", D("5.00"), max_uses=1, max_uses_per_customer=1)
-    ledger.apply(retailer_id, "CLI", D("50.00"), customer_id="alice")
+    create_coupon(ledger, retailer_id, "CLI", "fixed", D("5.00"), max_uses=1, max_uses_per_customer=1)
+    apply(ledger, retailer_id, "CLI", D("50.00"), customer_id="alice")
     clean = run_cli(database_url, "verify")
     assert clean.returncode == 0, clean.stdout + clean.stderr
 

@@ -20,8 +20,10 @@ from uuid import UUID, uuid4
 import pytest
 
 from api.database import eventsourcing_env
-from ledger.application import CouponLedger, Hold, Receipt, Release
+from ledger.application import CouponLedger
+from ledger.commands import Hold, HoldEnded, Receipt
 from ledger.errors import LedgerError
+from tests.commands import create_coupon, reserve
 from tests.integration.helpers import StartLine, ledger_with_clock, race
 from tests.integration.test_issue7_concurrency import events_of
 
@@ -51,7 +53,7 @@ def outcome(result: object) -> str:
         return "HELD"
     if isinstance(result, Receipt):
         return "REPLAYED" if result.replayed else "REDEEMED"
-    if isinstance(result, Release):
+    if isinstance(result, HoldEnded):
         return "ALREADY" if result.already else result.status.upper()
     if isinstance(result, LedgerError):
         return result.code
@@ -72,7 +74,7 @@ def test_holds_and_applies_racing_on_a_max_uses_5_coupon_never_exceed_5(
     database_url: str, ledgers: list[CouponLedger]
 ) -> None:
     retailer_id = uuid4()
-    coupon = ledgers[0].create_coupon(retailer_id, "FIVEHOLD", "fixed", D("5.00"), max_uses=5)
+    coupon = create_coupon(ledgers[0], retailer_id, "FIVEHOLD", "fixed", D("5.00"), max_uses=5)
     held: list[UUID] = []
     for round_number in range(6):
         start_together(ledgers)
@@ -118,8 +120,8 @@ def test_a_hold_confirmed_from_four_processes_at_once_is_redeemed_once(
     database_url: str, ledgers: list[CouponLedger]
 ) -> None:
     retailer_id = uuid4()
-    coupon = ledgers[0].create_coupon(retailer_id, "ONCEHOLD", "percentage", D("10"), max_uses=1)
-    hold = ledgers[1].reserve(retailer_id, "ONCEHOLD", D("80.00"), customer_id="alice")
+    coupon = create_coupon(ledgers[0], retailer_id, "ONCEHOLD", "percentage", D("10"), max_uses=1)
+    hold = reserve(ledgers[1], retailer_id, "ONCEHOLD", D("80.00"), customer_id="alice")
     start_together(ledgers)
 
     results = race([partial(ledgers[n % LEDGERS].confirm, retailer_id, hold.reservation_id) for n in range(8)])
@@ -133,8 +135,8 @@ def test_a_hold_confirmed_from_four_processes_at_once_is_redeemed_once(
 
 def test_confirm_racing_release_ends_the_hold_one_way(database_url: str, ledgers: list[CouponLedger]) -> None:
     retailer_id = uuid4()
-    coupon = ledgers[0].create_coupon(retailer_id, "EITHER", "fixed", D("5.00"), max_uses=3)
-    holds = [ledgers[0].reserve(retailer_id, "EITHER", D("20.00")) for _ in range(3)]
+    coupon = create_coupon(ledgers[0], retailer_id, "EITHER", "fixed", D("5.00"), max_uses=3)
+    holds = [reserve(ledgers[0], retailer_id, "EITHER", D("20.00")) for _ in range(3)]
     start_together(ledgers)
     tasks: list[Callable[[], object]] = []
     for k, hold in enumerate(holds):

@@ -34,6 +34,7 @@ from projections.coupons import (
 )
 from projections.rebuild import rebuild
 from projections.runner import BatchingProjectionRunner
+from tests.commands import apply, confirm, create_campaign, create_coupon, expire_reservations, release, reserve
 from tests.integration.helpers import head, ledger_with_clock, run_cli, tracking_position
 from tests.unit.issue7_support import campaign_codes
 
@@ -129,21 +130,27 @@ def row_of(reservation: Reservation) -> dict[str, Any]:
 def test_each_hold_event_gives_the_row_of_its_reservation(
     database_url: str, env: dict[str, str], ledger: CouponLedger, clock: Clock, retailer_id: UUID
 ) -> None:
-    ledger.create_coupon(retailer_id, "HOLDME", "percentage", D("10"), max_uses=10)
-    campaign = ledger.create_campaign(
-        retailer_id, "Holds", "hld", 1, {"discount_type": "fixed", "discount_value": D("2.00")}, max_redemptions=5
+    create_coupon(ledger, retailer_id, "HOLDME", "percentage", D("10"), max_uses=10)
+    campaign = create_campaign(
+        ledger,
+        retailer_id,
+        "Holds",
+        "hld",
+        1,
+        {"discount_type": "fixed", "discount_value": D("2.00")},
+        max_redemptions=5,
     )
     (campaign_code,) = campaign_codes(ledger, campaign.id)
 
-    held = ledger.reserve(retailer_id, "HOLDME", D("80.00"), customer_id="c-1", ttl_seconds=600)
-    confirmed = ledger.reserve(retailer_id, "holdme", D("50.00"), order_id="cart-7", ttl_seconds=600)
-    receipt = ledger.confirm(retailer_id, confirmed.reservation_id, order_id="order-7")
-    released = ledger.reserve(retailer_id, "HOLDME", D("40.00"), customer_id="c-2", ttl_seconds=600)
-    ledger.release(retailer_id, released.reservation_id)
-    expired = ledger.reserve(retailer_id, "HOLDME", D("30.00"), ttl_seconds=60)
-    in_campaign = ledger.reserve(retailer_id, campaign_code, D("20.00"), idempotency_key="k-1", ttl_seconds=900)
+    held = reserve(ledger, retailer_id, "HOLDME", D("80.00"), customer_id="c-1", ttl_seconds=600)
+    confirmed = reserve(ledger, retailer_id, "holdme", D("50.00"), order_id="cart-7", ttl_seconds=600)
+    receipt = confirm(ledger, retailer_id, confirmed.reservation_id, order_id="order-7")
+    released = reserve(ledger, retailer_id, "HOLDME", D("40.00"), customer_id="c-2", ttl_seconds=600)
+    release(ledger, retailer_id, released.reservation_id)
+    expired = reserve(ledger, retailer_id, "HOLDME", D("30.00"), ttl_seconds=60)
+    in_campaign = reserve(ledger, retailer_id, campaign_code, D("20.00"), idempotency_key="k-1", ttl_seconds=900)
     clock.now = NOW + timedelta(seconds=61)
-    assert ledger.expire_reservations([expired.reservation_id, held.reservation_id]) == 1  # only the one past TTL
+    assert expire_reservations(ledger, [expired.reservation_id, held.reservation_id]) == 1  # only the one past TTL
     project(env, database_url)
 
     rows = reservation_rows(database_url)
@@ -168,29 +175,29 @@ def test_each_hold_event_gives_the_row_of_its_reservation(
 
 def hold_history(ledger: CouponLedger, clock: Clock, retailer_id: UUID) -> list[UUID]:
     """Holds made, confirmed, released and expired, several on one coupon, in interleaved saves."""
-    ledger.create_coupon(retailer_id, "BUSY", "fixed", D("5.00"), max_uses=6)
-    ledger.create_coupon(retailer_id, "OPEN", "percentage", D("20"))
-    ids = [ledger.reserve(retailer_id, "BUSY", D("50.00"), ttl_seconds=60 * (i + 1)).reservation_id for i in range(4)]
-    ids.append(ledger.reserve(retailer_id, "OPEN", D("10.00"), customer_id="ann", ttl_seconds=30).reservation_id)
-    ledger.confirm(retailer_id, ids[0])
-    ledger.release(retailer_id, ids[1])
-    ledger.apply(retailer_id, "BUSY", D("50.00"))
-    replaced = ledger.reserve(retailer_id, "OPEN", D("10.00"), customer_id="ann", ttl_seconds=600, release=ids[4])
+    create_coupon(ledger, retailer_id, "BUSY", "fixed", D("5.00"), max_uses=6)
+    create_coupon(ledger, retailer_id, "OPEN", "percentage", D("20"))
+    ids = [reserve(ledger, retailer_id, "BUSY", D("50.00"), ttl_seconds=60 * (i + 1)).reservation_id for i in range(4)]
+    ids.append(reserve(ledger, retailer_id, "OPEN", D("10.00"), customer_id="ann", ttl_seconds=30).reservation_id)
+    confirm(ledger, retailer_id, ids[0])
+    release(ledger, retailer_id, ids[1])
+    apply(ledger, retailer_id, "BUSY", D("50.00"))
+    replaced = reserve(ledger, retailer_id, "OPEN", D("10.00"), customer_id="ann", ttl_seconds=600, release=ids[4])
     ids.append(replaced.reservation_id)
     clock.now = NOW + timedelta(seconds=200)  # ids[2] (180 s) past its TTL, ids[3] (240 s) live
-    ledger.expire_reservations(ids)
-    ids.append(ledger.reserve(retailer_id, "BUSY", D("50.00"), ttl_seconds=5).reservation_id)
-    ledger.confirm(retailer_id, ids[3])
+    expire_reservations(ledger, ids)
+    ids.append(reserve(ledger, retailer_id, "BUSY", D("50.00"), ttl_seconds=5).reservation_id)
+    confirm(ledger, retailer_id, ids[3])
     return ids
 
 
 def test_one_batch_batches_of_one_event_and_a_rebuild_give_the_same_rows(
     database_url: str, env: dict[str, str], ledger: CouponLedger, clock: Clock, retailer_id: UUID, view: CouponsView
 ) -> None:
-    first = ledger.create_coupon(retailer_id, "EARLY", "fixed", D("5.00"), max_uses=2)
-    early = ledger.reserve(retailer_id, "EARLY", D("50.00"), ttl_seconds=60)
+    first = create_coupon(ledger, retailer_id, "EARLY", "fixed", D("5.00"), max_uses=2)
+    early = reserve(ledger, retailer_id, "EARLY", D("50.00"), ttl_seconds=60)
     project(env, database_url)  # a hold made before the batch that ends it
-    ledger.confirm(retailer_id, early.reservation_id)
+    confirm(ledger, retailer_id, early.reservation_id)
     ids = hold_history(ledger, clock, retailer_id)
     project(env, database_url)  # one batch: holds made and ended in it, and one made before it
     batched = read_model(database_url)
@@ -241,9 +248,9 @@ def test_a_rebuild_while_the_projection_runs_is_never_counted_twice_by_it(
         live.wait(head(database_url), timeout=60)
         GatedView.gate.clear()
         GatedView.waiting.clear()
-        more = ledger.reserve(retailer_id, "BUSY", D("50.00"), ttl_seconds=60)
-        ledger.release(retailer_id, ids[-1])
-        ledger.apply(retailer_id, "OPEN", D("10.00"))
+        more = reserve(ledger, retailer_id, "BUSY", D("50.00"), ttl_seconds=60)
+        release(ledger, retailer_id, ids[-1])
+        apply(ledger, retailer_id, "OPEN", D("10.00"))
         assert GatedView.waiting.wait(30)  # the live runner holds a batch of these, not written yet
         assert rebuild(ledger, view) == head(database_url)  # ... and the rebuild writes them first
         GatedView.gate.set()
@@ -259,7 +266,7 @@ def test_a_rebuild_while_the_projection_runs_is_never_counted_twice_by_it(
     assert rebuilt[1][more.reservation_id]["status"] == "held"
     assert rebuilt[1][ids[-1]]["status"] == "released"
     assert tracking_position(database_url) == head(database_url)
-    later = ledger.reserve(retailer_id, "OPEN", D("10.00"))
+    later = reserve(ledger, retailer_id, "OPEN", D("10.00"))
     project(env, database_url)  # a runner started again (the leader does that) carries on from there
     assert reservation_rows(database_url)[later.reservation_id]["status"] == "held"
     assert read_model(database_url)[0] == {**rebuilt[0], **read_model(database_url)[0]}
@@ -294,7 +301,7 @@ def test_a_rebuild_that_meets_an_event_the_read_model_cannot_hold_names_it_and_c
         is_active=True,
     )
     ledger.save(bogus)
-    ledger.reserve(retailer_id, "OPEN", D("10.00"))
+    reserve(ledger, retailer_id, "OPEN", D("10.00"))
 
     with pytest.raises(UnwritableEvent) as raised:
         rebuild(ledger, view, page_size=7)
@@ -331,23 +338,23 @@ def test_any_hold_history_cut_into_any_batches_gives_the_rows_of_the_aggregates(
     retailer_id = uuid4()  # every example has coupons of its own in the shared database
     clock.now = NOW
     codes = ["LIMITED", "FREE"]
-    ledger.create_coupon(retailer_id, "LIMITED", "fixed", D("5.00"), max_uses=3)
-    ledger.create_coupon(retailer_id, "FREE", "fixed", D("5.00"))
+    create_coupon(ledger, retailer_id, "LIMITED", "fixed", D("5.00"), max_uses=3)
+    create_coupon(ledger, retailer_id, "FREE", "fixed", D("5.00"))
     holds: list[UUID] = []
     for operation, index in operations:
         with suppress(LedgerError):  # refused by the rules: no event, as in production
             if operation == "reserve":
-                holds.append(ledger.reserve(retailer_id, codes[index % 2], D("50.00"), ttl_seconds=60).reservation_id)
+                holds.append(reserve(ledger, retailer_id, codes[index % 2], D("50.00"), ttl_seconds=60).reservation_id)
             elif operation == "apply":
-                ledger.apply(retailer_id, codes[index % 2], D("50.00"))
+                apply(ledger, retailer_id, codes[index % 2], D("50.00"))
             elif operation == "later":
                 clock.now += timedelta(seconds=45)
             elif holds and operation == "confirm":
-                ledger.confirm(retailer_id, holds[index % len(holds)])
+                confirm(ledger, retailer_id, holds[index % len(holds)])
             elif holds and operation == "release":
-                ledger.release(retailer_id, holds[index % len(holds)])
+                release(ledger, retailer_id, holds[index % len(holds)])
             elif holds:
-                ledger.expire_reservations(holds)
+                expire_reservations(ledger, holds)
 
     project(env, database_url, max_batch_size=max_batch_size)
 
@@ -365,17 +372,17 @@ def test_any_hold_history_cut_into_any_batches_gives_the_rows_of_the_aggregates(
 def test_the_status_filter_counts_live_holds_exactly_like_coupon_status(
     database_url: str, env: dict[str, str], ledger: CouponLedger, clock: Clock, retailer_id: UUID, view: CouponsView
 ) -> None:
-    ledger.create_coupon(retailer_id, "TWOUSES", "fixed", D("5.00"), max_uses=2)
-    ledger.create_coupon(retailer_id, "ONEUSE", "fixed", D("5.00"), max_uses=1)
-    ledger.create_coupon(retailer_id, "ENDLESS", "fixed", D("5.00"))
-    ledger.create_coupon(retailer_id, "RELEASED", "fixed", D("5.00"), max_uses=1)
-    ledger.create_coupon(retailer_id, "CONFIRMED", "fixed", D("5.00"), max_uses=1)
-    ledger.apply(retailer_id, "TWOUSES", D("50.00"))
-    ledger.reserve(retailer_id, "TWOUSES", D("50.00"), ttl_seconds=600)  # 1 use + 1 live hold: used up
-    ledger.reserve(retailer_id, "ONEUSE", D("50.00"), ttl_seconds=300)  # 1 live hold: used up
-    ledger.reserve(retailer_id, "ENDLESS", D("50.00"), ttl_seconds=300)  # no max_uses: never
-    ledger.release(retailer_id, ledger.reserve(retailer_id, "RELEASED", D("50.00")).reservation_id)
-    ledger.confirm(retailer_id, ledger.reserve(retailer_id, "CONFIRMED", D("50.00")).reservation_id)
+    create_coupon(ledger, retailer_id, "TWOUSES", "fixed", D("5.00"), max_uses=2)
+    create_coupon(ledger, retailer_id, "ONEUSE", "fixed", D("5.00"), max_uses=1)
+    create_coupon(ledger, retailer_id, "ENDLESS", "fixed", D("5.00"))
+    create_coupon(ledger, retailer_id, "RELEASED", "fixed", D("5.00"), max_uses=1)
+    create_coupon(ledger, retailer_id, "CONFIRMED", "fixed", D("5.00"), max_uses=1)
+    apply(ledger, retailer_id, "TWOUSES", D("50.00"))
+    reserve(ledger, retailer_id, "TWOUSES", D("50.00"), ttl_seconds=600)  # 1 use + 1 live hold: used up
+    reserve(ledger, retailer_id, "ONEUSE", D("50.00"), ttl_seconds=300)  # 1 live hold: used up
+    reserve(ledger, retailer_id, "ENDLESS", D("50.00"), ttl_seconds=300)  # no max_uses: never
+    release(ledger, retailer_id, reserve(ledger, retailer_id, "RELEASED", D("50.00")).reservation_id)
+    confirm(ledger, retailer_id, reserve(ledger, retailer_id, "CONFIRMED", D("50.00")).reservation_id)
     project(env, database_url)
 
     def listed(status: str, at: datetime) -> list[str]:
@@ -397,7 +404,7 @@ def test_the_status_filter_counts_live_holds_exactly_like_coupon_status(
         assert statuses(at) == aggregates(at)
 
     clock.now = NOW + timedelta(seconds=700)
-    ledger.expire_reservations([row.id for row in view_holds(view, retailer_id)])  # what the sweeper does
+    expire_reservations(ledger, [row.id for row in view_holds(view, retailer_id)])  # what the sweeper does
     project(env, database_url)
     assert statuses(NOW) == {  # recorded as expired, the holds count at no time any more
         "CONFIRMED": "count_expired",

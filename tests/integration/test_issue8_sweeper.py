@@ -21,6 +21,7 @@ from ledger.errors import StoreUnavailable
 from projections.coupons import CouponsView, construct_view
 from projections.runner import ProjectionLeader
 from projections.sweeper import SWEEPER_LOCK_KEY, Sweeper
+from tests.commands import create_coupon, reserve
 from tests.integration.helpers import CLI, cli_env, embedded_data_dir, project_to_head, race, wait_for
 
 D = Decimal
@@ -97,7 +98,7 @@ def lock_holders(url: str) -> list[int]:
 
 def holds(ledger: CouponLedger, retailer_id: UUID, ttl_seconds: int, count: int, **kwargs: object) -> list[UUID]:
     return [
-        ledger.reserve(retailer_id, "SWEPT", D("50.00"), ttl_seconds=ttl_seconds, **kwargs).reservation_id  # type: ignore[arg-type]
+        reserve(ledger, retailer_id, "SWEPT", D("50.00"), ttl_seconds=ttl_seconds, **kwargs).reservation_id  # type: ignore[arg-type]
         for _ in range(count)
     ]
 
@@ -113,7 +114,7 @@ def reserve_once_up(ledger: CouponLedger, retailer_id: UUID) -> UUID | None:
 def test_of_two_sweepers_one_sweeps_and_records_each_expired_hold_once_leaving_live_holds_alone(
     database_url: str, ledger: CouponLedger, retailer_id: UUID, processes: Processes
 ) -> None:
-    ledger.create_coupon(retailer_id, "SWEPT", "fixed", D("5.00"), max_uses=10)
+    create_coupon(ledger, retailer_id, "SWEPT", "fixed", D("5.00"), max_uses=10)
     short = holds(ledger, retailer_id, 1, 2) + holds(ledger, retailer_id, 1, 1, customer_id="cy")
     live = holds(ledger, retailer_id, 3600, 2, customer_id="cy")
     processes.leader()
@@ -151,7 +152,7 @@ def test_of_two_sweepers_one_sweeps_and_records_each_expired_hold_once_leaving_l
 def test_two_sweeps_racing_past_the_lock_still_record_each_expiry_once(
     database_url: str, env: dict[str, str], ledger: CouponLedger, retailer_id: UUID, processes: Processes
 ) -> None:
-    ledger.create_coupon(retailer_id, "SWEPT", "fixed", D("5.00"), max_uses=50)
+    create_coupon(ledger, retailer_id, "SWEPT", "fixed", D("5.00"), max_uses=50)
     short = holds(ledger, retailer_id, 1, 12, customer_id="cy")
     live = holds(ledger, retailer_id, 3600, 3)
     project_to_head(env, database_url)
@@ -186,7 +187,7 @@ def test_chores_run_after_each_sweep_and_one_that_fails_does_not_stop_the_others
 def test_the_sweeper_takes_the_lock_again_when_its_connection_is_lost(
     database_url: str, env: dict[str, str], ledger: CouponLedger, retailer_id: UUID, processes: Processes
 ) -> None:
-    ledger.create_coupon(retailer_id, "SWEPT", "fixed", D("5.00"))
+    create_coupon(ledger, retailer_id, "SWEPT", "fixed", D("5.00"))
     processes.leader()
     sweeper = processes.sweeper().start()
     wait_for(sweeper.is_sweeping.is_set, 30)
@@ -229,7 +230,7 @@ def test_the_sweeper_survives_a_database_outage() -> None:
 def test_coupon_ledger_project_runs_the_sweeper(
     database_url: str, ledger: CouponLedger, retailer_id: UUID, tmp_path: Path
 ) -> None:
-    ledger.create_coupon(retailer_id, "SWEPT", "fixed", D("5.00"))
+    create_coupon(ledger, retailer_id, "SWEPT", "fixed", D("5.00"))
     short = holds(ledger, retailer_id, 1, 2)
     live = holds(ledger, retailer_id, 3600, 1)
     env = {**cli_env(database_url), "COUPON_LEDGER_SWEEP_INTERVAL": str(FAST)}

@@ -23,6 +23,7 @@ from ledger.application import CouponLedger
 from ledger.domain import Campaign, Coupon, CustomerUsage, Reservation, customer_usage_id_for
 from projections.coupons import CouponsView, construct_view
 from projections.verify import verify
+from tests.commands import apply, confirm, create_campaign, create_coupon, expire_reservations, release, reserve
 from tests.integration.helpers import ledger_with_clock, project_to_head, run_cli
 from tests.integration.test_issue7_verify import crafted_redemption
 from tests.unit.issue7_support import campaign_codes
@@ -103,26 +104,26 @@ def only_violation(ledger: CouponLedger, view: CouponsView) -> str:
 
 def clean_history(ledger: CouponLedger, later: CouponLedger, retailer_id: UUID) -> list[UUID]:
     """Holds of every kind and end, on limited coupons, a customer's and a campaign's: no violation."""
-    ledger.create_coupon(retailer_id, "FULL", "fixed", FIVE, max_uses=3, max_uses_per_customer=2)
-    campaign = ledger.create_campaign(
-        retailer_id, "Held", "hv", 2, {"discount_type": "fixed", "discount_value": FIVE}, max_redemptions=2
+    create_coupon(ledger, retailer_id, "FULL", "fixed", FIVE, max_uses=3, max_uses_per_customer=2)
+    campaign = create_campaign(
+        ledger, retailer_id, "Held", "hv", 2, {"discount_type": "fixed", "discount_value": FIVE}, max_redemptions=2
     )
     first, second = campaign_codes(ledger, campaign.id)
     holds = [
-        ledger.reserve(retailer_id, "FULL", D("50.00"), customer_id="ann").reservation_id,
-        ledger.reserve(retailer_id, "FULL", D("50.00"), customer_id="ann").reservation_id,
-        ledger.reserve(retailer_id, "FULL", D("50.00"), customer_id="bob", ttl_seconds=60).reservation_id,
-        ledger.reserve(retailer_id, first, D("50.00")).reservation_id,
-        ledger.reserve(retailer_id, second, D("50.00"), ttl_seconds=60).reservation_id,
+        reserve(ledger, retailer_id, "FULL", D("50.00"), customer_id="ann").reservation_id,
+        reserve(ledger, retailer_id, "FULL", D("50.00"), customer_id="ann").reservation_id,
+        reserve(ledger, retailer_id, "FULL", D("50.00"), customer_id="bob", ttl_seconds=60).reservation_id,
+        reserve(ledger, retailer_id, first, D("50.00")).reservation_id,
+        reserve(ledger, retailer_id, second, D("50.00"), ttl_seconds=60).reservation_id,
     ]
-    ledger.confirm(retailer_id, holds[0], order_id="o-1")
-    ledger.release(retailer_id, holds[1])
-    ledger.confirm(retailer_id, holds[3])
-    assert later.expire_reservations(holds) == 2  # bob's and the second code's (the held ones)
+    confirm(ledger, retailer_id, holds[0], order_id="o-1")
+    release(ledger, retailer_id, holds[1])
+    confirm(ledger, retailer_id, holds[3])
+    assert expire_reservations(later, holds) == 2  # bob's and the second code's (the held ones)
     # Their places are free again: a use, a hold and a confirmed hold take them.
-    ledger.apply(retailer_id, "FULL", D("50.00"), customer_id="bob")
-    holds.append(ledger.reserve(retailer_id, "FULL", D("50.00"), customer_id="ann").reservation_id)
-    ledger.confirm(retailer_id, ledger.reserve(retailer_id, second, D("50.00")).reservation_id)
+    apply(ledger, retailer_id, "FULL", D("50.00"), customer_id="bob")
+    holds.append(reserve(ledger, retailer_id, "FULL", D("50.00"), customer_id="ann").reservation_id)
+    confirm(ledger, retailer_id, reserve(ledger, retailer_id, second, D("50.00")).reservation_id)
     return holds
 
 
@@ -151,8 +152,8 @@ def test_a_hold_past_max_uses_is_named(
     ledger: CouponLedger, later: CouponLedger, retailer_id: UUID, view: CouponsView
 ) -> None:
     clean_history(ledger, later, retailer_id)
-    ledger.create_coupon(retailer_id, "ONCE", "fixed", FIVE, max_uses=1)
-    ledger.apply(retailer_id, "ONCE", D("50.00"))
+    create_coupon(ledger, retailer_id, "ONCE", "fixed", FIVE, max_uses=1)
+    apply(ledger, retailer_id, "ONCE", D("50.00"))
     planted = crafted_hold(ledger, retailer_id, "ONCE")
     coupon = coupon_of(ledger, retailer_id, "ONCE")
     violation = only_violation(ledger, view)
@@ -163,17 +164,17 @@ def test_a_hold_past_max_uses_is_named(
 def test_a_use_past_max_uses_because_of_live_holds_is_named_but_not_one_after_they_expired(
     database_url: str, ledger: CouponLedger, retailer_id: UUID, view: CouponsView, open_ledgers: list[CouponLedger]
 ) -> None:
-    ledger.create_coupon(retailer_id, "HELDUP", "fixed", FIVE, max_uses=2)
-    ledger.reserve(retailer_id, "HELDUP", D("50.00"))
-    ledger.reserve(retailer_id, "HELDUP", D("50.00"))
+    create_coupon(ledger, retailer_id, "HELDUP", "fixed", FIVE, max_uses=2)
+    reserve(ledger, retailer_id, "HELDUP", D("50.00"))
+    reserve(ledger, retailer_id, "HELDUP", D("50.00"))
     # Holds made an hour ago for a minute: past their TTL, unrecorded. They count at no time after.
     earlier = ledger_with_clock(
         eventsourcing_env(database_url, pool_size=1, max_overflow=2), lambda: datetime.now(UTC) - timedelta(hours=1)
     )
     open_ledgers.append(earlier)
-    ledger.create_coupon(retailer_id, "LAPSED", "fixed", FIVE, max_uses=1)
-    earlier.reserve(retailer_id, "LAPSED", D("50.00"), ttl_seconds=60)
-    ledger.apply(retailer_id, "LAPSED", D("50.00"))
+    create_coupon(ledger, retailer_id, "LAPSED", "fixed", FIVE, max_uses=1)
+    reserve(earlier, retailer_id, "LAPSED", D("50.00"), ttl_seconds=60)
+    apply(ledger, retailer_id, "LAPSED", D("50.00"))
     assert violations(ledger, view) == []
 
     planted = crafted_redemption(ledger, retailer_id, "HELDUP")
@@ -186,18 +187,24 @@ def test_holds_past_the_per_customer_limit_and_the_campaign_budget_are_named(
     ledger: CouponLedger, later: CouponLedger, retailer_id: UUID, view: CouponsView
 ) -> None:
     clean_history(ledger, later, retailer_id)
-    ledger.create_coupon(retailer_id, "PERHEAD", "fixed", FIVE, max_uses_per_customer=1)
-    ledger.reserve(retailer_id, "PERHEAD", D("50.00"), customer_id="cy")
+    create_coupon(ledger, retailer_id, "PERHEAD", "fixed", FIVE, max_uses_per_customer=1)
+    reserve(ledger, retailer_id, "PERHEAD", D("50.00"), customer_id="cy")
     planted = crafted_hold(ledger, retailer_id, "PERHEAD", customer_id="cy")
     violation = only_violation(ledger, view)
     assert violation.startswith("customer cy of coupon PERHEAD") and str(planted) in violation
     assert violation.endswith("made 0 live uses and 2 live holds, max_uses_per_customer was 1")
 
-    campaign = ledger.create_campaign(
-        retailer_id, "Budget", "bd", 2, {"discount_type": "fixed", "discount_value": FIVE}, max_discount_total=D("9.00")
+    campaign = create_campaign(
+        ledger,
+        retailer_id,
+        "Budget",
+        "bd",
+        2,
+        {"discount_type": "fixed", "discount_value": FIVE},
+        max_discount_total=D("9.00"),
     )
     first, second = campaign_codes(ledger, campaign.id)
-    ledger.reserve(retailer_id, first, D("50.00"))
+    reserve(ledger, retailer_id, first, D("50.00"))
     over_budget = crafted_hold(ledger, retailer_id, second)
     found = [v for v in violations(ledger, view) if v != violation]
     assert found == [
@@ -210,9 +217,9 @@ def test_a_hold_confirmed_twice_or_into_a_redemption_that_does_not_exist_is_name
     ledger: CouponLedger, later: CouponLedger, retailer_id: UUID, view: CouponsView
 ) -> None:
     clean_history(ledger, later, retailer_id)
-    ledger.create_coupon(retailer_id, "TWICE", "fixed", FIVE)
-    twice = ledger.reserve(retailer_id, "TWICE", D("50.00")).reservation_id
-    receipt = ledger.confirm(retailer_id, twice)
+    create_coupon(ledger, retailer_id, "TWICE", "fixed", FIVE)
+    twice = reserve(ledger, retailer_id, "TWICE", D("50.00")).reservation_id
+    receipt = confirm(ledger, retailer_id, twice)
     reservation: Reservation = ledger.repository.get(twice)
     again = uuid4()
     reservation.confirm(again, None)  # a second Confirmed event, as a buggy writer would record it
@@ -222,8 +229,8 @@ def test_a_hold_confirmed_twice_or_into_a_redemption_that_does_not_exist_is_name
     assert f"reservation {twice} is confirmed as redemption {again}, which is not recorded" in found
     assert all(str(twice) in v for v in found), found
 
-    ledger.create_coupon(retailer_id, "PHANTOM", "fixed", FIVE)
-    phantom = ledger.reserve(retailer_id, "PHANTOM", D("50.00")).reservation_id
+    create_coupon(ledger, retailer_id, "PHANTOM", "fixed", FIVE)
+    phantom = reserve(ledger, retailer_id, "PHANTOM", D("50.00")).reservation_id
     held: Reservation = ledger.repository.get(phantom)
     coupon = coupon_of(ledger, retailer_id, "PHANTOM")
     nowhere = uuid4()
@@ -240,9 +247,9 @@ def test_a_hold_ended_on_its_coupon_alone_or_on_its_reservation_alone_is_named(
     ledger: CouponLedger, later: CouponLedger, retailer_id: UUID, view: CouponsView
 ) -> None:
     clean_history(ledger, later, retailer_id)
-    ledger.create_coupon(retailer_id, "HALF", "fixed", FIVE)
-    on_coupon = ledger.reserve(retailer_id, "HALF", D("50.00")).reservation_id
-    on_itself = ledger.reserve(retailer_id, "HALF", D("50.00")).reservation_id
+    create_coupon(ledger, retailer_id, "HALF", "fixed", FIVE)
+    on_coupon = reserve(ledger, retailer_id, "HALF", D("50.00")).reservation_id
+    on_itself = reserve(ledger, retailer_id, "HALF", D("50.00")).reservation_id
     coupon = coupon_of(ledger, retailer_id, "HALF")
     coupon.release_hold(on_coupon)
     ledger.save(coupon)

@@ -20,6 +20,7 @@ from ledger.application import CouponLedger
 from projections.coupons import CouponChanges, CouponsProjection, CouponsView, CouponUpdate, construct_view
 from projections.runner import DEFAULT_MAX_BATCH_SIZE, BatchingProjectionRunner, ProjectionLeader
 from projections.verify import verify
+from tests.commands import apply, create_coupon
 from tests.integration.helpers import (
     StartLine,
     head,
@@ -39,7 +40,7 @@ SUBTOTAL = Decimal("100.00")
 
 def redeem(ledger: CouponLedger, retailer_id: UUID, code: str, times: int) -> None:
     for _ in range(times):
-        ledger.apply(retailer_id, code, SUBTOTAL)
+        apply(ledger, retailer_id, code, SUBTOTAL)
 
 
 def runner(
@@ -81,7 +82,7 @@ class StoppingProjection(CouponsProjection):
 def test_a_runner_stopped_mid_stream_resumes_without_skipping_or_double_counting(
     database_url: str, env: dict[str, str], ledger: CouponLedger, retailer_id: UUID
 ) -> None:
-    coupon = ledger.create_coupon(retailer_id, "RESTART", "percentage", Decimal("10"))
+    coupon = create_coupon(ledger, retailer_id, "RESTART", "percentage", Decimal("10"))
     redeem(ledger, retailer_id, "RESTART", 20)
     middle = notification_id_of(database_url, coupon.id, version=11)  # the 10th Redeemed
     StoppingProjection.last, StoppingProjection.went_past = middle, threading.Event()
@@ -122,11 +123,11 @@ class CrashingView(CouponsView):
 def test_a_runner_that_crashes_mid_batch_leaves_no_row_change_and_no_tracking_record_and_restarts_exactly(
     database_url: str, env: dict[str, str], ledger: CouponLedger, retailer_id: UUID
 ) -> None:
-    first = ledger.create_coupon(retailer_id, "CRASH-A", "fixed", Decimal("5"))
-    second = ledger.create_coupon(retailer_id, "CRASH-B", "fixed", Decimal("5"))
+    first = create_coupon(ledger, retailer_id, "CRASH-A", "fixed", Decimal("5"))
+    second = create_coupon(ledger, retailer_id, "CRASH-B", "fixed", Decimal("5"))
     before = project_to_head(env, database_url)
     redeem(ledger, retailer_id, "CRASH-A", 4)
-    third = ledger.create_coupon(retailer_id, "CRASH-C", "fixed", Decimal("5"))
+    third = create_coupon(ledger, retailer_id, "CRASH-C", "fixed", Decimal("5"))
     redeem(ledger, retailer_id, "CRASH-B", 3)
     redeem(ledger, retailer_id, "CRASH-C", 2)
     CrashingView.seen_in_transaction = {}
@@ -161,7 +162,7 @@ class RacingView(CouponsView):
 def test_two_runners_on_one_database_never_count_an_event_twice(
     database_url: str, env: dict[str, str], ledger: CouponLedger, retailer_id: UUID
 ) -> None:
-    coupon = ledger.create_coupon(retailer_id, "RIVALS", "fixed", Decimal("5"))
+    coupon = create_coupon(ledger, retailer_id, "RIVALS", "fixed", Decimal("5"))
     project_to_head(env, database_url)  # both rivals start at the same first Redeemed event
     redeem(ledger, retailer_id, "RIVALS", 10)
     target = head(database_url)
@@ -263,7 +264,7 @@ def race_rivals_with_different_batches(
 def test_two_runners_cutting_the_log_into_different_batches_never_count_an_event_twice(
     database_url: str, env: dict[str, str], ledger: CouponLedger, retailer_id: UUID
 ) -> None:
-    coupon = ledger.create_coupon(retailer_id, "BOUNDARIES", "fixed", Decimal("5"))
+    coupon = create_coupon(ledger, retailer_id, "BOUNDARIES", "fixed", Decimal("5"))
     project_to_head(env, database_url)
     redeem(ledger, retailer_id, "BOUNDARIES", 10)
 
@@ -279,7 +280,7 @@ def test_without_the_batch_claim_the_library_tracking_check_alone_would_count_ev
     database_url: str, env: dict[str, str], ledger: CouponLedger, retailer_id: UUID
 ) -> None:
     """Why CouponsView.claim exists: the race above, with the claim switched off in the second rival."""
-    coupon = ledger.create_coupon(retailer_id, "UNGUARDED", "fixed", Decimal("5"))
+    coupon = create_coupon(ledger, retailer_id, "UNGUARDED", "fixed", Decimal("5"))
     project_to_head(env, database_url)
     redeem(ledger, retailer_id, "UNGUARDED", 10)
 
@@ -294,7 +295,7 @@ def test_without_the_batch_claim_the_library_tracking_check_alone_would_count_ev
 def test_of_two_projection_leaders_exactly_one_leads_and_the_other_takes_over_when_it_stops(
     database_url: str, env: dict[str, str], ledger: CouponLedger, retailer_id: UUID
 ) -> None:
-    coupon = ledger.create_coupon(retailer_id, "LEADER", "fixed", Decimal("5"))
+    coupon = create_coupon(ledger, retailer_id, "LEADER", "fixed", Decimal("5"))
     leaders = [ProjectionLeader(database_url, env, poll_interval=0.2) for _ in range(2)]
     try:
         for leader in leaders:
@@ -334,8 +335,8 @@ def view(env: dict[str, str]) -> Iterator[CouponsView]:
 def test_verify_finds_nothing_wrong_with_a_consistent_ledger_and_names_a_tampered_coupon(
     database_url: str, env: dict[str, str], ledger: CouponLedger, retailer_id: UUID, view: CouponsView
 ) -> None:
-    coupon = ledger.create_coupon(retailer_id, "AUDITED", "percentage", Decimal("15"), max_uses=10)
-    other = ledger.create_coupon(retailer_id, "UNTOUCHED", "fixed", Decimal("5"))
+    coupon = create_coupon(ledger, retailer_id, "AUDITED", "percentage", Decimal("15"), max_uses=10)
+    other = create_coupon(ledger, retailer_id, "UNTOUCHED", "fixed", Decimal("5"))
     redeem(ledger, retailer_id, "AUDITED", 4)
     redeem(ledger, retailer_id, "UNTOUCHED", 2)
     project_to_head(env, database_url)
@@ -364,10 +365,10 @@ def test_verify_finds_nothing_wrong_with_a_consistent_ledger_and_names_a_tampere
 def test_verify_names_a_redemption_made_at_checkout_whose_order_does_not_exist(
     database_url: str, env: dict[str, str], ledger: CouponLedger, retailer_id: UUID, view: CouponsView
 ) -> None:
-    ledger.create_coupon(retailer_id, "CARTED", "fixed", Decimal("5"))
-    kept = ledger.apply(retailer_id, "CARTED", Decimal("50.00"), "order:900001", order_id="900001")
-    phantom = ledger.apply(retailer_id, "CARTED", Decimal("50.00"), "order:900002", order_id="900002")
-    ledger.apply(retailer_id, "CARTED", Decimal("50.00"), "client-key", order_id="client-order-7")  # not a checkout
+    create_coupon(ledger, retailer_id, "CARTED", "fixed", Decimal("5"))
+    kept = apply(ledger, retailer_id, "CARTED", Decimal("50.00"), "order:900001", order_id="900001")
+    phantom = apply(ledger, retailer_id, "CARTED", Decimal("50.00"), "order:900002", order_id="900002")
+    apply(ledger, retailer_id, "CARTED", Decimal("50.00"), "client-key", order_id="client-order-7")  # not a checkout
     with psycopg.connect(database_url) as conn:
         conn.execute("INSERT INTO retailers (id, name) VALUES (%s, 'carted')", (retailer_id,))
         conn.execute(
@@ -392,7 +393,7 @@ def test_verify_names_every_coupon_whose_read_model_count_disagrees_with_the_log
 ) -> None:
     codes = ["FIRST", "SECOND"]
     for code in codes:
-        ledger.create_coupon(retailer_id, code, "fixed", Decimal("5"))
+        create_coupon(ledger, retailer_id, code, "fixed", Decimal("5"))
         redeem(ledger, retailer_id, code, 1)
     project_to_head(env, database_url)
 
@@ -406,7 +407,7 @@ def test_verify_names_every_coupon_whose_read_model_count_disagrees_with_the_log
 def test_a_new_runner_processes_only_the_events_after_the_tracking_position(
     database_url: str, env: dict[str, str], ledger: CouponLedger, retailer_id: UUID
 ) -> None:
-    coupon = ledger.create_coupon(retailer_id, "RESUME", "fixed", Decimal("5"))
+    coupon = create_coupon(ledger, retailer_id, "RESUME", "fixed", Decimal("5"))
     redeem(ledger, retailer_id, "RESUME", 5)
     project_to_head(env, database_url)
     position = tracking_position(database_url)

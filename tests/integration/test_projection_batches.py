@@ -31,6 +31,7 @@ from projections.runner import (
     ProjectionLeader,
     has_buffered_notifications,
 )
+from tests.commands import activate, create_coupon, deactivate
 from tests.integration.helpers import (
     head,
     projection_listeners,
@@ -175,11 +176,11 @@ def test_a_batch_takes_what_is_already_buffered_but_never_more_than_max_batch_si
 def test_a_lone_event_is_projected_at_once_without_waiting_for_a_batch_to_fill(
     database_url: str, env: dict[str, str], ledger: CouponLedger, retailer_id: UUID
 ) -> None:
-    coupon = ledger.create_coupon(retailer_id, "LONE", "fixed", Decimal("5"))
+    coupon = create_coupon(ledger, retailer_id, "LONE", "fixed", Decimal("5"))
     with runner(env) as batching:
         batching.wait(head(database_url), timeout=30)
         listening(database_url)
-        ledger.deactivate(retailer_id, "LONE")
+        deactivate(ledger, retailer_id, "LONE")
         batching.wait(head(database_url), timeout=30)  # a runner waiting for a fuller batch never gets here
 
     assert RecordingProjection.batches == [(1, 1, 1), (2, 2, 1)]
@@ -196,22 +197,38 @@ def test_a_coupon_created_redeemed_deactivated_and_activated_in_one_batch_gets_t
 
     # One batch: four transactions, each coupon's events interleaved with the others'.
     r1 = redeem(existing)
-    existing.deactivate()
-    existing.activate()
+    deactivate(
+        existing,
+    )
+    activate(
+        existing,
+    )
     r2 = redeem(existing)
-    existing.deactivate()
+    deactivate(
+        existing,
+    )
     ledger.save(existing, r1, r2)
     fresh = new_coupon(retailer_id, "FRESH")
     fresh_redemptions = [redeem(fresh) for _ in range(3)]
-    fresh.deactivate()
-    fresh.activate()
+    deactivate(
+        fresh,
+    )
+    activate(
+        fresh,
+    )
     ledger.save(fresh, *fresh_redemptions)
     dormant = new_coupon(retailer_id, "DORMANT", is_active=False)
-    dormant.activate()
+    activate(
+        dormant,
+    )
     dormant_redemption = redeem(dormant)
-    dormant.deactivate()
+    deactivate(
+        dormant,
+    )
     ledger.save(dormant, dormant_redemption)
-    existing.activate()
+    activate(
+        existing,
+    )
     late = redeem(fresh)
     ledger.save(existing, fresh, late)
 

@@ -17,6 +17,7 @@ from ledger.application import CouponLedger
 from ledger.domain import Item
 from projections.coupons import CouponsProjection, CouponsView, construct_view
 from projections.runner import BatchingProjectionRunner
+from tests.commands import apply, archive, create_campaign, create_coupon, deactivate, reverse, update_coupon
 from tests.integration.helpers import head, project_to_head
 
 NOW = datetime(2031, 3, 1, 12, 0, tzinfo=UTC)
@@ -52,7 +53,8 @@ def project_in_one_batch(env: dict[str, str], url: str) -> None:
 
 def history(ledger: CouponLedger, retailer_id: UUID) -> UUID:
     """Every kind of event the read model handles, several on the same coupon; returns a campaign id."""
-    ledger.create_coupon(
+    create_coupon(
+        ledger,
         retailer_id,
         "LATER",
         "percentage",
@@ -64,20 +66,25 @@ def history(ledger: CouponLedger, retailer_id: UUID) -> UUID:
         scope={"product_ids": ["p-1", "p-2"], "excluded_category_ids": ["gift-cards"]},
         public=True,
     )
-    ledger.create_coupon(retailer_id, "SHIP", "free_shipping", Decimal("0"), max_uses=3)
-    ledger.create_coupon(retailer_id, "GONE", "fixed", Decimal("5.00"))
-    ledger.create_coupon(retailer_id, "BUSY", "fixed", Decimal("5.00"), max_uses=4)
-    first = ledger.apply(retailer_id, "BUSY", Decimal("50.00"), customer_id="c-1")
-    ledger.apply(retailer_id, "BUSY", Decimal("50.00"), customer_id="c-2")
-    ledger.apply(retailer_id, "BUSY", None, items=[Item("p-9", 2, Decimal("10.00"))])
-    ledger.reverse(retailer_id, first.redemption_id, "order cancelled")
-    ledger.update_coupon(retailer_id, "BUSY", {"max_uses": 2, "min_order_value": Decimal("10.00"), "public": True})
-    ledger.apply(retailer_id, "SHIP", Decimal("30.00"), shipping_amount=Decimal("4.99"))
-    ledger.update_coupon(retailer_id, "LATER", {"scope": None, "expires_at": None})
-    ledger.deactivate(retailer_id, "SHIP")
-    ledger.archive(retailer_id, "GONE")
-    campaign = ledger.create_campaign(
-        retailer_id, "Spring", "spr", 3, {"discount_type": "fixed", "discount_value": Decimal("2.00"), "max_uses": 1}
+    create_coupon(ledger, retailer_id, "SHIP", "free_shipping", Decimal("0"), max_uses=3)
+    create_coupon(ledger, retailer_id, "GONE", "fixed", Decimal("5.00"))
+    create_coupon(ledger, retailer_id, "BUSY", "fixed", Decimal("5.00"), max_uses=4)
+    first = apply(ledger, retailer_id, "BUSY", Decimal("50.00"), customer_id="c-1")
+    apply(ledger, retailer_id, "BUSY", Decimal("50.00"), customer_id="c-2")
+    apply(ledger, retailer_id, "BUSY", None, items=[Item("p-9", 2, Decimal("10.00"))])
+    reverse(ledger, retailer_id, first.redemption_id, "order cancelled")
+    update_coupon(ledger, retailer_id, "BUSY", {"max_uses": 2, "min_order_value": Decimal("10.00"), "public": True})
+    apply(ledger, retailer_id, "SHIP", Decimal("30.00"), shipping_amount=Decimal("4.99"))
+    update_coupon(ledger, retailer_id, "LATER", {"scope": None, "expires_at": None})
+    deactivate(ledger, retailer_id, "SHIP")
+    archive(ledger, retailer_id, "GONE")
+    campaign = create_campaign(
+        ledger,
+        retailer_id,
+        "Spring",
+        "spr",
+        3,
+        {"discount_type": "fixed", "discount_value": Decimal("2.00"), "max_uses": 1},
     )
     return campaign.id
 
@@ -120,7 +127,7 @@ def test_lists_filter_every_status_and_campaign_in_sql_and_leave_archived_coupon
     ledger = CouponLedger(env, clock=lambda: NOW)
     try:
         campaign_id = history(ledger, retailer_id)
-        ledger.create_coupon(retailer_id, "OLD", "fixed", Decimal("1.00"), expires_at=NOW - timedelta(days=1))
+        create_coupon(ledger, retailer_id, "OLD", "fixed", Decimal("1.00"), expires_at=NOW - timedelta(days=1))
     finally:
         ledger.close()
     project_to_head(env, database_url)

@@ -34,6 +34,7 @@ from api.errors import ApiError
 from api.retailers import Retailers
 from api.sessions import Sessions
 from ledger.application import CouponLedger
+from tests.commands import create_coupon
 from tests.integration.helpers import Server, auth, cluster, race, redeemed_events, run_cli, scalar
 
 SESSIONS = 200
@@ -107,7 +108,7 @@ def test_concurrent_coupon_calls_on_one_session_leave_exactly_the_hold_it_knows(
     product = Checkout(pool, ledger).add_product(retailer_id, "Tote", Decimal("40.00"), 5)
     codes = [f"RACE{i}" for i in range(10)]
     for code in codes:
-        ledger.create_coupon(retailer_id, code, "fixed", Decimal("5"), max_uses=3)
+        create_coupon(ledger, retailer_id, code, "fixed", Decimal("5"), max_uses=3)
     asyncio.run(by_ledger[0].sync(retailer_id, "one-cart", [(product.id, 1)], None))
 
     def apply(index: int) -> Any:

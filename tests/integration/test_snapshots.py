@@ -11,6 +11,7 @@ import psycopg
 
 from api.database import eventsourcing_env, open_ledger
 from ledger.application import SNAPSHOT_INTERVAL, CouponLedger
+from tests.commands import apply, create_coupon
 
 SUBTOTAL = Decimal("80.00")
 
@@ -34,9 +35,9 @@ def test_the_writer_snapshots_a_coupon_each_time_it_passes_a_multiple_of_the_int
 ) -> None:
     ledger = new_ledger(database_url, open_ledgers)
     retailer_id = uuid4()
-    coupon = ledger.create_coupon(retailer_id, "LONG", "fixed", Decimal("5"))
+    coupon = create_coupon(ledger, retailer_id, "LONG", "fixed", Decimal("5"))
     for _ in range(2 * SNAPSHOT_INTERVAL + 50):  # versions 2 .. 2*interval + 51
-        ledger.apply(retailer_id, "LONG", SUBTOTAL)
+        apply(ledger, retailer_id, "LONG", SUBTOTAL)
 
     assert snapshot_versions(database_url, coupon.id) == [SNAPSHOT_INTERVAL, 2 * SNAPSHOT_INTERVAL]
     assert ledger.writer.stats.snapshots == 2
@@ -47,17 +48,17 @@ def test_a_restarted_ledger_reads_a_coupon_from_its_newest_snapshot_and_the_even
 ) -> None:
     ledger = new_ledger(database_url, open_ledgers)
     retailer_id = uuid4()
-    coupon = ledger.create_coupon(retailer_id, "LONG", "fixed", Decimal("5"))
+    coupon = create_coupon(ledger, retailer_id, "LONG", "fixed", Decimal("5"))
     uses = SNAPSHOT_INTERVAL + 30
     for _ in range(uses):
-        ledger.apply(retailer_id, "LONG", SUBTOTAL)
+        apply(ledger, retailer_id, "LONG", SUBTOTAL)
 
     restarted = new_ledger(database_url, open_ledgers)
     snapshots, events = restarted.writer.reader._select({coupon.id: 0})
     assert snapshots[coupon.id].originator_version == SNAPSHOT_INTERVAL
     assert [e.originator_version for e in events[coupon.id]] == list(range(SNAPSHOT_INTERVAL + 1, uses + 2))
 
-    receipt = restarted.apply(retailer_id, "LONG", SUBTOTAL)
+    receipt = apply(restarted, retailer_id, "LONG", SUBTOTAL)
     assert not receipt.replayed
     assert restarted.get_coupon(retailer_id, "LONG").uses_count == uses + 1
     assert restarted.get_coupon(retailer_id, "LONG").version == uses + 2
@@ -69,9 +70,9 @@ def test_a_snapshot_is_stored_only_with_the_events_it_sums_up(
     ours = new_ledger(database_url, open_ledgers)
     other = new_ledger(database_url, open_ledgers)
     retailer_id = uuid4()
-    coupon = ours.create_coupon(retailer_id, "EDGE", "fixed", Decimal("5"))
+    coupon = create_coupon(ours, retailer_id, "EDGE", "fixed", Decimal("5"))
     for _ in range(SNAPSHOT_INTERVAL - 2):  # the coupon is now at version interval - 1
-        ours.apply(retailer_id, "EDGE", SUBTOTAL)
+        apply(ours, retailer_id, "EDGE", SUBTOTAL)
 
     real_save = ours.save
     attempts: list[Any] = []
@@ -79,11 +80,11 @@ def test_a_snapshot_is_stored_only_with_the_events_it_sums_up(
     def the_other_process_reaches_the_interval_first(*events: Any, **kwargs: Any) -> Any:
         attempts.append(kwargs.get("snapshots"))
         if len(attempts) == 1:
-            other.apply(retailer_id, "EDGE", SUBTOTAL, order_id="other")  # takes version = interval
+            apply(other, retailer_id, "EDGE", SUBTOTAL, order_id="other")  # takes version = interval
         return real_save(*events, **kwargs)
 
     ours.save = the_other_process_reaches_the_interval_first  # type: ignore[method-assign]
-    ours.apply(retailer_id, "EDGE", SUBTOTAL, order_id="ours")
+    apply(ours, retailer_id, "EDGE", SUBTOTAL, order_id="ours")
 
     assert len(attempts) == 2 and attempts[0] and not attempts[1]  # our snapshot was in the lost save
     assert ours.version_conflicts == 1

@@ -11,9 +11,11 @@ from uuid import UUID
 
 import pytest
 
-from ledger.application import CouponLedger, Receipt
+from ledger.application import CouponLedger
+from ledger.commands import Receipt
 from ledger.domain import Campaign, Coupon, CustomerUsage, Item, Quote, customer_usage_id_for
 from ledger.errors import LedgerError
+from tests.commands import call
 from tests.unit.test_coupon_rules import OTHER_RETAILER, RETAILER, START, ManualClock
 
 __all__ = ["OTHER_RETAILER", "RETAILER", "START", "ManualClock"]
@@ -76,7 +78,7 @@ def item(
 def price(ledger: CouponLedger, operation: str, code: str, subtotal: str | None = None, **kwargs: Any) -> Quote:
     """Validate or apply ``code``; the quote either way."""
     amount = D(subtotal) if subtotal is not None else None
-    result = getattr(ledger, operation)(RETAILER, code, amount, **kwargs)
+    result = call(ledger, operation, RETAILER, code, amount, **kwargs)
     return result.quote if isinstance(result, Receipt) else result
 
 

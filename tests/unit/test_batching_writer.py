@@ -15,10 +15,12 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from ledger.application import CouponLedger, Receipt, _deactivate
-from ledger.domain import FIXED, Coupon
+from ledger.application import CouponLedger
+from ledger.commands import Activate, CreateCoupon, Deactivate, Receipt, Redeem
+from ledger.domain import FIXED, Coupon, Order
 from ledger.errors import CouponInactive, CouponNotFound, IdempotencyKeyReused, LedgerError, MinOrderNotMet
 from ledger.writer import Batch
+from tests.commands import apply, create_coupon, planned, redeem
 
 RETAILER = UUID("00000000-0000-4000-8000-00000000000a")
 D = Decimal
@@ -41,7 +43,7 @@ class HeldWriter:
         assert started.wait(10)
 
     def apply(self, code: str, subtotal: str, key: str | None = None, order_id: str | None = None) -> Future[Receipt]:
-        return self.ledger.writer.submit(*self.ledger._apply(RETAILER, code, D(subtotal), key, order_id))
+        return self.ledger.writer.submit(*redeem(RETAILER, code, D(subtotal), key, order_id))
 
     def submit(self, needs: tuple[UUID, ...], decide: Callable[[Batch], Any]) -> Future[Any]:
         return self.ledger.writer.submit(needs, decide)
@@ -69,9 +71,9 @@ def redeemed(ledger: CouponLedger, code: str) -> list[Any]:
 
 
 def test_every_command_of_a_mixed_batch_gets_its_own_answer_and_one_save_holds_them(ledger: CouponLedger) -> None:
-    ledger.create_coupon(RETAILER, "OPEN", FIXED, D("5.00"), min_order_value=D("20.00"))
-    ledger.create_coupon(RETAILER, "CLOSED", FIXED, D("5.00"), is_active=False)
-    first = ledger.apply(RETAILER, "OPEN", D("50.00"), idempotency_key="old-key")
+    create_coupon(ledger, RETAILER, "OPEN", FIXED, D("5.00"), min_order_value=D("20.00"))
+    create_coupon(ledger, RETAILER, "CLOSED", FIXED, D("5.00"), is_active=False)
+    first = apply(ledger, RETAILER, "OPEN", D("50.00"), idempotency_key="old-key")
     saves: list[int] = []
     real_save = ledger.save
     ledger.save = lambda *events, **kw: saves.append(len(events)) or real_save(*events, **kw)  # type: ignore[method-assign]
@@ -105,7 +107,7 @@ def test_every_command_of_a_mixed_batch_gets_its_own_answer_and_one_save_holds_t
 def test_a_rejected_command_leaves_the_commands_before_and_after_it_on_the_same_coupon_intact(
     ledger: CouponLedger,
 ) -> None:
-    coupon_id = ledger.create_coupon(RETAILER, "SHARED", FIXED, D("5.00"), max_uses=10).id
+    coupon_id = create_coupon(ledger, RETAILER, "SHARED", FIXED, D("5.00"), max_uses=10).id
     held = HeldWriter(ledger)
 
     def redeem_then_fail(batch: Batch) -> None:
@@ -125,10 +127,10 @@ def test_a_rejected_command_leaves_the_commands_before_and_after_it_on_the_same_
 
 
 def test_a_coupon_returned_to_one_caller_is_not_changed_by_later_commands_of_its_batch(ledger: CouponLedger) -> None:
-    ledger.create_coupon(RETAILER, "SNAP", FIXED, D("5.00"))
+    create_coupon(ledger, RETAILER, "SNAP", FIXED, D("5.00"))
     held = HeldWriter(ledger)
-    deactivated = held.submit(*ledger._change(RETAILER, "SNAP", _deactivate))
-    activated = held.submit(*ledger._change(RETAILER, "SNAP", lambda c, now: c.set_active(now)))
+    deactivated = held.submit(*planned(Deactivate(RETAILER, "SNAP")))
+    activated = held.submit(*planned(Activate(RETAILER, "SNAP")))
     applied = held.apply("SNAP", "30.00")
     held.run()
 
@@ -141,7 +143,7 @@ def test_a_coupon_returned_to_one_caller_is_not_changed_by_later_commands_of_its
 
 
 def test_the_limit_holds_within_one_batch(ledger: CouponLedger) -> None:
-    ledger.create_coupon(RETAILER, "LAST3", FIXED, D("5.00"), max_uses=3)
+    create_coupon(ledger, RETAILER, "LAST3", FIXED, D("5.00"), max_uses=3)
     held = HeldWriter(ledger)
     futures = [held.apply("LAST3", "30.00") for _ in range(10)]
     held.run()
@@ -154,8 +156,8 @@ def test_the_limit_holds_within_one_batch(ledger: CouponLedger) -> None:
 
 def test_creating_one_code_twice_in_a_batch_creates_it_once(ledger: CouponLedger) -> None:
     held = HeldWriter(ledger)
-    first = held.submit(*ledger._create_coupon(RETAILER, "TWICE", FIXED, D("5"), None, None, None, True))
-    second = held.submit(*ledger._create_coupon(RETAILER, "twice", FIXED, D("6"), None, None, None, True))
+    first = held.submit(*planned(CreateCoupon(RETAILER, "TWICE", {"discount_type": FIXED, "discount_value": D("5")})))
+    second = held.submit(*planned(CreateCoupon(RETAILER, "twice", {"discount_type": FIXED, "discount_value": D("6")})))
     held.run()
 
     assert outcome(first).discount_value == D("5")
@@ -166,8 +168,8 @@ def test_creating_one_code_twice_in_a_batch_creates_it_once(ledger: CouponLedger
 def test_a_version_race_lost_to_another_writer_re_decides_only_the_commands_on_that_coupon(
     ledger: CouponLedger,
 ) -> None:
-    contested_id = ledger.create_coupon(RETAILER, "CONTESTED", FIXED, D("5.00"), max_uses=2).id
-    ledger.create_coupon(RETAILER, "CALM", FIXED, D("5.00"))
+    contested_id = create_coupon(ledger, RETAILER, "CONTESTED", FIXED, D("5.00"), max_uses=2).id
+    create_coupon(ledger, RETAILER, "CALM", FIXED, D("5.00"))
     decisions: list[str] = []
     real_save = ledger.save
     raced: list[bool] = []
@@ -184,7 +186,7 @@ def test_a_version_race_lost_to_another_writer_re_decides_only_the_commands_on_t
     held = HeldWriter(ledger)
 
     def counted(code: str) -> Future[Receipt]:
-        needs, decide = ledger._apply(RETAILER, code, D("30.00"), None, None)
+        needs, decide = redeem(RETAILER, code, D("30.00"))
 
         def decide_and_count(batch: Batch) -> Receipt:
             decisions.append(code)
@@ -207,10 +209,13 @@ def test_a_version_race_lost_to_another_writer_re_decides_only_the_commands_on_t
 
 
 def test_an_async_caller_awaits_its_answer_on_its_own_loop(ledger: CouponLedger) -> None:
-    ledger.create_coupon(RETAILER, "ASYNC", FIXED, D("5.00"), max_uses=5)
+    create_coupon(ledger, RETAILER, "ASYNC", FIXED, D("5.00"), max_uses=5)
 
     async def many() -> list[Receipt | BaseException]:
-        calls = [ledger.apply_async(RETAILER, "ASYNC", D("30.00"), idempotency_key=f"k{i}") for i in range(8)]
+        calls = [
+            ledger.execute_async(Redeem(RETAILER, "ASYNC", Order.of(D("30.00")), idempotency_key=f"k{i}"))
+            for i in range(8)
+        ]
         return await asyncio.gather(*calls, return_exceptions=True)
 
     results = asyncio.run(many())
@@ -220,7 +225,7 @@ def test_an_async_caller_awaits_its_answer_on_its_own_loop(ledger: CouponLedger)
 
 
 def test_a_caller_that_gives_up_before_its_batch_is_not_redeemed(ledger: CouponLedger) -> None:
-    ledger.create_coupon(RETAILER, "GONE", FIXED, D("5.00"))
+    create_coupon(ledger, RETAILER, "GONE", FIXED, D("5.00"))
     held = HeldWriter(ledger)
     abandoned = held.apply("GONE", "30.00")
     assert abandoned.cancel()

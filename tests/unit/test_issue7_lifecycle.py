@@ -23,6 +23,7 @@ from ledger.domain import (
     TRANSITIONS,
 )
 from ledger.timestamps import format_timestamp
+from tests.commands import activate, apply, archive, call, create_coupon, deactivate, reverse, transition, update_coupon
 from tests.unit.issue7_support import (
     DAY,
     HOUR,
@@ -43,7 +44,7 @@ BOTH = pytest.mark.parametrize("operation", ["validate", "apply"])
 
 
 def check(ledger: CouponLedger, operation: str, code: str, subtotal: str = "100.00", **kwargs: Any) -> object:
-    return getattr(ledger, operation)(RETAILER, code, D(subtotal), **kwargs)
+    return call(ledger, operation, RETAILER, code, D(subtotal), **kwargs)
 
 
 # --- the time window and the derived status ----------------------------------------------------------
@@ -55,7 +56,7 @@ class TestTimeWindowAndStatus:
         self, ledger: CouponLedger, clock: ManualClock, operation: str
     ) -> None:
         starts_at = START + HOUR
-        ledger.create_coupon(RETAILER, "LATER", FIXED, D("5.00"), starts_at=starts_at)
+        create_coupon(ledger, RETAILER, "LATER", FIXED, D("5.00"), starts_at=starts_at)
         error = error_from(lambda: check(ledger, operation, "LATER"))
         assert error.code == "COUPON_NOT_STARTED"
         assert error.details == {"starts_at": format_timestamp(starts_at)}
@@ -67,27 +68,27 @@ class TestTimeWindowAndStatus:
     def test_the_coupon_is_usable_from_exactly_starts_at(
         self, ledger: CouponLedger, clock: ManualClock, operation: str
     ) -> None:
-        ledger.create_coupon(RETAILER, "LATER", FIXED, D("5.00"), starts_at=START + HOUR)
+        create_coupon(ledger, RETAILER, "LATER", FIXED, D("5.00"), starts_at=START + HOUR)
         clock.set(START + HOUR)
         check(ledger, operation, "LATER")
 
     def test_a_starts_at_in_the_past_is_accepted_and_the_coupon_is_active(
         self, ledger: CouponLedger, clock: ManualClock
     ) -> None:
-        ledger.create_coupon(RETAILER, "BEGUN", FIXED, D("5.00"), starts_at=START - DAY)
+        create_coupon(ledger, RETAILER, "BEGUN", FIXED, D("5.00"), starts_at=START - DAY)
         assert status(ledger, "BEGUN", clock) == ACTIVE
-        assert ledger.apply(RETAILER, "BEGUN", D("10.00")).quote.discount_amount == D("5.00")
+        assert apply(ledger, RETAILER, "BEGUN", D("10.00")).quote.discount_amount == D("5.00")
 
     def test_each_of_the_five_statuses_is_derived_from_the_terms_the_clock_and_the_count(
         self, ledger: CouponLedger, clock: ManualClock
     ) -> None:
-        ledger.create_coupon(RETAILER, "OFF", FIXED, D("5.00"), is_active=False)
-        ledger.create_coupon(RETAILER, "SOON", FIXED, D("5.00"), starts_at=START + HOUR)
-        ledger.create_coupon(RETAILER, "OVER", FIXED, D("5.00"), expires_at=START + HOUR)
-        ledger.create_coupon(RETAILER, "USED", FIXED, D("5.00"), max_uses=1)
-        ledger.create_coupon(RETAILER, "FINE", FIXED, D("5.00"), max_uses=2, expires_at=START + DAY)
-        ledger.apply(RETAILER, "USED", D("10.00"))
-        ledger.apply(RETAILER, "FINE", D("10.00"))
+        create_coupon(ledger, RETAILER, "OFF", FIXED, D("5.00"), is_active=False)
+        create_coupon(ledger, RETAILER, "SOON", FIXED, D("5.00"), starts_at=START + HOUR)
+        create_coupon(ledger, RETAILER, "OVER", FIXED, D("5.00"), expires_at=START + HOUR)
+        create_coupon(ledger, RETAILER, "USED", FIXED, D("5.00"), max_uses=1)
+        create_coupon(ledger, RETAILER, "FINE", FIXED, D("5.00"), max_uses=2, expires_at=START + DAY)
+        apply(ledger, RETAILER, "USED", D("10.00"))
+        apply(ledger, RETAILER, "FINE", D("10.00"))
         assert [status(ledger, c, clock) for c in ("OFF", "SOON", "OVER", "USED", "FINE")] == [
             INACTIVE,
             SCHEDULED,
@@ -107,40 +108,40 @@ class TestTimeWindowAndStatus:
         assert set(STATUSES) == {INACTIVE, SCHEDULED, TIME_EXPIRED, COUNT_EXPIRED, ACTIVE}
 
     def test_status_is_computed_at_read_time_from_the_same_state(self, ledger: CouponLedger) -> None:
-        read = ledger.create_coupon(
-            RETAILER, "WINDOW", FIXED, D("5.00"), starts_at=START + HOUR, expires_at=START + 2 * HOUR
+        read = create_coupon(
+            ledger, RETAILER, "WINDOW", FIXED, D("5.00"), starts_at=START + HOUR, expires_at=START + 2 * HOUR
         )
         assert [read.status(START + k * HOUR) for k in range(4)] == [SCHEDULED, ACTIVE, TIME_EXPIRED, TIME_EXPIRED]
 
     def test_status_precedence_inactive_then_scheduled_then_time_expired_then_count_expired(
         self, ledger: CouponLedger, clock: ManualClock
     ) -> None:
-        ledger.create_coupon(RETAILER, "ALL", FIXED, D("5.00"), max_uses=1, expires_at=START + HOUR)
-        ledger.apply(RETAILER, "ALL", D("10.00"))
+        create_coupon(ledger, RETAILER, "ALL", FIXED, D("5.00"), max_uses=1, expires_at=START + HOUR)
+        apply(ledger, RETAILER, "ALL", D("10.00"))
         assert status(ledger, "ALL", clock) == COUNT_EXPIRED
         clock.set(START + HOUR)
         assert status(ledger, "ALL", clock) == TIME_EXPIRED  # expired and used up
-        ledger.update_coupon(RETAILER, "ALL", {"starts_at": START + 2 * HOUR, "expires_at": START + 3 * HOUR})
+        update_coupon(ledger, RETAILER, "ALL", {"starts_at": START + 2 * HOUR, "expires_at": START + 3 * HOUR})
         assert status(ledger, "ALL", clock) == SCHEDULED  # not started, and used up
-        ledger.deactivate(RETAILER, "ALL")
+        deactivate(ledger, RETAILER, "ALL")
         assert status(ledger, "ALL", clock) == INACTIVE
 
     def test_a_coupon_created_inactive_is_inactive_refused_and_can_be_activated(
         self, ledger: CouponLedger, clock: ManualClock
     ) -> None:
-        created = ledger.create_coupon(RETAILER, "DRAFT", PERCENTAGE, D("10"), is_active=False)
+        created = create_coupon(ledger, RETAILER, "DRAFT", PERCENTAGE, D("10"), is_active=False)
         assert (created.is_active, created.status(clock())) == (False, INACTIVE)
         assert code_of(lambda: ledger.validate(RETAILER, "DRAFT", D("100.00"))) == "COUPON_INACTIVE"
-        assert code_of(lambda: ledger.apply(RETAILER, "DRAFT", D("100.00"))) == "COUPON_INACTIVE"
-        assert ledger.activate(RETAILER, "DRAFT").status(clock()) == ACTIVE
-        assert ledger.apply(RETAILER, "DRAFT", D("100.00")).quote.discount_amount == D("10.00")
+        assert code_of(lambda: apply(ledger, RETAILER, "DRAFT", D("100.00"))) == "COUPON_INACTIVE"
+        assert activate(ledger, RETAILER, "DRAFT").status(clock()) == ACTIVE
+        assert apply(ledger, RETAILER, "DRAFT", D("100.00")).quote.discount_amount == D("10.00")
         assert event_types(ledger, "DRAFT") == ["Coupon.Created", "Coupon.Activated", "Coupon.Redeemed"]
 
     @pytest.mark.parametrize("gap", [timedelta(0), -timedelta(seconds=1)], ids=["equal", "before"])
     def test_expires_at_not_after_starts_at_is_refused_on_create(self, ledger: CouponLedger, gap: timedelta) -> None:
         error = error_from(
-            lambda: ledger.create_coupon(
-                RETAILER, "BACKWARDS", FIXED, D("5.00"), starts_at=START + HOUR, expires_at=START + HOUR + gap
+            lambda: create_coupon(
+                ledger, RETAILER, "BACKWARDS", FIXED, D("5.00"), starts_at=START + HOUR, expires_at=START + HOUR + gap
             )
         )
         assert error.code == "VALIDATION_FAILED"
@@ -155,7 +156,7 @@ class TestUpdate:
     def test_patch_changes_every_mutable_term_in_one_updated_event(
         self, ledger: CouponLedger, clock: ManualClock
     ) -> None:
-        ledger.create_coupon(RETAILER, "EDIT", PERCENTAGE, D("10"))
+        create_coupon(ledger, RETAILER, "EDIT", PERCENTAGE, D("10"))
         changes = {
             "min_order_value": D("20.00"),
             "starts_at": START - HOUR,
@@ -166,7 +167,7 @@ class TestUpdate:
             "scope": {"product_ids": ["p2", "p1"], "excluded_category_ids": ["gift"], "variant_ids": []},
             "public": True,
         }
-        updated = ledger.update_coupon(RETAILER, "edit", changes)
+        updated = update_coupon(ledger, RETAILER, "edit", changes)
         stored_scope = {"product_ids": ["p1", "p2"], "excluded_category_ids": ["gift"]}
         assert {name: getattr(updated, name) for name in changes} == {**changes, "scope": stored_scope}
         events = ledger.coupon_events(RETAILER, "EDIT")
@@ -180,12 +181,12 @@ class TestUpdate:
     def test_the_updated_event_holds_only_what_changed_and_a_patch_changing_nothing_records_nothing(
         self, ledger: CouponLedger
     ) -> None:
-        ledger.create_coupon(RETAILER, "EDIT", FIXED, D("5.00"), max_uses=3, min_order_value=D("10.00"))
-        ledger.update_coupon(RETAILER, "EDIT", {"max_uses": 3, "min_order_value": D("12.00")})
+        create_coupon(ledger, RETAILER, "EDIT", FIXED, D("5.00"), max_uses=3, min_order_value=D("10.00"))
+        update_coupon(ledger, RETAILER, "EDIT", {"max_uses": 3, "min_order_value": D("12.00")})
         assert ledger.coupon_events(RETAILER, "EDIT")[-1].data == {"changes": {"min_order_value": D("12.00")}}
-        unchanged = ledger.update_coupon(RETAILER, "EDIT", {"max_uses": 3, "min_order_value": D("12.00")})
+        unchanged = update_coupon(ledger, RETAILER, "EDIT", {"max_uses": 3, "min_order_value": D("12.00")})
         assert unchanged.version == 2
-        assert ledger.update_coupon(RETAILER, "EDIT", {}).version == 2
+        assert update_coupon(ledger, RETAILER, "EDIT", {}).version == 2
         assert event_types(ledger, "EDIT") == ["Coupon.Created", "Coupon.Updated"]
 
     @pytest.mark.parametrize(
@@ -193,8 +194,8 @@ class TestUpdate:
         [("discount_type", FIXED), ("discount_value", D("20")), ("code", "OTHER"), ("campaign_id", None)],
     )
     def test_type_value_code_and_campaign_are_immutable(self, ledger: CouponLedger, name: str, value: Any) -> None:
-        ledger.create_coupon(RETAILER, "FIRM", PERCENTAGE, D("10"))
-        error = error_from(lambda: ledger.update_coupon(RETAILER, "FIRM", {"max_uses": 9, name: value}))
+        create_coupon(ledger, RETAILER, "FIRM", PERCENTAGE, D("10"))
+        error = error_from(lambda: update_coupon(ledger, RETAILER, "FIRM", {"max_uses": 9, name: value}))
         assert error.code == "FIELD_IMMUTABLE"
         assert error.details == {"field": name}
         assert name in error.message
@@ -204,20 +205,21 @@ class TestUpdate:
     def test_sending_an_immutable_field_with_its_current_value_is_still_field_immutable(
         self, ledger: CouponLedger
     ) -> None:
-        ledger.create_coupon(RETAILER, "FIRM", PERCENTAGE, D("10"))
-        error = error_from(lambda: ledger.update_coupon(RETAILER, "FIRM", {"discount_value": D("10")}))
+        create_coupon(ledger, RETAILER, "FIRM", PERCENTAGE, D("10"))
+        error = error_from(lambda: update_coupon(ledger, RETAILER, "FIRM", {"discount_value": D("10")}))
         assert (error.code, error.details) == ("FIELD_IMMUTABLE", {"field": "discount_value"})
 
     @pytest.mark.parametrize("name", ["is_active", "uses_count", "archived", "retailer_id", "colour"])
     def test_a_field_patch_cannot_change_is_a_validation_error_naming_it(self, ledger: CouponLedger, name: str) -> None:
-        ledger.create_coupon(RETAILER, "FIRM", FIXED, D("5.00"))
-        error = error_from(lambda: ledger.update_coupon(RETAILER, "FIRM", {name: 1}))
+        create_coupon(ledger, RETAILER, "FIRM", FIXED, D("5.00"))
+        error = error_from(lambda: update_coupon(ledger, RETAILER, "FIRM", {name: 1}))
         assert error.code == "VALIDATION_FAILED"
         assert [e["field"] for e in error.details["errors"]] == [name]
         assert coupon(ledger, "FIRM").version == 1
 
     def test_null_removes_each_limit(self, ledger: CouponLedger, clock: ManualClock) -> None:
-        ledger.create_coupon(
+        create_coupon(
+            ledger,
             RETAILER,
             "LIMITS",
             PERCENTAGE,
@@ -230,7 +232,7 @@ class TestUpdate:
             expires_at=START + HOUR,
             scope={"product_ids": ["p1"]},
         )
-        ledger.apply(RETAILER, "LIMITS", None, items=[item("p1", "100.00")], customer_id="c1")
+        apply(ledger, RETAILER, "LIMITS", None, items=[item("p1", "100.00")], customer_id="c1")
         clock.set(START + HOUR)
         assert status(ledger, "LIMITS", clock) == TIME_EXPIRED
         names = [
@@ -242,27 +244,27 @@ class TestUpdate:
             "expires_at",
             "scope",
         ]
-        updated = ledger.update_coupon(RETAILER, "LIMITS", dict.fromkeys(names))
+        updated = update_coupon(ledger, RETAILER, "LIMITS", dict.fromkeys(names))
         assert [getattr(updated, name) for name in names] == [None] * len(names)
         assert updated.status(clock()) == ACTIVE
         # No minimum, no total or per-customer limit (no customer id needed), no cap, any product.
-        quote = ledger.apply(RETAILER, "LIMITS", D("10.00")).quote
+        quote = apply(ledger, RETAILER, "LIMITS", D("10.00")).quote
         assert quote.discount_amount == D("5.00")
-        assert ledger.apply(RETAILER, "LIMITS", D("200.00")).quote.discount_amount == D("100.00")
+        assert apply(ledger, RETAILER, "LIMITS", D("200.00")).quote.discount_amount == D("100.00")
         assert coupon(ledger, "LIMITS").uses_count == 3
 
     def test_lowering_max_uses_below_the_uses_made_is_allowed_and_makes_the_coupon_count_expired(
         self, ledger: CouponLedger, clock: ManualClock
     ) -> None:
-        ledger.create_coupon(RETAILER, "SHRINK", FIXED, D("5.00"), max_uses=10)
+        create_coupon(ledger, RETAILER, "SHRINK", FIXED, D("5.00"), max_uses=10)
         for _ in range(3):
-            ledger.apply(RETAILER, "SHRINK", D("10.00"))
-        shrunk = ledger.update_coupon(RETAILER, "SHRINK", {"max_uses": 2})
+            apply(ledger, RETAILER, "SHRINK", D("10.00"))
+        shrunk = update_coupon(ledger, RETAILER, "SHRINK", {"max_uses": 2})
         assert (shrunk.max_uses, shrunk.uses_count, shrunk.status(clock())) == (2, 3, COUNT_EXPIRED)
-        error = error_from(lambda: ledger.apply(RETAILER, "SHRINK", D("10.00")))
+        error = error_from(lambda: apply(ledger, RETAILER, "SHRINK", D("10.00")))
         assert (error.code, error.details) == ("USAGE_LIMIT_REACHED", {"max_uses": 2})
-        assert ledger.update_coupon(RETAILER, "SHRINK", {"max_uses": 4}).status(clock()) == ACTIVE
-        ledger.apply(RETAILER, "SHRINK", D("10.00"))
+        assert update_coupon(ledger, RETAILER, "SHRINK", {"max_uses": 4}).status(clock()) == ACTIVE
+        apply(ledger, RETAILER, "SHRINK", D("10.00"))
         assert status(ledger, "SHRINK", clock) == COUNT_EXPIRED
         assert coupon(ledger, "SHRINK").uses_count == 4
 
@@ -279,8 +281,8 @@ class TestUpdate:
     def test_a_window_that_ends_before_it_starts_is_refused(
         self, ledger: CouponLedger, changes: dict[str, Any]
     ) -> None:
-        ledger.create_coupon(RETAILER, "WINDOW", FIXED, D("5.00"), starts_at=START - HOUR, expires_at=START + DAY)
-        error = error_from(lambda: ledger.update_coupon(RETAILER, "WINDOW", changes))
+        create_coupon(ledger, RETAILER, "WINDOW", FIXED, D("5.00"), starts_at=START - HOUR, expires_at=START + DAY)
+        error = error_from(lambda: update_coupon(ledger, RETAILER, "WINDOW", changes))
         assert error.code == "VALIDATION_FAILED"
         assert [e["field"] for e in error.details["errors"]] == ["expires_at"]
         window = coupon(ledger, "WINDOW")
@@ -300,17 +302,17 @@ class TestUpdate:
     def test_invalid_terms_are_refused_on_patch_and_on_create(
         self, ledger: CouponLedger, discount_type: str, value: str, changes: dict[str, Any], field: str
     ) -> None:
-        ledger.create_coupon(RETAILER, "TERMS", discount_type, D(value))
-        error = error_from(lambda: ledger.update_coupon(RETAILER, "TERMS", changes))
+        create_coupon(ledger, RETAILER, "TERMS", discount_type, D(value))
+        error = error_from(lambda: update_coupon(ledger, RETAILER, "TERMS", changes))
         assert error.code == "VALIDATION_FAILED"
         assert [e["field"] for e in error.details["errors"]] == [field]
         assert coupon(ledger, "TERMS").version == 1
-        error = error_from(lambda: ledger.create_coupon(RETAILER, "TERMS2", discount_type, D(value), **changes))
+        error = error_from(lambda: create_coupon(ledger, RETAILER, "TERMS2", discount_type, D(value), **changes))
         assert [e["field"] for e in error.details["errors"]] == [field]
 
     def test_patching_another_retailers_coupon_is_not_found(self, ledger: CouponLedger) -> None:
-        ledger.create_coupon(RETAILER, "MINE", FIXED, D("5.00"))
-        assert code_of(lambda: ledger.update_coupon(OTHER_RETAILER, "MINE", {"max_uses": 1})) == "COUPON_NOT_FOUND"
+        create_coupon(ledger, RETAILER, "MINE", FIXED, D("5.00"))
+        assert code_of(lambda: update_coupon(ledger, OTHER_RETAILER, "MINE", {"max_uses": 1})) == "COUPON_NOT_FOUND"
         assert coupon(ledger, "MINE").max_uses is None
 
 
@@ -321,49 +323,49 @@ class TestArchive:
     def test_an_archived_coupon_is_not_found_for_reads_checks_and_changes(
         self, ledger: CouponLedger, clock: ManualClock
     ) -> None:
-        ledger.create_coupon(RETAILER, "GONE", FIXED, D("5.00"))
-        ledger.apply(RETAILER, "GONE", D("10.00"))
-        archived = ledger.archive(RETAILER, "gone")
+        create_coupon(ledger, RETAILER, "GONE", FIXED, D("5.00"))
+        apply(ledger, RETAILER, "GONE", D("10.00"))
+        archived = archive(ledger, RETAILER, "gone")
         assert archived.archived is True
         attempts = {
             "get": lambda: ledger.get_coupon(RETAILER, "GONE"),
             "validate": lambda: ledger.validate(RETAILER, "GONE", D("10.00")),
-            "apply": lambda: ledger.apply(RETAILER, "GONE", D("10.00")),
-            "keyed apply": lambda: ledger.apply(RETAILER, "GONE", D("10.00"), idempotency_key="new-key"),
-            "update": lambda: ledger.update_coupon(RETAILER, "GONE", {"max_uses": 5}),
-            "deactivate": lambda: ledger.deactivate(RETAILER, "GONE"),
-            "activate": lambda: ledger.activate(RETAILER, "GONE"),
-            "transition": lambda: ledger.transition(RETAILER, "GONE", "deactivate"),
-            "archive again": lambda: ledger.archive(RETAILER, "GONE"),
+            "apply": lambda: apply(ledger, RETAILER, "GONE", D("10.00")),
+            "keyed apply": lambda: apply(ledger, RETAILER, "GONE", D("10.00"), idempotency_key="new-key"),
+            "update": lambda: update_coupon(ledger, RETAILER, "GONE", {"max_uses": 5}),
+            "deactivate": lambda: deactivate(ledger, RETAILER, "GONE"),
+            "activate": lambda: activate(ledger, RETAILER, "GONE"),
+            "transition": lambda: transition(ledger, RETAILER, "GONE", "deactivate"),
+            "archive again": lambda: archive(ledger, RETAILER, "GONE"),
         }
         assert {name: code_of(call) for name, call in attempts.items()} == dict.fromkeys(attempts, "COUPON_NOT_FOUND")
         assert event_types(ledger, "GONE") == ["Coupon.Created", "Coupon.Redeemed", "Coupon.Archived"]
 
     def test_history_is_kept_and_the_code_stays_taken(self, ledger: CouponLedger) -> None:
-        ledger.create_coupon(RETAILER, "GONE", FIXED, D("5.00"))
-        ledger.archive(RETAILER, "GONE")
+        create_coupon(ledger, RETAILER, "GONE", FIXED, D("5.00"))
+        archive(ledger, RETAILER, "GONE")
         kept = ledger.get_coupon(RETAILER, "GONE", archived=True)
         assert (kept.code, kept.archived, kept.version) == ("GONE", True, 2)
-        error = error_from(lambda: ledger.create_coupon(RETAILER, "gone", PERCENTAGE, D("10")))
+        error = error_from(lambda: create_coupon(ledger, RETAILER, "gone", PERCENTAGE, D("10")))
         assert (error.code, error.details) == ("COUPON_CODE_TAKEN", {"code": "GONE"})
         # Another retailer's code space is its own.
-        assert ledger.create_coupon(OTHER_RETAILER, "GONE", FIXED, D("5.00")).version == 1
+        assert create_coupon(ledger, OTHER_RETAILER, "GONE", FIXED, D("5.00")).version == 1
 
     def test_a_redemption_made_before_archiving_still_replays_and_can_be_reversed(self, ledger: CouponLedger) -> None:
-        ledger.create_coupon(RETAILER, "GONE", FIXED, D("5.00"), max_uses=1)
-        first = ledger.apply(RETAILER, "GONE", D("10.00"), idempotency_key="order-1")
-        ledger.archive(RETAILER, "GONE")
-        again = ledger.apply(RETAILER, "GONE", D("10.00"), idempotency_key="order-1")
+        create_coupon(ledger, RETAILER, "GONE", FIXED, D("5.00"), max_uses=1)
+        first = apply(ledger, RETAILER, "GONE", D("10.00"), idempotency_key="order-1")
+        archive(ledger, RETAILER, "GONE")
+        again = apply(ledger, RETAILER, "GONE", D("10.00"), idempotency_key="order-1")
         assert (again.replayed, again.redemption_id) == (True, first.redemption_id)
-        reversal = ledger.reverse(RETAILER, first.redemption_id, "order cancelled")
+        reversal = reverse(ledger, RETAILER, first.redemption_id, "order cancelled")
         assert reversal.already_reversed is False
         kept = ledger.get_coupon(RETAILER, "GONE", archived=True)
         assert (kept.uses_count, kept.archived) == (0, True)
-        assert code_of(lambda: ledger.apply(RETAILER, "GONE", D("10.00"))) == "COUPON_NOT_FOUND"
+        assert code_of(lambda: apply(ledger, RETAILER, "GONE", D("10.00"))) == "COUPON_NOT_FOUND"
 
     def test_another_retailer_cannot_archive_a_coupon(self, ledger: CouponLedger) -> None:
-        ledger.create_coupon(RETAILER, "MINE", FIXED, D("5.00"))
-        assert code_of(lambda: ledger.archive(OTHER_RETAILER, "MINE")) == "COUPON_NOT_FOUND"
+        create_coupon(ledger, RETAILER, "MINE", FIXED, D("5.00"))
+        assert code_of(lambda: archive(ledger, OTHER_RETAILER, "MINE")) == "COUPON_NOT_FOUND"
         assert coupon(ledger, "MINE").archived is False
 
 
@@ -422,16 +424,16 @@ class Machine:
             terms["starts_at"] = now + HOUR
         if wanted == TIME_EXPIRED:
             terms["starts_at"], terms["expires_at"] = now - 2 * HOUR, now - HOUR
-        self.ledger.create_coupon(RETAILER, code, FIXED, D("5.00"), **terms)
+        create_coupon(self.ledger, RETAILER, code, FIXED, D("5.00"), **terms)
         if wanted == COUNT_EXPIRED or used_up:
-            self.ledger.apply(RETAILER, code, D("10.00"))
+            apply(self.ledger, RETAILER, code, D("10.00"))
         if wanted == INACTIVE:
-            self.ledger.deactivate(RETAILER, code)
+            deactivate(self.ledger, RETAILER, code)
         assert status(self.ledger, code, self.clock) == wanted
         return code
 
     def fire(self, code: str, name: str, **kwargs: Any) -> str:
-        return self.ledger.transition(RETAILER, code, name, **kwargs).status(self.clock())
+        return transition(self.ledger, RETAILER, code, name, **kwargs).status(self.clock())
 
     def status(self, code: str) -> str:
         return status(self.ledger, code, self.clock)
@@ -460,14 +462,14 @@ class TestStateMachine:
         walk("deactivate", machine.coupon_in(ACTIVE))
         # expire_time: the clock passes expires_at; no event is sent or stored.
         code = machine.coupon_in(ACTIVE)
-        ledger.update_coupon(RETAILER, code, {"expires_at": clock() + HOUR})
+        update_coupon(ledger, RETAILER, code, {"expires_at": clock() + HOUR})
         clock.advance(HOUR)
         walked.append((ACTIVE, "expire_time", machine.status(code)))
         assert event_types(ledger, code) == ["Coupon.Created", "Coupon.Updated"]
         clock.set(START)
         # expire_count: the use that fills max_uses.
         code = machine.coupon_in(ACTIVE)
-        ledger.apply(RETAILER, code, D("10.00"))
+        apply(ledger, RETAILER, code, D("10.00"))
         walked.append((ACTIVE, "expire_count", machine.status(code)))
         # time_expired --activate--> active takes a new expiry (without one: 422, tested below).
         walk("activate", machine.coupon_in(TIME_EXPIRED), expires_at=later)
@@ -491,13 +493,13 @@ class TestStateMachine:
         """What stands for the two unreachable arrows: the status follows the count, so a reversal
         or a PATCH raising max_uses takes count_expired to active with no state-machine event."""
         raised = machine.coupon_in(COUNT_EXPIRED)
-        ledger.update_coupon(RETAILER, raised, {"max_uses": 2})
+        update_coupon(ledger, RETAILER, raised, {"max_uses": 2})
         assert machine.status(raised) == ACTIVE
         assert machine.fire(raised, "reconcile_count_status") == ACTIVE
         self_count = machine.coupon_in(ACTIVE)
-        receipt = ledger.apply(RETAILER, self_count, D("10.00"))
+        receipt = apply(ledger, RETAILER, self_count, D("10.00"))
         assert machine.status(self_count) == COUNT_EXPIRED
-        ledger.reverse(RETAILER, receipt.redemption_id)
+        reverse(ledger, RETAILER, receipt.redemption_id)
         assert machine.status(self_count) == ACTIVE
 
     def test_each_arrow_records_the_events_that_make_it_true(self, machine: Machine, ledger: CouponLedger) -> None:
@@ -596,8 +598,8 @@ class TestStateMachine:
     ) -> None:
         code = machine.coupon_in(COUNT_EXPIRED)
         assert code_of(lambda: machine.fire(code, "deactivate")) == "INVALID_TRANSITION"
-        assert ledger.deactivate(RETAILER, code).is_active is False  # POST /deactivate: from any status
-        ledger.deactivate(RETAILER, code)
-        ledger.activate(RETAILER, code)
-        ledger.activate(RETAILER, code)
+        assert deactivate(ledger, RETAILER, code).is_active is False  # POST /deactivate: from any status
+        deactivate(ledger, RETAILER, code)
+        activate(ledger, RETAILER, code)
+        activate(ledger, RETAILER, code)
         assert event_types(ledger, code)[-2:] == ["Coupon.Deactivated", "Coupon.Activated"]

@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -23,6 +24,7 @@ from eventsourcing.persistence import StoredEvent
 
 from ledger.application import CouponLedger
 from ledger.domain import Coupon, Redemption, coupon_id_for, redemption_id_for
+from tests.commands import apply, archive, reverse, transition, update_coupon
 from tests.unit.issue7_support import RETAILER, D, ManualClock, code_of, event_types
 
 CREATED_AT = datetime(2029, 6, 1, 9, 0, tzinfo=UTC)
@@ -145,9 +147,9 @@ def assert_v1_history_reads_with_defaults(ledger: CouponLedger, now: datetime) -
 
     # A retried request of that time still replays (the fingerprint of a request without the new
     # fields is unchanged); the same key with a customer id is another request.
-    replay = ledger.apply(RETAILER, "OLDCOUPON", D("50.00"), idempotency_key="old-key")
+    replay = apply(ledger, RETAILER, "OLDCOUPON", D("50.00"), idempotency_key="old-key")
     assert (replay.replayed, replay.quote.discount_amount) == (True, D("5.00"))
-    reused = ledger.apply
+    reused = partial(apply, ledger)
     assert code_of(lambda: reused(RETAILER, "OLDCOUPON", D("50.00"), idempotency_key="old-key", customer_id="c")) == (
         "IDEMPOTENCY_KEY_REUSED"
     )
@@ -155,14 +157,14 @@ def assert_v1_history_reads_with_defaults(ledger: CouponLedger, now: datetime) -
     assert (redemption.customer_id, redemption.campaign_id, redemption.is_reversed) == (None, None, False)
 
     # The old coupon takes every new command.
-    assert ledger.reverse(RETAILER, redemption.id, "cancelled").already_reversed is False
+    assert reverse(ledger, RETAILER, redemption.id, "cancelled").already_reversed is False
     assert ledger.get_coupon(RETAILER, "OLDCOUPON").uses_count == 2
-    ledger.update_coupon(RETAILER, "OLDCOUPON", {"max_uses_per_customer": 1, "public": True})
-    ledger.apply(RETAILER, "OLDCOUPON", D("50.00"), customer_id="alice")
-    assert code_of(lambda: ledger.apply(RETAILER, "OLDCOUPON", D("50.00"), customer_id="alice")) == (
+    update_coupon(ledger, RETAILER, "OLDCOUPON", {"max_uses_per_customer": 1, "public": True})
+    apply(ledger, RETAILER, "OLDCOUPON", D("50.00"), customer_id="alice")
+    assert code_of(lambda: apply(ledger, RETAILER, "OLDCOUPON", D("50.00"), customer_id="alice")) == (
         "CUSTOMER_LIMIT_REACHED"
     )
-    ledger.archive(RETAILER, "OLDCOUPON")
+    archive(ledger, RETAILER, "OLDCOUPON")
     assert code_of(lambda: ledger.get_coupon(RETAILER, "OLDCOUPON")) == "COUPON_NOT_FOUND"
     assert event_types(ledger, "OLDCOUPON")[4:] == [
         "Coupon.RedemptionReversed",
@@ -208,8 +210,8 @@ def test_a_v1_created_event_without_a_snapshot_is_upcast(
     assert {name: getattr(bare, name) for name in V2_DEFAULTS} == V2_DEFAULTS
     assert (bare.status(clock()), bare.uses_count, bare.version) == ("inactive", 0, 1)
     assert upcasts == ["created"]
-    assert ledger.transition(RETAILER, "BARE", "activate").status(clock()) == "active"
-    assert ledger.apply(RETAILER, "BARE", D("20.00")).quote.discount_amount == D("2.00")
+    assert transition(ledger, RETAILER, "BARE", "activate").status(clock()) == "active"
+    assert apply(ledger, RETAILER, "BARE", D("20.00")).quote.discount_amount == D("2.00")
 
 
 def test_todays_events_carry_their_class_version() -> None:

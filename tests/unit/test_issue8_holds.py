@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 from uuid import uuid4
 
@@ -15,6 +16,18 @@ import pytest
 
 from ledger.application import CouponLedger
 from ledger.domain import Campaign, Coupon, CustomerUsage, Reservation, customer_usage_id_for
+from tests.commands import (
+    apply,
+    archive,
+    confirm,
+    create_campaign,
+    create_coupon,
+    deactivate,
+    expire_reservations,
+    release,
+    reserve,
+    reverse,
+)
 from tests.unit.issue7_support import OTHER_RETAILER, RETAILER, D, ManualClock, code_of, event_types, status
 from tests.unit.test_issue7_upcasting import CREATED_AT, store
 
@@ -22,33 +35,33 @@ MINUTE = timedelta(minutes=1)
 
 
 def make(ledger: CouponLedger, code: str = "HOLD10", **terms: Any) -> None:
-    ledger.create_coupon(RETAILER, code, "percentage", D("10"), **terms)
+    create_coupon(ledger, RETAILER, code, "percentage", D("10"), **terms)
 
 
 def test_a_live_hold_counts_against_max_uses_and_stops_counting_at_its_ttl(
     ledger: CouponLedger, clock: ManualClock
 ) -> None:
     make(ledger, max_uses=2)
-    first = ledger.reserve(RETAILER, "hold10", D("50.00"), ttl_seconds=60)
-    ledger.reserve(RETAILER, "HOLD10", D("80.00"), ttl_seconds=600)
+    first = reserve(ledger, RETAILER, "hold10", D("50.00"), ttl_seconds=60)
+    reserve(ledger, RETAILER, "HOLD10", D("80.00"), ttl_seconds=600)
     assert (first.quote.discount_amount, first.expires_at) == (D("5.00"), clock() + MINUTE)
     assert status(ledger, "HOLD10", clock) == "count_expired"
-    assert code_of(lambda: ledger.apply(RETAILER, "HOLD10", D("50.00"))) == "USAGE_LIMIT_REACHED"
-    assert code_of(lambda: ledger.reserve(RETAILER, "HOLD10", D("50.00"))) == "USAGE_LIMIT_REACHED"
+    assert code_of(lambda: apply(ledger, RETAILER, "HOLD10", D("50.00"))) == "USAGE_LIMIT_REACHED"
+    assert code_of(lambda: reserve(ledger, RETAILER, "HOLD10", D("50.00"))) == "USAGE_LIMIT_REACHED"
     assert code_of(lambda: ledger.validate(RETAILER, "HOLD10", D("50.00"))) == "USAGE_LIMIT_REACHED"
 
     clock.advance(MINUTE)  # the first hold's TTL has passed; nothing has recorded its expiry
     assert "Coupon.ReservationExpired" not in event_types(ledger, "HOLD10")
     assert ledger.get_coupon(RETAILER, "HOLD10").held(clock()) == 1
     assert status(ledger, "HOLD10", clock) == "active"
-    ledger.apply(RETAILER, "HOLD10", D("50.00"))
-    assert code_of(lambda: ledger.apply(RETAILER, "HOLD10", D("50.00"))) == "USAGE_LIMIT_REACHED"
+    apply(ledger, RETAILER, "HOLD10", D("50.00"))
+    assert code_of(lambda: apply(ledger, RETAILER, "HOLD10", D("50.00"))) == "USAGE_LIMIT_REACHED"
 
 
 def test_confirm_turns_the_hold_into_a_redemption_once(ledger: CouponLedger, clock: ManualClock) -> None:
     make(ledger, max_uses=1)
-    hold = ledger.reserve(RETAILER, "HOLD10", D("40.00"), order_id="o-1")
-    receipt = ledger.confirm(RETAILER, hold.reservation_id)
+    hold = reserve(ledger, RETAILER, "HOLD10", D("40.00"), order_id="o-1")
+    receipt = confirm(ledger, RETAILER, hold.reservation_id)
     assert (receipt.replayed, receipt.quote) == (False, hold.quote)
     coupon = ledger.get_coupon(RETAILER, "HOLD10")
     assert (coupon.uses_count, coupon.held(clock()), coupon.holds) == (1, 0, {})
@@ -58,7 +71,7 @@ def test_confirm_turns_the_hold_into_a_redemption_once(ledger: CouponLedger, clo
     assert (reservation.status, reservation.redemption_id) == ("confirmed", receipt.redemption_id)
     assert reservation.ended_at is not None
 
-    again = ledger.confirm(RETAILER, hold.reservation_id, order_id="o-2")
+    again = confirm(ledger, RETAILER, hold.reservation_id, order_id="o-2")
     assert (again.replayed, again.redemption_id) == (True, receipt.redemption_id)
     assert ledger.get_coupon(RETAILER, "HOLD10").uses_count == 1
     assert event_types(ledger, "HOLD10") == ["Coupon.Created", "Coupon.Reserved", "Coupon.Redeemed"]
@@ -66,28 +79,28 @@ def test_confirm_turns_the_hold_into_a_redemption_once(ledger: CouponLedger, clo
     assert redeemed["reservation_id"] == hold.reservation_id
 
     # The redemption is an ordinary one: reversing it gives the use back.
-    ledger.reverse(RETAILER, receipt.redemption_id, "cancelled")
+    reverse(ledger, RETAILER, receipt.redemption_id, "cancelled")
     assert ledger.get_coupon(RETAILER, "HOLD10").uses_count == 0
-    assert code_of(lambda: ledger.release(RETAILER, hold.reservation_id)) == "INVALID_TRANSITION"
+    assert code_of(lambda: release(ledger, RETAILER, hold.reservation_id)) == "INVALID_TRANSITION"
 
 
 def test_confirm_with_an_order_id_overrides_the_held_one(ledger: CouponLedger) -> None:
     make(ledger)
-    hold = ledger.reserve(RETAILER, "HOLD10", D("40.00"), order_id="cart-1")
-    receipt = ledger.confirm(RETAILER, hold.reservation_id, order_id="order-9")
+    hold = reserve(ledger, RETAILER, "HOLD10", D("40.00"), order_id="cart-1")
+    receipt = confirm(ledger, RETAILER, hold.reservation_id, order_id="order-9")
     assert ledger.get_redemption(RETAILER, receipt.redemption_id).order_id == "order-9"
 
 
 def test_release_gives_the_use_back_and_is_idempotent(ledger: CouponLedger, clock: ManualClock) -> None:
     make(ledger, max_uses=1)
-    hold = ledger.reserve(RETAILER, "HOLD10", D("40.00"))
-    released = ledger.release(RETAILER, hold.reservation_id)
+    hold = reserve(ledger, RETAILER, "HOLD10", D("40.00"))
+    released = release(ledger, RETAILER, hold.reservation_id)
     assert (released.status, released.already) == ("released", False)
     assert status(ledger, "HOLD10", clock) == "active"
-    again = ledger.release(RETAILER, hold.reservation_id)
+    again = release(ledger, RETAILER, hold.reservation_id)
     assert (again.status, again.already) == ("released", True)
-    assert code_of(lambda: ledger.confirm(RETAILER, hold.reservation_id)) == "INVALID_TRANSITION"
-    ledger.apply(RETAILER, "HOLD10", D("40.00"))
+    assert code_of(lambda: confirm(ledger, RETAILER, hold.reservation_id)) == "INVALID_TRANSITION"
+    apply(ledger, RETAILER, "HOLD10", D("40.00"))
     assert event_types(ledger, "HOLD10") == [
         "Coupon.Created",
         "Coupon.Reserved",
@@ -100,111 +113,111 @@ def test_past_its_ttl_a_hold_cannot_be_confirmed_and_releasing_it_records_the_ex
     ledger: CouponLedger, clock: ManualClock
 ) -> None:
     make(ledger, max_uses=1)
-    hold = ledger.reserve(RETAILER, "HOLD10", D("40.00"), ttl_seconds=30)
+    hold = reserve(ledger, RETAILER, "HOLD10", D("40.00"), ttl_seconds=30)
     clock.advance(timedelta(seconds=30))
-    error_code = code_of(lambda: ledger.confirm(RETAILER, hold.reservation_id))
+    error_code = code_of(lambda: confirm(ledger, RETAILER, hold.reservation_id))
     assert error_code == "RESERVATION_EXPIRED"
     assert ledger.get_coupon(RETAILER, "HOLD10").uses_count == 0
-    released = ledger.release(RETAILER, hold.reservation_id)
+    released = release(ledger, RETAILER, hold.reservation_id)
     assert (released.status, released.already) == ("expired", False)
     assert event_types(ledger, "HOLD10")[-1] == "Coupon.ReservationExpired"
-    assert code_of(lambda: ledger.confirm(RETAILER, hold.reservation_id)) == "RESERVATION_EXPIRED"
-    assert ledger.release(RETAILER, hold.reservation_id).already is True
+    assert code_of(lambda: confirm(ledger, RETAILER, hold.reservation_id)) == "RESERVATION_EXPIRED"
+    assert release(ledger, RETAILER, hold.reservation_id).already is True
 
 
 def test_expire_reservations_records_only_holds_past_their_ttl(ledger: CouponLedger, clock: ManualClock) -> None:
     make(ledger, max_uses=5, max_uses_per_customer=1)
-    short = ledger.reserve(RETAILER, "HOLD10", D("40.00"), ttl_seconds=10, customer_id="alice")
-    long = ledger.reserve(RETAILER, "HOLD10", D("40.00"), ttl_seconds=100, customer_id="bob")
-    confirmed = ledger.reserve(RETAILER, "HOLD10", D("40.00"), ttl_seconds=10, customer_id="carol")
-    ledger.confirm(RETAILER, confirmed.reservation_id)
+    short = reserve(ledger, RETAILER, "HOLD10", D("40.00"), ttl_seconds=10, customer_id="alice")
+    long = reserve(ledger, RETAILER, "HOLD10", D("40.00"), ttl_seconds=100, customer_id="bob")
+    confirmed = reserve(ledger, RETAILER, "HOLD10", D("40.00"), ttl_seconds=10, customer_id="carol")
+    confirm(ledger, RETAILER, confirmed.reservation_id)
     clock.advance(timedelta(seconds=10))
     ids = [short.reservation_id, long.reservation_id, confirmed.reservation_id, uuid4()]
-    assert ledger.expire_reservations(ids) == 1
-    assert ledger.expire_reservations(ids) == 0
+    assert expire_reservations(ledger, ids) == 1
+    assert expire_reservations(ledger, ids) == 0
     assert ledger.get_reservation(RETAILER, short.reservation_id).status == "expired"
     assert ledger.get_reservation(RETAILER, long.reservation_id).status == "held"
     coupon = ledger.get_coupon(RETAILER, "HOLD10")
     assert set(coupon.holds) == {str(long.reservation_id)}
     usage = ledger._get(customer_usage_id_for(coupon.id, "alice"), CustomerUsage)
     assert usage is not None and usage.holds == {}
-    ledger.apply(RETAILER, "HOLD10", D("40.00"), customer_id="alice")  # alice's hold no longer counts
+    apply(ledger, RETAILER, "HOLD10", D("40.00"), customer_id="alice")  # alice's hold no longer counts
 
 
 def test_a_reservation_is_only_its_retailers(ledger: CouponLedger) -> None:
     make(ledger)
-    hold = ledger.reserve(RETAILER, "HOLD10", D("40.00"))
-    for call in (ledger.confirm, ledger.release, ledger.get_reservation):
+    hold = reserve(ledger, RETAILER, "HOLD10", D("40.00"))
+    for call in (partial(confirm, ledger), partial(release, ledger), ledger.get_reservation):
         assert code_of(lambda call=call: call(OTHER_RETAILER, hold.reservation_id)) == "RESERVATION_NOT_FOUND"
-    assert code_of(lambda: ledger.confirm(RETAILER, uuid4())) == "RESERVATION_NOT_FOUND"
+    assert code_of(lambda: confirm(ledger, RETAILER, uuid4())) == "RESERVATION_NOT_FOUND"
     assert ledger.get_reservation(RETAILER, hold.reservation_id).status == "held"
 
 
 def test_a_repeated_idempotency_key_replays_the_hold(ledger: CouponLedger, clock: ManualClock) -> None:
     make(ledger, max_uses=3)
-    first = ledger.reserve(RETAILER, "HOLD10", D("40.00"), idempotency_key="k1", ttl_seconds=60)
+    first = reserve(ledger, RETAILER, "HOLD10", D("40.00"), idempotency_key="k1", ttl_seconds=60)
     clock.advance(timedelta(seconds=5))
-    again = ledger.reserve(RETAILER, "hold10", D("40.00"), idempotency_key="k1", ttl_seconds=60)
+    again = reserve(ledger, RETAILER, "hold10", D("40.00"), idempotency_key="k1", ttl_seconds=60)
     assert (again.replayed, again.reservation_id, again.expires_at) == (True, first.reservation_id, first.expires_at)
     assert ledger.get_coupon(RETAILER, "HOLD10").held(clock()) == 1
-    call = ledger.reserve
+    call = partial(reserve, ledger)
     for changed in ({"ttl_seconds": 61}, {"customer_id": "alice"}, {"order_id": "x"}):
         assert code_of(
             lambda changed=changed: call(RETAILER, "HOLD10", D("40.00"), idempotency_key="k1", **changed)
         ) == ("IDEMPOTENCY_KEY_REUSED")
     # Holds and redemptions have their own keys: the same key on apply is another redemption.
-    assert ledger.apply(RETAILER, "HOLD10", D("40.00"), idempotency_key="k1").replayed is False
+    assert apply(ledger, RETAILER, "HOLD10", D("40.00"), idempotency_key="k1").replayed is False
 
 
 @pytest.mark.parametrize("ttl", [0, -1, 86_401, True])
 def test_the_ttl_is_1_to_86400_seconds(ledger: CouponLedger, ttl: int) -> None:
     make(ledger)
-    assert code_of(lambda: ledger.reserve(RETAILER, "HOLD10", D("40.00"), ttl_seconds=ttl)) == "VALIDATION_FAILED"
+    assert code_of(lambda: reserve(ledger, RETAILER, "HOLD10", D("40.00"), ttl_seconds=ttl)) == "VALIDATION_FAILED"
 
 
 def test_the_default_ttl_is_900_seconds_and_a_day_is_allowed(ledger: CouponLedger, clock: ManualClock) -> None:
     make(ledger)
-    assert ledger.reserve(RETAILER, "HOLD10", D("40.00")).expires_at == clock() + timedelta(seconds=900)
-    assert ledger.reserve(RETAILER, "HOLD10", D("40.00"), ttl_seconds=86_400).expires_at == clock() + timedelta(days=1)
+    assert reserve(ledger, RETAILER, "HOLD10", D("40.00")).expires_at == clock() + timedelta(seconds=900)
+    assert reserve(ledger, RETAILER, "HOLD10", D("40.00"), ttl_seconds=86_400).expires_at == clock() + timedelta(days=1)
 
 
 def test_holds_count_against_the_per_customer_limit(ledger: CouponLedger, clock: ManualClock) -> None:
     make(ledger, max_uses_per_customer=1)
-    hold = ledger.reserve(RETAILER, "HOLD10", D("40.00"), customer_id="alice")
-    assert code_of(lambda: ledger.apply(RETAILER, "HOLD10", D("40.00"), customer_id="alice")) == (
+    hold = reserve(ledger, RETAILER, "HOLD10", D("40.00"), customer_id="alice")
+    assert code_of(lambda: apply(ledger, RETAILER, "HOLD10", D("40.00"), customer_id="alice")) == (
         "CUSTOMER_LIMIT_REACHED"
     )
-    assert code_of(lambda: ledger.reserve(RETAILER, "HOLD10", D("40.00"), customer_id="alice")) == (
+    assert code_of(lambda: reserve(ledger, RETAILER, "HOLD10", D("40.00"), customer_id="alice")) == (
         "CUSTOMER_LIMIT_REACHED"
     )
-    assert code_of(lambda: ledger.reserve(RETAILER, "HOLD10", D("40.00"))) == "CUSTOMER_ID_REQUIRED"
-    ledger.apply(RETAILER, "HOLD10", D("40.00"), customer_id="bob")
-    ledger.confirm(RETAILER, hold.reservation_id)
+    assert code_of(lambda: reserve(ledger, RETAILER, "HOLD10", D("40.00"))) == "CUSTOMER_ID_REQUIRED"
+    apply(ledger, RETAILER, "HOLD10", D("40.00"), customer_id="bob")
+    confirm(ledger, RETAILER, hold.reservation_id)
     coupon_id = ledger.get_coupon(RETAILER, "HOLD10").id
     usage = ledger._get(customer_usage_id_for(coupon_id, "alice"), CustomerUsage)
     assert usage is not None and (usage.uses, usage.holds) == (1, {})
-    assert code_of(lambda: ledger.apply(RETAILER, "HOLD10", D("40.00"), customer_id="alice")) == (
+    assert code_of(lambda: apply(ledger, RETAILER, "HOLD10", D("40.00"), customer_id="alice")) == (
         "CUSTOMER_LIMIT_REACHED"
     )
 
 
 def test_holds_count_against_a_campaigns_budgets(ledger: CouponLedger, clock: ManualClock) -> None:
     template = {"discount_type": "fixed", "discount_value": D("30.00")}
-    campaign = ledger.create_campaign(RETAILER, "Holds", "HC", 3, template, max_redemptions=2)
+    campaign = create_campaign(ledger, RETAILER, "Holds", "HC", 3, template, max_redemptions=2)
     codes = sorted(c.code for c in _campaign_coupons(ledger, campaign))
-    ledger.reserve(RETAILER, codes[0], D("50.00"), ttl_seconds=60)
-    ledger.reserve(RETAILER, codes[1], D("50.00"), ttl_seconds=120)
-    assert code_of(lambda: ledger.apply(RETAILER, codes[2], D("50.00"))) == "CAMPAIGN_BUDGET_EXHAUSTED"
+    reserve(ledger, RETAILER, codes[0], D("50.00"), ttl_seconds=60)
+    reserve(ledger, RETAILER, codes[1], D("50.00"), ttl_seconds=120)
+    assert code_of(lambda: apply(ledger, RETAILER, codes[2], D("50.00"))) == "CAMPAIGN_BUDGET_EXHAUSTED"
     clock.advance(MINUTE)
-    ledger.apply(RETAILER, codes[2], D("50.00"))
+    apply(ledger, RETAILER, codes[2], D("50.00"))
     assert ledger.get_campaign(RETAILER, campaign.id).redemptions == 1
 
-    budget = ledger.create_campaign(RETAILER, "Budget", "BC", 2, template, max_discount_total=D("50.00"))
+    budget = create_campaign(ledger, RETAILER, "Budget", "BC", 2, template, max_discount_total=D("50.00"))
     first, second = sorted(c.code for c in _campaign_coupons(ledger, budget))
-    held = ledger.reserve(RETAILER, first, D("50.00"))
-    assert code_of(lambda: ledger.apply(RETAILER, second, D("50.00"))) == "CAMPAIGN_BUDGET_EXHAUSTED"
-    assert ledger.apply(RETAILER, second, D("20.00")).quote.discount_amount == D("20.00")
-    ledger.confirm(RETAILER, held.reservation_id)
+    held = reserve(ledger, RETAILER, first, D("50.00"))
+    assert code_of(lambda: apply(ledger, RETAILER, second, D("50.00"))) == "CAMPAIGN_BUDGET_EXHAUSTED"
+    assert apply(ledger, RETAILER, second, D("20.00")).quote.discount_amount == D("20.00")
+    confirm(ledger, RETAILER, held.reservation_id)
     state = ledger.get_campaign(RETAILER, budget.id)
     assert (state.redemptions, state.discount_total, state.holds, state.held_discounts) == (2, D("50.00"), {}, {})
 
@@ -222,45 +235,45 @@ def _campaign_coupons(ledger: CouponLedger, campaign: Campaign) -> list[Coupon]:
 
 def test_reserve_can_replace_a_hold_in_the_same_save(ledger: CouponLedger, clock: ManualClock) -> None:
     make(ledger, max_uses=1, min_order_value=D("30.00"))
-    first = ledger.reserve(RETAILER, "HOLD10", D("40.00"))
-    second = ledger.reserve(RETAILER, "HOLD10", D("60.00"), release=first.reservation_id)
+    first = reserve(ledger, RETAILER, "HOLD10", D("40.00"))
+    second = reserve(ledger, RETAILER, "HOLD10", D("60.00"), release=first.reservation_id)
     assert ledger.get_reservation(RETAILER, first.reservation_id).status == "released"
     assert ledger.get_coupon(RETAILER, "HOLD10").holds.keys() == {str(second.reservation_id)}
     # A replacement that fails leaves the old hold as it was.
-    refused = ledger.reserve
+    refused = partial(reserve, ledger)
     assert code_of(lambda: refused(RETAILER, "HOLD10", D("10.00"), release=second.reservation_id)) == (
         "MIN_ORDER_NOT_MET"
     )
     assert ledger.get_reservation(RETAILER, second.reservation_id).status == "held"
     # Releasing a hold that is no longer held (or not there at all) is ignored.
-    third = ledger.reserve(RETAILER, "HOLD10", D("60.00"), release=second.reservation_id)
-    ledger.reserve(RETAILER, "HOLD10", D("60.00"), release=third.reservation_id)
+    third = reserve(ledger, RETAILER, "HOLD10", D("60.00"), release=second.reservation_id)
+    reserve(ledger, RETAILER, "HOLD10", D("60.00"), release=third.reservation_id)
     assert ledger.get_reservation(RETAILER, first.reservation_id).status == "released"
 
 
 def test_a_hold_on_a_missing_or_archived_coupon(ledger: CouponLedger) -> None:
-    assert code_of(lambda: ledger.reserve(RETAILER, "NOPE", D("10.00"))) == "COUPON_NOT_FOUND"
-    assert code_of(lambda: ledger.reserve(RETAILER, "no such code!", D("10.00"))) == "COUPON_NOT_FOUND"
+    assert code_of(lambda: reserve(ledger, RETAILER, "NOPE", D("10.00"))) == "COUPON_NOT_FOUND"
+    assert code_of(lambda: reserve(ledger, RETAILER, "no such code!", D("10.00"))) == "COUPON_NOT_FOUND"
     make(ledger)
-    hold = ledger.reserve(RETAILER, "HOLD10", D("40.00"))
-    ledger.archive(RETAILER, "HOLD10")
-    assert code_of(lambda: ledger.confirm(RETAILER, hold.reservation_id)) == "COUPON_NOT_FOUND"
-    assert ledger.release(RETAILER, hold.reservation_id).status == "released"
+    hold = reserve(ledger, RETAILER, "HOLD10", D("40.00"))
+    archive(ledger, RETAILER, "HOLD10")
+    assert code_of(lambda: confirm(ledger, RETAILER, hold.reservation_id)) == "COUPON_NOT_FOUND"
+    assert release(ledger, RETAILER, hold.reservation_id).status == "released"
 
 
 def test_a_hold_is_honoured_when_the_coupon_is_deactivated_meanwhile(ledger: CouponLedger) -> None:
     make(ledger)
-    hold = ledger.reserve(RETAILER, "HOLD10", D("40.00"))
-    ledger.deactivate(RETAILER, "HOLD10")
-    assert ledger.confirm(RETAILER, hold.reservation_id).quote.discount_amount == D("4.00")
+    hold = reserve(ledger, RETAILER, "HOLD10", D("40.00"))
+    deactivate(ledger, RETAILER, "HOLD10")
+    assert confirm(ledger, RETAILER, hold.reservation_id).quote.discount_amount == D("4.00")
 
 
 def test_holds_survive_snapshots(clock: ManualClock) -> None:
     ledger = CouponLedger(clock=clock)
     make(ledger, max_uses=500)
-    holds = [ledger.reserve(RETAILER, "HOLD10", D("40.00"), ttl_seconds=600) for _ in range(3)]
+    holds = [reserve(ledger, RETAILER, "HOLD10", D("40.00"), ttl_seconds=600) for _ in range(3)]
     for _ in range(120):  # past SNAPSHOT_INTERVAL: the coupon is read from a snapshot with its holds
-        ledger.apply(RETAILER, "HOLD10", D("40.00"))
+        apply(ledger, RETAILER, "HOLD10", D("40.00"))
     assert ledger.snapshots is not None
     coupon_id = ledger.get_coupon(RETAILER, "HOLD10").id
     snapshots = list(ledger.snapshots.get(coupon_id))
@@ -269,7 +282,7 @@ def test_holds_survive_snapshots(clock: ManualClock) -> None:
     assert isinstance(read, Coupon)
     assert read.holds.keys() == {str(h.reservation_id) for h in holds}
     assert read.held(clock()) == 3
-    ledger.confirm(RETAILER, holds[0].reservation_id)
+    confirm(ledger, RETAILER, holds[0].reservation_id)
     assert ledger.get_coupon(RETAILER, "HOLD10").held(clock()) == 2
 
 
@@ -290,13 +303,13 @@ def test_a_coupon_snapshot_from_before_holds_loads_without_any(ledger: CouponLed
     ledger.snapshots.recorder.insert_events([stored])
     read = ledger.repository.get(coupon.id)
     assert read.holds == {}
-    ledger.reserve(RETAILER, "V2SNAP", D("40.00"))
+    reserve(ledger, RETAILER, "V2SNAP", D("40.00"))
     assert ledger.get_coupon(RETAILER, "V2SNAP").held(clock()) == 1
 
 
 def test_reservation_events_carry_what_the_read_model_needs(ledger: CouponLedger) -> None:
     make(ledger)
-    hold = ledger.reserve(RETAILER, "HOLD10", D("40.00"), customer_id="alice", order_id="o-7")
+    hold = reserve(ledger, RETAILER, "HOLD10", D("40.00"), customer_id="alice", order_id="o-7")
     reservation = ledger.get_reservation(RETAILER, hold.reservation_id)
     assert isinstance(reservation, Reservation)
     assert (reservation.code, reservation.customer_id, reservation.order_id, reservation.status) == (
