@@ -336,7 +336,7 @@ def auth(api_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"}
 
 
-def create_coupon_over_http(server: Server, api_key: str, code: str, max_uses: int | None) -> dict[str, Any]:
+def create_coupon(server: Server, api_key: str, code: str, max_uses: int | None) -> dict[str, Any]:
     """A percentage coupon created over HTTP on ``server``; the response body."""
     response = httpx.post(
         f"{server.base_url}/v1/coupons",

@@ -36,13 +36,14 @@ from ledger.errors import LedgerError
 from ledger.writer import Batch
 from projections.coupons import construct_view
 from projections.verify import verify
-from tests.commands import apply, create_coupon, deactivate, planned, redeem
+from tests.commands import apply, deactivate, planned, redeem
+from tests.commands import create_coupon as new_coupon
 from tests.integration.helpers import (
     RECORDED_TOPIC,
     Server,
     auth,
     cluster,
-    create_coupon_over_http,
+    create_coupon,
     head,
     ledger_with_clock,
     project_to_head,
@@ -327,12 +328,12 @@ def test_one_batch_mixing_every_kind_of_answer_gives_each_caller_its_own_and_red
     other_process = open_test_ledger(database_url)
     open_ledgers.extend([ledger, other_process])
     retailer = UUID("00000000-0000-4000-8000-0000000000aa")
-    a = create_coupon(ledger, retailer, "ALPHA", "percentage", Decimal("10"), min_order_value=Decimal("50"))
-    b = create_coupon(ledger, retailer, "BRAVO", "fixed", Decimal("5"))
+    a = new_coupon(ledger, retailer, "ALPHA", "percentage", Decimal("10"), min_order_value=Decimal("50"))
+    b = new_coupon(ledger, retailer, "BRAVO", "fixed", Decimal("5"))
     deactivate(ledger, retailer, "BRAVO")
-    c = create_coupon(ledger, retailer, "CHARLIE", "fixed", Decimal("5"), max_uses=5)
-    e = create_coupon(ledger, retailer, "ECHO", "fixed", Decimal("5"), max_uses=1)
-    f = create_coupon(ledger, retailer, "FOXTROT", "fixed", Decimal("5"))
+    c = new_coupon(ledger, retailer, "CHARLIE", "fixed", Decimal("5"), max_uses=5)
+    e = new_coupon(ledger, retailer, "ECHO", "fixed", Decimal("5"), max_uses=1)
+    f = new_coupon(ledger, retailer, "FOXTROT", "fixed", Decimal("5"))
     early = apply(ledger, retailer, "ALPHA", SUBTOTAL, idempotency_key="early")
 
     # Another process writes C, E and F after the writer has read them and before it saves (the save
@@ -495,7 +496,7 @@ def test_a_server_killed_mid_load_loses_no_acknowledged_redemption_and_retries_w
     retailer_id, api_key = create_retailer(database_url)
     with cluster(database_url, tmp_path) as running, http_client(LOAD_THREADS) as client:
         (server,) = running.start(1)
-        coupon_id = UUID(create_coupon_over_http(server, api_key, "SURVIVE", None)["id"])
+        coupon_id = UUID(create_coupon(server, api_key, "SURVIVE", None)["id"])
 
         # Load: threads applying under fresh keys until the server is gone.
         first: dict[str, httpx.Response | httpx.TransportError] = {}
@@ -605,7 +606,7 @@ def test_two_hundred_threads_applying_one_coupon_through_one_ledger_share_one_ba
     ledger = open_test_ledger(database_url)
     open_ledgers.append(ledger)
     retailer = UUID("00000000-0000-4000-8000-0000000000bb")
-    coupon = create_coupon(ledger, retailer, "CROWD", "percentage", Decimal("10"), max_uses=THREADS)
+    coupon = new_coupon(ledger, retailer, "CROWD", "percentage", Decimal("10"), max_uses=THREADS)
     queued = QueuedCommands(ledger, monkeypatch)
     stats = ledger.writer.stats
     before = (stats.batches, stats.commands, stats.events, stats.reads, stats.conflicts)
@@ -643,7 +644,7 @@ def test_work_failing_in_a_batch_rejects_its_own_command_alone_and_the_others_ar
 ) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE work_done (key text PRIMARY KEY)")
-    create_coupon(ledger, retailer_id, "WORKED", "fixed", Decimal("5"), max_uses=3)
+    new_coupon(ledger, retailer_id, "WORKED", "fixed", Decimal("5"), max_uses=3)
 
     def record(key: str) -> Callable[[Any, Receipt], None]:
         def work(conn: Any, receipt: Receipt) -> None:
@@ -685,7 +686,7 @@ def test_work_failing_in_a_batch_rejects_its_own_command_alone_and_the_others_ar
 def test_a_replayed_redemption_does_not_run_its_work_again(
     database_url: str, ledger: CouponLedger, retailer_id: UUID
 ) -> None:
-    create_coupon(ledger, retailer_id, "ONCEWORK", "fixed", Decimal("5"))
+    new_coupon(ledger, retailer_id, "ONCEWORK", "fixed", Decimal("5"))
     runs: list[UUID] = []
     first = apply(
         ledger, retailer_id, "ONCEWORK", SUBTOTAL, "same-key", also=lambda conn, r: runs.append(r.redemption_id)

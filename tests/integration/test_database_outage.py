@@ -20,7 +20,7 @@ from api.database import start_embedded, stop_embedded
 from tests.integration.helpers import (
     Server,
     auth,
-    create_coupon_over_http,
+    create_coupon,
     embedded_data_dir,
     redeemed_events,
     run_cli,
@@ -76,7 +76,7 @@ def test_requests_during_an_outage_are_503_in_bounded_time_and_nothing_acknowled
     server = Server(url, tmp_path, "outage")
     try:
         server.wait_healthy()
-        coupon = create_coupon_over_http(server, api_key, "OUTAGE", None)
+        coupon = create_coupon(server, api_key, "OUTAGE", None)
         answers: list[Answer] = []
         lock = threading.Lock()
         stop = threading.Event()

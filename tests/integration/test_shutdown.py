@@ -21,7 +21,7 @@ from api.database import stop_postmaster
 from tests.integration.helpers import (
     Server,
     auth,
-    create_coupon_over_http,
+    create_coupon,
     embedded_data_dir,
     postgres_pids,
     projection_children,
@@ -90,7 +90,7 @@ def test_a_request_in_flight_at_sigterm_is_answered_before_serve_stops(
 ) -> None:
     server = start(data_dir, tmp_path, "in-flight")
     key = new_retailer(data_dir)
-    create_coupon_over_http(server, key, "INFLIGHT", None)
+    create_coupon(server, key, "INFLIGHT", None)
     body = json.dumps({"code": "INFLIGHT", "subtotal": "80.00"}).encode()
     signalled = threading.Event()
     begun = threading.Event()
@@ -186,7 +186,7 @@ def test_after_a_sigkill_the_next_serve_stops_the_postgres_left_behind_and_works
     assert postgres_pids(pgdata), "a new server runs"
     assert "left running" in server.log()
     key = new_retailer(data_dir)
-    create_coupon_over_http(server, key, "AFTERKILL", None)
+    create_coupon(server, key, "AFTERKILL", None)
     assert_stopped_cleanly(server, pgdata, signal.SIGTERM)
 
 
