@@ -2,8 +2,8 @@
 
 The library stores each event under ``module:QualName`` of its class and each snapshot with its
 aggregate's topic; every row stored so far says ``ledger.domain:...``. Rows stored that way read
-back (see also tests/unit/test_issue7_upcasting.py for events and snapshots of older class
-versions), and the rows written today carry the very same topics, so a log never mixes two spellings.
+back (the upcasting tests read events and snapshots of older class versions stored under them), and
+the rows written today carry the very same topics, so a log never mixes two spellings.
 """
 
 from __future__ import annotations
