@@ -392,7 +392,7 @@ DIAGRAM = [
     (INACTIVE, "extend_expiry_and_activate", COUNT_EXPIRED),
     (COUNT_EXPIRED, "extend_expiry_and_activate", COUNT_EXPIRED),
 ]
-# `scheduled` (not in the diagram) takes the arrows of `active` (see TRANSITIONS in ledger/domain.py).
+# `scheduled` (not in the diagram) takes the arrows of `active` (see TRANSITIONS in ledger/domain/values.py).
 ALLOWED = {(source, name) for source, name, _ in DIAGRAM if name in EVENTS} | {
     (SCHEDULED, name) for source, name, _ in DIAGRAM if source == ACTIVE and name in EVENTS
 }

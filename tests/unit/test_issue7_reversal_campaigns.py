@@ -13,7 +13,7 @@ from uuid import uuid4
 import pytest
 
 import ledger.campaigns as campaigns_module
-import ledger.domain as domain_module
+import ledger.domain.values as domain_module
 from ledger.application import CouponLedger
 from ledger.campaigns import MAX_CAMPAIGN_CODES
 from ledger.domain import COUNT_EXPIRED, FIXED, GENERATED_ALPHABET, PERCENTAGE, Campaign, coupon_id_for
