@@ -17,6 +17,20 @@ from eventsourcing.utils import get_topic, resolve_topic
 
 from ledger.application import SNAPSHOT_INTERVAL, CouponLedger
 from ledger.domain import Campaign, Coupon, CustomerUsage, Redemption, Reservation
+from tests.commands import (
+    activate,
+    apply,
+    archive,
+    confirm,
+    create_campaign,
+    create_coupon,
+    deactivate,
+    expire_reservations,
+    release,
+    reserve,
+    reverse,
+    update_coupon,
+)
 from tests.unit.issue7_support import RETAILER, ManualClock, campaign_codes
 
 D = Decimal
@@ -94,21 +108,21 @@ def test_a_ledger_writes_every_event_under_its_stored_topic_and_reads_it_back(
     ledger: CouponLedger, clock: ManualClock
 ) -> None:
     template = {"discount_type": "fixed", "discount_value": D("5.00"), "max_uses_per_customer": 10}
-    campaign = ledger.create_campaign(RETAILER, "Topics", "TOP", 1, template, max_redemptions=50)
+    campaign = create_campaign(ledger, RETAILER, "Topics", "TOP", 1, template, max_redemptions=50)
     (code,) = campaign_codes(ledger, campaign.id)
-    released = ledger.reserve(RETAILER, code, D("40.00"), customer_id="alice")
-    ledger.release(RETAILER, released.reservation_id)
-    confirmed = ledger.reserve(RETAILER, code, D("40.00"), customer_id="alice")
-    ledger.confirm(RETAILER, confirmed.reservation_id)
-    reversed_use = ledger.apply(RETAILER, code, D("40.00"), customer_id="alice")
-    ledger.reverse(RETAILER, reversed_use.redemption_id, "returned")
-    expired = ledger.reserve(RETAILER, code, D("40.00"), customer_id="alice", ttl_seconds=60)
+    released = reserve(ledger, RETAILER, code, D("40.00"), customer_id="alice")
+    release(ledger, RETAILER, released.reservation_id)
+    confirmed = reserve(ledger, RETAILER, code, D("40.00"), customer_id="alice")
+    confirm(ledger, RETAILER, confirmed.reservation_id)
+    reversed_use = apply(ledger, RETAILER, code, D("40.00"), customer_id="alice")
+    reverse(ledger, RETAILER, reversed_use.redemption_id, "returned")
+    expired = reserve(ledger, RETAILER, code, D("40.00"), customer_id="alice", ttl_seconds=60)
     clock.advance(timedelta(minutes=2))
-    assert ledger.expire_reservations([expired.reservation_id]) == 1
-    ledger.update_coupon(RETAILER, code, {"max_uses": 40})
-    ledger.deactivate(RETAILER, code)
-    ledger.activate(RETAILER, code)
-    ledger.archive(RETAILER, code)
+    assert expire_reservations(ledger, [expired.reservation_id]) == 1
+    update_coupon(ledger, RETAILER, code, {"max_uses": 40})
+    deactivate(ledger, RETAILER, code)
+    activate(ledger, RETAILER, code)
+    archive(ledger, RETAILER, code)
 
     assert written_topics(ledger) == WRITTEN_EVENT_TOPICS
     read = ledger.get_coupon(RETAILER, code, archived=True)
@@ -119,9 +133,9 @@ def test_a_ledger_writes_every_event_under_its_stored_topic_and_reads_it_back(
 
 
 def test_a_snapshot_names_its_aggregate_by_the_stored_topic_and_reads_back(ledger: CouponLedger) -> None:
-    coupon = ledger.create_coupon(RETAILER, "SNAPTOPIC", "percentage", D("10"))
+    coupon = create_coupon(ledger, RETAILER, "SNAPTOPIC", "percentage", D("10"))
     for _ in range(SNAPSHOT_INTERVAL):
-        ledger.apply(RETAILER, "SNAPTOPIC", D("20.00"))
+        apply(ledger, RETAILER, "SNAPTOPIC", D("20.00"))
     assert ledger.snapshots is not None
     (stored,) = ledger.snapshots.recorder.select_events(coupon.id)
     assert stored.topic == "eventsourcing.domain:Snapshot"
