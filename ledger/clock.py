@@ -13,7 +13,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from contextvars import ContextVar
+from datetime import UTC, datetime, timedelta
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +68,19 @@ def postgres_now(pool: object) -> Callable[[], datetime]:
         return value
 
     return read
+
+
+# The time of the decision being made (the writer's batch.now), which stamps the events it makes:
+# an event's timestamp comes from the same clock that judged it.
+DECISION_TIME: ContextVar[Callable[[], datetime] | None] = ContextVar("decision_time", default=None)
+
+
+def event_time() -> datetime:
+    decision_time = DECISION_TIME.get()
+    return decision_time() if decision_time is not None else datetime.now(UTC)
+
+
+class OneClock:
+    """Mixed into the domain's events: their timestamps are the decision's time (see DECISION_TIME)."""
+
+    create_timestamp = staticmethod(event_time)

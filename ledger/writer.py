@@ -32,6 +32,7 @@ from eventsourcing.application import Application, LRUCache
 from eventsourcing.persistence import IntegrityError
 from psycopg import Connection
 
+from ledger.clock import DECISION_TIME
 from ledger.errors import LedgerBusy, StoreUnavailable
 from ledger.event_store import (
     AggregateReader,
@@ -103,7 +104,18 @@ class Batch:
         self.base: dict[UUID, Aggregate | None] = {}  # as stored, before this batch
         self.current: dict[UUID, Aggregate | None] = {}
         self.command: Command[Any] | None = None
-        self.now: datetime = writer.clock()  # the time of this attempt's decisions (one clock)
+        self._now: datetime | None = None
+
+    @property
+    def now(self) -> datetime:
+        """The time of this attempt's decisions: read once, when a handler first asks (after it has
+        read its aggregates), from the ledger's one clock."""
+        if self._now is None:
+            self._now = self._writer.clock()
+        return self._now
+
+    def new_attempt(self) -> None:
+        self._now = None
 
     def get(self, aggregate_id: UUID) -> Aggregate | None:
         """The aggregate with this id, or None if it does not exist."""
@@ -380,7 +392,7 @@ class BatchWriter:
                         self._give_up(batch, command, error)
                     pending = []
                 time.sleep(random.uniform(0, min(0.02, 0.0005 * 2**conflicts)))
-                batch.now = self.clock()
+                batch.new_attempt()
                 continue
             break
         # Only now, committed: the answers made in the save's transaction reach their callers.
@@ -406,6 +418,7 @@ class BatchWriter:
     def _decide(self, batch: Batch, command: Command[Any]) -> None:
         command.reset()
         batch.command = command
+        token = DECISION_TIME.set(lambda: batch.now)
         try:
             result = command.decide(batch)
         except Exception as error:
@@ -420,6 +433,7 @@ class BatchWriter:
                     command.events.extend(aggregate.collect_events())
             command.outcome = (True, result)
         finally:
+            DECISION_TIME.reset(token)
             batch.command = None
 
     def _after_refusal(

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from ledger.clock import OneClock
 from ledger.domain.values import ZERO, without
 from ledger.errors import CampaignBudgetExhausted
 from ledger.money import format_amount
@@ -24,7 +25,7 @@ class Campaign(Aggregate):
     # Version 2 added the holds; campaigns and snapshots stored before read with none.
     class_version = 2
 
-    class Created(Aggregate.Created):
+    class Created(OneClock, Aggregate.Created):
         retailer_id: UUID
         name: str
         prefix: str
@@ -33,10 +34,10 @@ class Campaign(Aggregate):
         max_redemptions: int | None
         max_discount_total: Decimal | None
 
-    class CodesGenerated(Aggregate.Event):
+    class CodesGenerated(OneClock, Aggregate.Event):
         count: int
 
-    class Used(Aggregate.Event):
+    class Used(OneClock, Aggregate.Event):
         class_version = 2
         redemption_id: UUID
         discount_amount: Decimal
@@ -46,19 +47,19 @@ class Campaign(Aggregate):
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["reservation_id"] = None
 
-    class Returned(Aggregate.Event):
+    class Returned(OneClock, Aggregate.Event):
         redemption_id: UUID
         discount_amount: Decimal
 
-    class Reserved(Aggregate.Event):
+    class Reserved(OneClock, Aggregate.Event):
         reservation_id: UUID
         discount_amount: Decimal
         expires_at: datetime
 
-    class ReservationReleased(Aggregate.Event):
+    class ReservationReleased(OneClock, Aggregate.Event):
         reservation_id: UUID
 
-    class ReservationExpired(Aggregate.Event):
+    class ReservationExpired(OneClock, Aggregate.Event):
         reservation_id: UUID
 
     @staticmethod

@@ -10,6 +10,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from ledger.clock import OneClock
 from ledger.domain.values import (
     ACTIVE,
     COUNT_EXPIRED,
@@ -73,7 +74,7 @@ class Coupon(Aggregate):
     # with their defaults.
     class_version = 3
 
-    class Created(Aggregate.Created):
+    class Created(OneClock, Aggregate.Created):
         class_version = 2
         retailer_id: UUID
         code: str
@@ -94,21 +95,21 @@ class Coupon(Aggregate):
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state.update(CREATED_V2_DEFAULTS)
 
-    class Updated(Aggregate.Event):
+    class Updated(OneClock, Aggregate.Event):
         """PATCH: ``changes`` maps each changed field to its new value (None removes it)."""
 
         changes: dict[str, Any]
 
-    class Deactivated(Aggregate.Event):
+    class Deactivated(OneClock, Aggregate.Event):
         pass
 
-    class Activated(Aggregate.Event):
+    class Activated(OneClock, Aggregate.Event):
         pass
 
-    class Archived(Aggregate.Event):
+    class Archived(OneClock, Aggregate.Event):
         pass
 
-    class Redeemed(Aggregate.Event):
+    class Redeemed(OneClock, Aggregate.Event):
         """A use. ``reservation_id``: the hold it confirms (that hold ends with it), or None."""
 
         class_version = 2
@@ -123,19 +124,19 @@ class Coupon(Aggregate):
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["reservation_id"] = None
 
-    class Reserved(Aggregate.Event):
+    class Reserved(OneClock, Aggregate.Event):
         """A hold of one use until ``expires_at``: it counts against max_uses until then."""
 
         reservation_id: UUID
         expires_at: datetime
 
-    class ReservationReleased(Aggregate.Event):
+    class ReservationReleased(OneClock, Aggregate.Event):
         reservation_id: UUID
 
-    class ReservationExpired(Aggregate.Event):
+    class ReservationExpired(OneClock, Aggregate.Event):
         reservation_id: UUID
 
-    class RedemptionReversed(Aggregate.Event):
+    class RedemptionReversed(OneClock, Aggregate.Event):
         redemption_id: UUID
         discount_amount: Decimal
         reason: str | None

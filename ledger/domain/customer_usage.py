@@ -8,6 +8,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from ledger.clock import OneClock
 from ledger.domain.values import customer_usage_id_for, live_holds, without
 
 
@@ -20,11 +21,11 @@ class CustomerUsage(Aggregate):
     # Version 2 added the holds; usages and snapshots stored before read with none.
     class_version = 2
 
-    class Started(Aggregate.Created):
+    class Started(OneClock, Aggregate.Created):
         coupon_id: UUID
         customer_id: str
 
-    class Used(Aggregate.Event):
+    class Used(OneClock, Aggregate.Event):
         class_version = 2
         redemption_id: UUID
         reservation_id: UUID | None
@@ -33,17 +34,17 @@ class CustomerUsage(Aggregate):
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["reservation_id"] = None
 
-    class Returned(Aggregate.Event):
+    class Returned(OneClock, Aggregate.Event):
         redemption_id: UUID
 
-    class Reserved(Aggregate.Event):
+    class Reserved(OneClock, Aggregate.Event):
         reservation_id: UUID
         expires_at: datetime
 
-    class ReservationReleased(Aggregate.Event):
+    class ReservationReleased(OneClock, Aggregate.Event):
         reservation_id: UUID
 
-    class ReservationExpired(Aggregate.Event):
+    class ReservationExpired(OneClock, Aggregate.Event):
         reservation_id: UUID
 
     @staticmethod

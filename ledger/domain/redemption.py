@@ -9,6 +9,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from ledger.clock import OneClock
 from ledger.domain.values import Quote
 
 
@@ -18,7 +19,7 @@ class Redemption(Aggregate):
 
     __module__ = "ledger.domain"  # keeps the stored topics: see ledger/domain/__init__.py
 
-    class Recorded(Aggregate.Created):
+    class Recorded(OneClock, Aggregate.Created):
         class_version = 2
         retailer_id: UUID
         coupon_id: UUID
@@ -38,7 +39,7 @@ class Redemption(Aggregate):
             state["customer_id"] = None
             state["campaign_id"] = None
 
-    class Reversed(Aggregate.Event):
+    class Reversed(OneClock, Aggregate.Event):
         reason: str | None
         reversed_at: datetime
 

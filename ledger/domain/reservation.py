@@ -8,6 +8,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from ledger.clock import OneClock
 from ledger.domain.values import (
     RESERVATION_CONFIRMED,
     RESERVATION_EXPIRED,
@@ -26,7 +27,7 @@ class Reservation(Aggregate):
 
     __module__ = "ledger.domain"  # keeps the stored topics: see ledger/domain/__init__.py
 
-    class Held(Aggregate.Created):
+    class Held(OneClock, Aggregate.Created):
         retailer_id: UUID
         coupon_id: UUID
         code: str
@@ -41,14 +42,14 @@ class Reservation(Aggregate):
         campaign_id: UUID | None
         expires_at: datetime
 
-    class Confirmed(Aggregate.Event):
+    class Confirmed(OneClock, Aggregate.Event):
         redemption_id: UUID
         order_id: str | None
 
-    class Released(Aggregate.Event):
+    class Released(OneClock, Aggregate.Event):
         pass
 
-    class Expired(Aggregate.Event):
+    class Expired(OneClock, Aggregate.Event):
         pass
 
     @event(Held)
