@@ -15,7 +15,13 @@ from api.sessions import Sessions, cleanup_expired_sessions
 from api.settings import Settings
 from api.throttle import Throttle, delete_idle_rate_limits
 from ledger.application import CouponLedger
-from ledger.event_store import CONNECT_TIMEOUT, POOL_TIMEOUT, RECONNECT_TIMEOUT, is_database_unavailable
+from ledger.event_store import (
+    CONNECT_TIMEOUT,
+    POOL_TIMEOUT,
+    RECONNECT_TIMEOUT,
+    is_database_unavailable,
+    session_timeouts,
+)
 from projections.coupons import CouponsView, construct_view
 from projections.runner import ProjectionLeader
 from projections.sweeper import Chore, Sweeper
@@ -67,7 +73,7 @@ class Services:
             url,
             min_size=1,
             max_size=8,
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT, "options": session_timeouts()},
             timeout=POOL_TIMEOUT,
             reconnect_timeout=RECONNECT_TIMEOUT,
             open=True,

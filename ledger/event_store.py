@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -36,13 +37,32 @@ CONNECT_TIMEOUT = 3
 RECONNECT_TIMEOUT = 5.0
 
 
+# How long a statement may wait for a lock, and run, before the database cancels it (seconds;
+# COUPON_LEDGER_LOCK_TIMEOUT, COUPON_LEDGER_STATEMENT_TIMEOUT; 0 turns one off). One session
+# holding a row lock then stalls others for at most LOCK_TIMEOUT, and the writer retries what was
+# cancelled like a version conflict.
+LOCK_TIMEOUT = 5.0
+STATEMENT_TIMEOUT = 30.0
+
+
+def session_timeouts() -> str:
+    """libpq ``options`` setting lock_timeout and statement_timeout for every connection of a pool."""
+    lock = float(os.environ.get("COUPON_LEDGER_LOCK_TIMEOUT", LOCK_TIMEOUT))
+    statement = float(os.environ.get("COUPON_LEDGER_STATEMENT_TIMEOUT", STATEMENT_TIMEOUT))
+    return f"-c lock_timeout={int(lock * 1000)} -c statement_timeout={int(statement * 1000)}"
+
+
 def bound_waits(datastore: PostgresDatastore) -> None:
     """Make a library datastore's pool give up in bounded time while the database is away, and
-    reconnect promptly once it is back (POOL_TIMEOUT is the library's POSTGRES_CONNECT_TIMEOUT)."""
+    reconnect promptly once it is back (POOL_TIMEOUT is the library's POSTGRES_CONNECT_TIMEOUT);
+    its statements wait for locks and run for bounded times too."""
     pool = datastore.pool
     pool.reconnect_timeout = RECONNECT_TIMEOUT
     if isinstance(pool.kwargs, dict):
         pool.kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT)
+        pool.kwargs.setdefault("options", session_timeouts())
+        if not pool.closed:  # opened already (the library creating its tables): connect again with the options
+            pool.drain()
 
 
 # What the library (it wraps psycopg's errors) and psycopg raise when the database cannot be

@@ -101,8 +101,8 @@ class QueuedCommands:
         self._changed = threading.Condition()
         submit = ledger.writer.submit
 
-        def counting_submit(needs: Any, decide: Any) -> Future[Any]:
-            future = submit(needs, decide)
+        def counting_submit(needs: Any, decide: Any, locks: Any = ()) -> Future[Any]:
+            future = submit(needs, decide, locks)
             with self._changed:
                 self.count += 1
                 self._changed.notify_all()
