@@ -54,6 +54,7 @@ from schemathesis.python.asgi import shutdown_lifespans
 from api.app import create_app
 from api.retailers import hash_key
 from api.settings import Settings
+from tests.commands import create_coupon
 from tests.conftest import fresh_database
 
 MAX_EXAMPLES = 200  # per operation and phase; see the module docstring for the budget
@@ -202,7 +203,7 @@ def _seed(app: FastAPI, retailer_id: UUID) -> None:
     """Some coupons and products, so that generated codes and ids sometimes find something."""
     services = app.state.services
     for code in ("SAVE10", "ABC", "AAA"):
-        services.ledger.create_coupon(retailer_id, code, "percentage", Decimal("10"))
+        create_coupon(services.ledger, retailer_id, code, "percentage", Decimal("10"))
     for _ in range(3):
         services.checkout.add_product(retailer_id, "fuzz product", Decimal("1.00"), 1_000_000)
 

@@ -241,7 +241,7 @@ def test_an_unexpected_failure_on_the_apply_route_is_an_internal_error(
     async def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("secret-internal-detail")
 
-    monkeypatch.setattr(app.state.services.ledger, "apply_async", explode)
+    monkeypatch.setattr(app.state.services.ledger, "execute_async", explode)
     quiet = TestClient(app, raise_server_exceptions=False)
     response = quiet.post(
         "/v1/coupons/apply",

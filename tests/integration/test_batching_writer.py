@@ -647,8 +647,9 @@ def test_work_failing_in_a_batch_rejects_its_own_command_alone_and_the_others_ar
     new_coupon(ledger, retailer_id, "WORKED", "fixed", Decimal("5"), max_uses=3)
 
     def record(key: str) -> Callable[[Any, Receipt], None]:
-        def work(conn: Any, receipt: Receipt) -> None:
+        def work(conn: Any, receipt: Receipt) -> Receipt:
             conn.execute("INSERT INTO work_done (key) VALUES (%s)", (key,))
+            return receipt
 
         return work
 
@@ -683,16 +684,18 @@ def test_work_failing_in_a_batch_rejects_its_own_command_alone_and_the_others_ar
     assert not {redemption_id_for(retailer_id, k) for k in ("k2", "k4", "k6")} & stored
 
 
-def test_a_replayed_redemption_does_not_run_its_work_again(
+def test_a_replayed_redemption_runs_its_work_with_the_replayed_receipt_in_a_transaction_of_its_own(
     database_url: str, ledger: CouponLedger, retailer_id: UUID
 ) -> None:
     new_coupon(ledger, retailer_id, "ONCEWORK", "fixed", Decimal("5"))
-    runs: list[UUID] = []
-    first = apply(
-        ledger, retailer_id, "ONCEWORK", SUBTOTAL, "same-key", also=lambda conn, r: runs.append(r.redemption_id)
-    )
-    again = apply(
-        ledger, retailer_id, "ONCEWORK", SUBTOTAL, "same-key", also=lambda conn, r: runs.append(r.redemption_id)
-    )
-    assert again.replayed and again.redemption_id == first.redemption_id
-    assert runs == [first.redemption_id]
+
+    def note(conn: Any, receipt: Receipt) -> tuple[UUID, bool, int]:
+        row = conn.execute("SELECT count(*) FROM stored_events").fetchone()
+        return receipt.redemption_id, receipt.replayed, row[0] if isinstance(row, tuple) else row["count"]
+
+    first = apply(ledger, retailer_id, "ONCEWORK", SUBTOTAL, "same-key", also=note)
+    again = apply(ledger, retailer_id, "ONCEWORK", SUBTOTAL, "same-key", also=note)
+
+    assert first[1] is False and again[1] is True
+    assert again[0] == first[0]
+    assert again[2] == first[2] + 2  # the first saw its own two events (coupon, redemption) uncommitted: none since

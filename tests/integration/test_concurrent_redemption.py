@@ -60,7 +60,7 @@ def test_a_hundred_racing_redemptions_of_a_ten_use_coupon_redeem_it_exactly_ten_
     for _ in range(ledger_count):
         open_ledgers.append(ledger_with_clock(eventsourcing_env(database_url, **pool), start_line))
     retailer_id = uuid4()
-    coupon = open_ledgers[0].create_coupon(retailer_id, "race10", "percentage", Decimal("10"), max_uses=MAX_USES)
+    coupon = create_coupon(open_ledgers[0], retailer_id, "race10", "percentage", Decimal("10"), max_uses=MAX_USES)
 
     def apply_with(ledger: CouponLedger) -> Callable[[], Receipt]:
         return lambda: apply(ledger, retailer_id, "RACE10", SUBTOTAL)
@@ -100,7 +100,7 @@ def test_concurrent_applies_with_one_idempotency_key_record_one_redemption_and_r
     start_line = StartLine(2)
     open_ledgers.extend(ledger_with_clock(env, start_line) for _ in range(2))
     retailer_id = uuid4()
-    coupon = open_ledgers[0].create_coupon(retailer_id, "ONCE", "fixed", Decimal("5"), max_uses=MAX_USES)
+    coupon = create_coupon(open_ledgers[0], retailer_id, "ONCE", "fixed", Decimal("5"), max_uses=MAX_USES)
 
     def apply_with(ledger: CouponLedger) -> Callable[[], Receipt]:
         return lambda: apply(ledger, retailer_id, "ONCE", SUBTOTAL, idempotency_key="order-42")
@@ -130,10 +130,10 @@ def test_racing_applies_under_distinct_idempotency_keys_each_count_once(
     retailer_id = uuid4()
     coupon = create_coupon(ledger, retailer_id, "KEYED", "fixed", Decimal("5"))
 
-    def apply(key: str) -> Callable[[], Receipt]:
+    def apply_keyed(key: str) -> Callable[[], Receipt]:
         return lambda: apply(ledger, retailer_id, "KEYED", SUBTOTAL, idempotency_key=key)
 
-    results = race([apply(key) for key in keys * 2])
+    results = race([apply_keyed(key) for key in keys * 2])
 
     receipts = [r for r in results if isinstance(r, Receipt)]
     assert len(receipts) == len(keys) * 2, results
