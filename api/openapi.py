@@ -21,7 +21,9 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.deps import publishable_key_may_call
+from api.errors import STATUS_BY_CODE
 from api.schemas import ApplyRequest, Error
+from ledger.errors import refusal_codes
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 SECURITY_SCHEME = "bearerAuth"
@@ -39,6 +41,16 @@ STATUS_TEXT = {
 }
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 WWW_AUTHENTICATE = {"WWW-Authenticate": {"description": "Always Bearer.", "schema": {"type": "string"}}}
+
+
+def coupon_refusals(*left_out: str) -> list[str]:
+    """The 422 codes with which the rules of a coupon may refuse an order, in the order the rules
+    are checked (ledger.errors.REFUSALS; COUPON_NOT_FOUND is a 404), but ``left_out``."""
+    return [code for code in refusal_codes() if STATUS_BY_CODE.get(code, 422) == 422 and code not in left_out]
+
+
+# What the rules of a coupon may refuse, for a route's errors({422: [...]}).
+REFUSED = coupon_refusals()
 
 
 def errors(by_status: dict[int, list[str]]) -> dict[int | str, dict[str, Any]]:

@@ -43,7 +43,9 @@ def small_budget(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("small_budget")
-def test_a_guesser_rotating_x_forwarded_for_spends_one_budget_on_a_real_server(database_url: str, tmp_path: Path) -> None:
+def test_a_guesser_rotating_x_forwarded_for_spends_one_budget_on_a_real_server(
+    database_url: str, tmp_path: Path
+) -> None:
     key = publishable_key(database_url)
     with cluster(database_url, tmp_path) as running:
         (server,) = running.start(1)
