@@ -85,7 +85,7 @@ def test_the_modules_import_one_another_without_a_cycle() -> None:
 
     def visit(name: str) -> None:
         if name in visiting:
-            cycles.append(visiting[visiting.index(name) :] + [name])
+            cycles.append([*visiting[visiting.index(name) :], name])
             return
         if name in done:
             return
