@@ -29,6 +29,7 @@ ERROR_REF = {"$ref": "#/components/schemas/Error"}
 SECURITY_SCHEME = "bearerAuth"
 DOCS_ASSETS = Path(fastapi_offline.__file__).resolve().parent / "static"
 ASSETS_URL = "/docs/assets"
+EXAMPLE_REQUEST_ID = "5f0c6a3e9b1d4c7a8e2f1b0d3c4a5e6f"
 STATUS_TEXT = {
     401: "Missing or unknown API key",
     403: "Not allowed with this key",
@@ -65,10 +66,25 @@ def _add_codes(responses: dict[str, Any], status: int, codes: list[str]) -> None
     response["x-error-codes"] = [*codes, *[c for c in known if c not in codes]]
 
 
+def _error_example(code: str) -> dict[str, Any]:
+    """An example body of one error code (what Swagger UI and ReDoc show for the status)."""
+    details: dict[str, Any] = {}
+    if code == "VALIDATION_FAILED":
+        details = {"errors": [{"field": "subtotal", "message": "must not be negative"}]}
+    elif code in ("RATE_LIMITED", "SERVICE_UNAVAILABLE"):
+        details = {"retry_after": 1}
+    message = code.replace("_", " ").capitalize() + "."  # COUPON_NOT_FOUND: "Coupon not found."
+    body = {"code": code, "message": message, "details": details, "request_id": EXAMPLE_REQUEST_ID}
+    return {"summary": code, "value": {"error": body}}
+
+
 def _finish_error_response(status: int, response: dict[str, Any]) -> None:
     codes = response.get("x-error-codes", [])
     response["description"] = f"{STATUS_TEXT[status]}. Error codes: {', '.join(codes)}."
-    response["content"] = {"application/json": {"schema": ERROR_REF}}
+    # One example per code the route lists for the status: without them the documentation
+    # shows the Error schema's own example (COUPON_NOT_FOUND) under every status.
+    examples = {code: _error_example(code) for code in codes}
+    response["content"] = {"application/json": {"schema": ERROR_REF, "examples": examples}}
     if status == 401:
         response["headers"] = WWW_AUTHENTICATE
     if status in (429, 503) or "IDEMPOTENCY_KEY_IN_USE" in codes:  # 409 while the key's first request runs

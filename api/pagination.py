@@ -53,4 +53,5 @@ def decode_version_cursor(cursor: str) -> int:
     return int(decoded)
 
 
-Cursor = Annotated[str | None, Query(max_length=200, json_schema_extra=CURSOR_SCHEMA)]
+# Absent for the first page; when sent, never empty (an empty cursor is 422 like any other bad one).
+Cursor = Annotated[str | None, Query(min_length=1, max_length=200, json_schema_extra=CURSOR_SCHEMA)]

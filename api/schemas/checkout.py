@@ -56,8 +56,17 @@ def _checkout_schema(schema: dict[str, Any]) -> None:
     """Two forms: the cart itself (items, coupon_code optional) or a checkout session."""
     not_null(schema, "items", "coupon_code", "session_id")
     schema["oneOf"] = [
-        {"required": ["items"], "not": {"required": ["session_id"]}},
-        {"required": ["session_id"], "not": {"anyOf": [{"required": ["items"]}, {"required": ["coupon_code"]}]}},
+        {"title": "A cart", "required": ["items"], "not": {"required": ["session_id"]}},
+        {
+            "title": "A checkout session",
+            "required": ["session_id"],
+            "not": {
+                "anyOf": [
+                    {"title": "With items", "required": ["items"]},
+                    {"title": "With a coupon_code", "required": ["coupon_code"]},
+                ]
+            },
+        },
     ]
     schema["properties"]["session_id"]["description"] = (
         "Place the order from this checkout session (its items, its coupon hold, its stock holds);"

@@ -213,6 +213,16 @@ def _json_integer(value: object) -> object:
     return value
 
 
+def _json_boolean(value: object) -> object:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false (a JSON boolean)")
+    return value
+
+
+Boolean = Annotated[bool, BeforeValidator(_json_boolean)]
+"""A JSON boolean: true or false, never 0, 1 or a string such as "yes"."""
+
+
 IDEMPOTENCY_KEY_PATTERN = "^[\\x20-\\x7e]{1,255}$"
 IDEMPOTENCY_KEY_SCHEMA = {
     "type": "string",

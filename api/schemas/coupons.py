@@ -22,6 +22,7 @@ from api.schemas.common import (
     MAX_INT32,
     PATH_CODE_PATTERN,
     Amount,
+    Boolean,
     DiscountType,
     IdList,
     Int,
@@ -56,10 +57,12 @@ def _coupon_terms_schema(schema: dict[str, Any], model: type[BaseModel]) -> None
     no_value = {"type": "null"}
     schema["oneOf"] = [
         {
+            "title": "Percentage coupon",
             "properties": {"discount_type": {"const": "percentage"}, "discount_value": json_schema_of(Percentage)},
             "required": ["discount_value"],
         },
         {
+            "title": "Fixed-amount coupon",
             "properties": {
                 "discount_type": {"const": "fixed"},
                 "discount_value": json_schema_of(PositiveAmount),
@@ -68,6 +71,7 @@ def _coupon_terms_schema(schema: dict[str, Any], model: type[BaseModel]) -> None
             "required": ["discount_value"],
         },
         {
+            "title": "Free-shipping coupon",
             "properties": {
                 "discount_type": {"const": "free_shipping"},
                 "discount_value": no_value,
@@ -134,8 +138,8 @@ class CouponTerms(Request):
     max_uses: Int(1, MAX_INT32, 100) | None = None  # type: ignore[valid-type]
     max_uses_per_customer: Int(1, MAX_INT32, 1) | None = None  # type: ignore[valid-type]
     scope: ScopeIn | None = None
-    public: bool = False
-    is_active: bool = True
+    public: Boolean = False
+    is_active: Boolean = True
 
     @field_validator("discount_value")
     @classmethod
@@ -277,7 +281,7 @@ class CouponPatch(Request):
     max_uses_per_customer: Int(1, MAX_INT32, 1) | None = None  # type: ignore[valid-type]
     max_discount_amount: PositiveAmount | None = None
     scope: ScopeIn | None = None
-    public: bool | None = None
+    public: Boolean | None = None
     is_active: SkipJsonSchema[Any] = None
 
     @model_validator(mode="before")
@@ -314,8 +318,15 @@ TransitionEvent = Literal["activate", "deactivate", "extend_expiry_and_activate"
 
 def _transition_schema(schema: dict[str, Any]) -> None:
     schema["oneOf"] = [
-        {"properties": {"event": {"const": "extend_expiry_and_activate"}}, "required": ["expires_at"]},
-        {"properties": {"event": {"enum": [e for e in TRANSITION_EVENTS if e != "extend_expiry_and_activate"]}}},
+        {
+            "title": "Extend expiry and activate",
+            "properties": {"event": {"const": "extend_expiry_and_activate"}},
+            "required": ["expires_at"],
+        },
+        {
+            "title": "Another event",
+            "properties": {"event": {"enum": [e for e in TRANSITION_EVENTS if e != "extend_expiry_and_activate"]}},
+        },
     ]
     schema["examples"] = [
         {"event": "deactivate"},

@@ -25,7 +25,10 @@ from ledger.money import format_amount
 def _order_schema(examples: list[dict[str, Any]]) -> Callable[[dict[str, Any]], None]:
     def finish(schema: dict[str, Any]) -> None:
         not_null(schema, "subtotal", "items")
-        schema["anyOf"] = [{"required": ["subtotal"]}, {"required": ["items"]}]
+        schema["anyOf"] = [
+            {"title": "With a subtotal", "required": ["subtotal"]},
+            {"title": "With items", "required": ["items"]},
+        ]
         schema["properties"]["subtotal"]["description"] = (
             "The order's subtotal; with items it may be left out (it is their sum, and a different "
             "value is SUBTOTAL_MISMATCH). Send subtotal, items or both."

@@ -43,7 +43,10 @@ STOREFRONT_VERIFY_EXAMPLES: list[dict[str, Any]] = [
 
 def _storefront_verify_schema(schema: dict[str, Any]) -> None:
     not_null(schema, "cart_subtotal", "items")
-    schema["anyOf"] = [{"required": ["cart_subtotal"]}, {"required": ["items"]}]
+    schema["anyOf"] = [
+        {"title": "With a cart_subtotal", "required": ["cart_subtotal"]},
+        {"title": "With items", "required": ["items"]},
+    ]
     schema["description"] = (
         "Seed 004's verify: a code against a cart. The retailer is the key's (no tenant_id). Send "
         "cart_subtotal, items or both (with both, cart_subtotal must be the items' sum)."
