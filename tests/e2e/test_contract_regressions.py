@@ -229,7 +229,9 @@ def test_validation_messages_are_plain_words_without_pydantic_prefixes(api: Api)
         ("PUT", "/v1/coupons/SAVE10", "DELETE, GET, PATCH"),
     ],
 )
-def test_a_405_allow_header_lists_the_methods_documented_for_the_path(api: Api, method: str, path: str, allowed: str) -> None:
+def test_a_405_allow_header_lists_the_methods_documented_for_the_path(
+    api: Api, method: str, path: str, allowed: str
+) -> None:
     response = api.client.request(method, path, headers=api.headers)
     details = assert_error(response, 405, "METHOD_NOT_ALLOWED")
     assert response.headers["Allow"] == allowed
