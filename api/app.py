@@ -13,7 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import publishable_key_may_call
-from api.errors import error_response, install_error_handlers, payload_too_large, render_error
+from api.errors import error_response, install_error_handlers, is_client_disconnect, payload_too_large, render_error
 from api.openapi import install_docs, install_openapi
 from api.routes import campaigns, checkout, coupons, ops, redemptions, reservations, sessions, storefront
 from api.services import Services
@@ -92,7 +92,10 @@ class RequestContext:
             except Exception as error:
                 response = await render_error(request, error)
             await response(scope, counting_receive, send_with_id)
-        except Exception:
+        except Exception as error:
+            if is_client_disconnect(error):
+                log.debug("client disconnected during %s %s", scope["method"], scope["path"])
+                return
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             if started:
                 raise

@@ -148,6 +148,10 @@ def run_uvicorn(args: argparse.Namespace, signals: ShutdownSignals) -> bool:
         workers=args.workers,
         access_log=args.access_log,
         timeout_graceful_shutdown=args.graceful_timeout,
+        # uvicorn would otherwise take the client address from X-Forwarded-For of any loopback
+        # peer: the app decides whom to believe (COUPON_LEDGER_TRUSTED_PROXIES, api/throttle.py).
+        proxy_headers=False,
+        forwarded_allow_ips=[],
     )
     if config.workers > 1:
         supervisor = Supervisor(config, sockets=[config.bind_socket()])

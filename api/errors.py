@@ -5,8 +5,10 @@ Domain errors are mapped to HTTP here and nowhere else.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -14,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from ledger.errors import LedgerError
@@ -37,6 +40,7 @@ STATUS_BY_CODE = {
     "OUT_OF_STOCK": 409,
     "INVALID_TRANSITION": 409,
     "PAYLOAD_TOO_LARGE": 413,
+    "CLIENT_DISCONNECTED": 400,
     "RATE_LIMITED": 429,
     "INTERNAL_ERROR": 500,
     "SERVICE_UNAVAILABLE": 503,
@@ -122,9 +126,15 @@ HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """Every method the request's path supports, across all the routes that share the path
-    (Starlette's own Allow header names only the first such route's methods): the methods for
-    which the app's router has a route that fully matches."""
+    """The methods the OpenAPI document lists for the request's path: those of its most literal
+    path template (/v1/coupons/apply before /v1/coupons/{code}: it allows POST, though GET there
+    reads the coupon APPLY). A path the document leaves out (/docs, /openapi.json) allows every
+    method a route of the app serves it with."""
+    path = request.url.path
+    templates: dict[str, dict[str, Any]] = request.app.openapi().get("paths", {})
+    for template in sorted(templates, key=lambda t: t.count("{")):
+        if _template_pattern(template).fullmatch(path):
+            return [method for method in HTTP_METHODS if method.lower() in templates[template]]
     routes = request.app.router.routes
     return [
         method
@@ -133,11 +143,27 @@ def allowed_methods(request: Request) -> list[str]:
     ]
 
 
+@functools.cache
+def _template_pattern(template: str) -> re.Pattern[str]:
+    """A path template of the document as a pattern: ``{name}`` stands for one path segment."""
+    parts = re.split(r"\{[^}]*\}", template)
+    return re.compile("[^/]+".join(re.escape(part) for part in parts))
+
+
+def is_client_disconnect(exc: BaseException) -> bool:
+    """The client went away before sending its whole body (FastAPI wraps it in a 400)."""
+    return isinstance(exc, ClientDisconnect) or isinstance(exc.__cause__, ClientDisconnect)
+
+
 async def render_error(request: Request, exc: Exception) -> JSONResponse:
     """The error response for any exception a request raised: the one mapping, used by the
     handlers installed on the app and by the routes served directly (api.app.RequestContext)."""
     if isinstance(exc, LedgerError):
         return error_response(request, exc.code, exc.message, exc.details)
+    if is_client_disconnect(exc):
+        # Nobody is left to read the answer, and nothing went wrong here: no trace in the log.
+        log.debug("client disconnected during %s %s", request.method, request.url.path)
+        return error_response(request, "CLIENT_DISCONNECTED", "The client disconnected before sending the whole body.")
     if isinstance(exc, RequestValidationError):
         errors = validation_errors(exc.errors())
         return error_response(request, "VALIDATION_FAILED", "The request is not valid.", {"errors": errors})

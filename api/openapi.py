@@ -21,12 +21,15 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.deps import publishable_key_may_call
+from api.errors import STATUS_BY_CODE
 from api.schemas import ApplyRequest, Error
+from ledger.errors import refusal_codes
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 SECURITY_SCHEME = "bearerAuth"
 DOCS_ASSETS = Path(fastapi_offline.__file__).resolve().parent / "static"
 ASSETS_URL = "/docs/assets"
+EXAMPLE_REQUEST_ID = "5f0c6a3e9b1d4c7a8e2f1b0d3c4a5e6f"
 STATUS_TEXT = {
     401: "Missing or unknown API key",
     403: "Not allowed with this key",
@@ -41,6 +44,16 @@ RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying."
 WWW_AUTHENTICATE = {"WWW-Authenticate": {"description": "Always Bearer.", "schema": {"type": "string"}}}
 
 
+def coupon_refusals(*left_out: str) -> list[str]:
+    """The 422 codes with which the rules of a coupon may refuse an order, in the order the rules
+    are checked (ledger.errors.REFUSALS; COUPON_NOT_FOUND is a 404), but ``left_out``."""
+    return [code for code in refusal_codes() if STATUS_BY_CODE.get(code, 422) == 422 and code not in left_out]
+
+
+# What the rules of a coupon may refuse, for a route's errors({422: [...]}).
+REFUSED = coupon_refusals()
+
+
 def errors(by_status: dict[int, list[str]]) -> dict[int | str, dict[str, Any]]:
     """The error responses particular to a route: ``{404: ["COUPON_NOT_FOUND"], ...}``; the
     document builder adds the content, the description and what every route shares."""
@@ -53,10 +66,25 @@ def _add_codes(responses: dict[str, Any], status: int, codes: list[str]) -> None
     response["x-error-codes"] = [*codes, *[c for c in known if c not in codes]]
 
 
+def _error_example(code: str) -> dict[str, Any]:
+    """An example body of one error code (what Swagger UI and ReDoc show for the status)."""
+    details: dict[str, Any] = {}
+    if code == "VALIDATION_FAILED":
+        details = {"errors": [{"field": "subtotal", "message": "must not be negative"}]}
+    elif code in ("RATE_LIMITED", "SERVICE_UNAVAILABLE"):
+        details = {"retry_after": 1}
+    message = code.replace("_", " ").capitalize() + "."  # COUPON_NOT_FOUND: "Coupon not found."
+    body = {"code": code, "message": message, "details": details, "request_id": EXAMPLE_REQUEST_ID}
+    return {"summary": code, "value": {"error": body}}
+
+
 def _finish_error_response(status: int, response: dict[str, Any]) -> None:
     codes = response.get("x-error-codes", [])
     response["description"] = f"{STATUS_TEXT[status]}. Error codes: {', '.join(codes)}."
-    response["content"] = {"application/json": {"schema": ERROR_REF}}
+    # One example per code the route lists for the status: without them the documentation
+    # shows the Error schema's own example (COUPON_NOT_FOUND) under every status.
+    examples = {code: _error_example(code) for code in codes}
+    response["content"] = {"application/json": {"schema": ERROR_REF, "examples": examples}}
     if status == 401:
         response["headers"] = WWW_AUTHENTICATE
     if status in (429, 503) or "IDEMPOTENCY_KEY_IN_USE" in codes:  # 409 while the key's first request runs

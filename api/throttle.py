@@ -30,7 +30,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from psycopg_pool import ConnectionPool
 from pyrate_limiter import (
@@ -51,9 +51,6 @@ from api.errors import ApiError
 from api.retailers import hash_key
 from api.settings import IPNetwork, Settings
 from ledger.errors import LedgerError
-
-if TYPE_CHECKING:
-    from api.deps import Caller
 
 RATE_LIMITED = "RATE_LIMITED"
 NOT_FOUND = "COUPON_NOT_FOUND"
@@ -361,7 +358,22 @@ class Guard:
                 raise rate_limited(seconds) from None
 
 
-def guard(request: Request, caller: Caller, customer_id: str | None = None, count_address: bool = False) -> Guard:
+class _HasThrottle(Protocol):
+    @property
+    def throttle(self) -> Throttle: ...
+
+
+class ThrottledCaller(Protocol):
+    """What ``guard`` needs of a caller (api.deps.Caller is one): the services holding the
+    process's throttle. Structural, so that this module does not import the caller's."""
+
+    @property
+    def services(self) -> _HasThrottle: ...
+
+
+def guard(
+    request: Request, caller: ThrottledCaller, customer_id: str | None = None, count_address: bool = False
+) -> Guard:
     """The guard of one lookup by ``caller``: ``with guard(...)`` or ``async with guard(...)``
     around the call that may raise COUPON_NOT_FOUND. ``count_address`` counts the client
     address too when a customer_id is sent (for keys whose customer_id is whatever a page sends)."""

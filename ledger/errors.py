@@ -14,7 +14,12 @@ class LedgerError(Exception):
         self.details = details
 
 
-class CouponNotFound(LedgerError):
+class CouponRefused(LedgerError):
+    """This coupon cannot be used for this order: one of the rules checked, in the contract's
+    order (``REFUSALS``), before a use is priced."""
+
+
+class CouponNotFound(CouponRefused):
     code = "COUPON_NOT_FOUND"
 
 
@@ -22,19 +27,19 @@ class CouponCodeTaken(LedgerError):
     code = "COUPON_CODE_TAKEN"
 
 
-class CouponInactive(LedgerError):
+class CouponInactive(CouponRefused):
     code = "COUPON_INACTIVE"
 
 
-class CouponExpired(LedgerError):
+class CouponExpired(CouponRefused):
     code = "COUPON_EXPIRED"
 
 
-class UsageLimitReached(LedgerError):
+class UsageLimitReached(CouponRefused):
     code = "USAGE_LIMIT_REACHED"
 
 
-class MinOrderNotMet(LedgerError):
+class MinOrderNotMet(CouponRefused):
     code = "MIN_ORDER_NOT_MET"
 
 
@@ -65,23 +70,23 @@ class StoreUnavailable(LedgerError):
     code = "SERVICE_UNAVAILABLE"
 
 
-class CouponNotStarted(LedgerError):
+class CouponNotStarted(CouponRefused):
     code = "COUPON_NOT_STARTED"
 
 
-class CustomerIdRequired(LedgerError):
+class CustomerIdRequired(CouponRefused):
     code = "CUSTOMER_ID_REQUIRED"
 
 
-class CustomerLimitReached(LedgerError):
+class CustomerLimitReached(CouponRefused):
     code = "CUSTOMER_LIMIT_REACHED"
 
 
-class CampaignBudgetExhausted(LedgerError):
+class CampaignBudgetExhausted(CouponRefused):
     code = "CAMPAIGN_BUDGET_EXHAUSTED"
 
 
-class CouponNotApplicable(LedgerError):
+class CouponNotApplicable(CouponRefused):
     code = "COUPON_NOT_APPLICABLE"
 
 
@@ -111,3 +116,24 @@ class ReservationNotFound(LedgerError):
 
 class ReservationExpired(LedgerError):
     code = "RESERVATION_EXPIRED"
+
+
+# Every refusal of a coupon for an order, in the order the rules are checked: the first that
+# fails is the one answered.
+REFUSALS: tuple[type[CouponRefused], ...] = (
+    CouponNotFound,
+    CouponInactive,
+    CouponNotStarted,
+    CouponExpired,
+    UsageLimitReached,
+    CustomerIdRequired,
+    CustomerLimitReached,
+    CampaignBudgetExhausted,
+    MinOrderNotMet,
+    CouponNotApplicable,
+)
+
+
+def refusal_codes() -> list[str]:
+    """The codes of the coupon refusals, in the order the rules are checked."""
+    return [refusal.code for refusal in REFUSALS]

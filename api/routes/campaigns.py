@@ -12,8 +12,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from api.deps import CallerDep
 from api.openapi import errors
+from api.pagination import Cursor, decode_code_cursor, encode_cursor
 from api.read_model import wait_for_coupons_view
-from api.routes.coupons import Cursor, decode_code_cursor, encode_cursor
 from api.schemas import CampaignCreate, CampaignPublic, CouponPage, CouponPublic, in_template
 from ledger.campaigns import CampaignPlan, create_campaign_async
 from ledger.errors import CampaignNotFound, InvalidCoupon

@@ -10,7 +10,7 @@ from api import throttle
 from api.deps import CallerDep
 from api.errors import ApiError
 from api.idempotency import IDEMPOTENCY_CONFLICTS, REPLAYED_RESPONSE_HEADER, Claim, IdempotencyDep
-from api.openapi import errors
+from api.openapi import coupon_refusals, errors
 from api.schemas import CheckoutRequest, OrderCreated, ProductCreate, ProductPublic
 
 router = APIRouter(prefix="/v1", tags=["checkout"])
@@ -55,14 +55,7 @@ def add_product(body: ProductCreate, caller: CallerDep) -> ProductPublic:
                 409: ["OUT_OF_STOCK", "SESSION_COMPLETED", "INVALID_TRANSITION", *IDEMPOTENCY_CONFLICTS],
                 429: ["RATE_LIMITED"],
                 422: [
-                    "COUPON_INACTIVE",
-                    "COUPON_NOT_STARTED",
-                    "COUPON_EXPIRED",
-                    "USAGE_LIMIT_REACHED",
-                    "CUSTOMER_LIMIT_REACHED",
-                    "CAMPAIGN_BUDGET_EXHAUSTED",
-                    "MIN_ORDER_NOT_MET",
-                    "COUPON_NOT_APPLICABLE",
+                    *coupon_refusals("CUSTOMER_ID_REQUIRED"),  # the user_id is the customer
                     "SESSION_EXPIRED",
                     "RESERVATION_EXPIRED",
                     "CUSTOMER_MISMATCH",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
@@ -13,12 +11,10 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from api import throttle
 from api.deps import CallerDep, get_caller
-from api.errors import ApiError
-from api.openapi import errors
+from api.openapi import REFUSED, errors
+from api.pagination import Cursor, decode_code_cursor, decode_version_cursor, encode_cursor
 from api.read_model import wait_for_coupons_view
 from api.schemas import (
-    CURSOR_SCHEMA,
-    MAX_BIGINT,
     PATH_CODE_PATTERN,
     VALID_IDEMPOTENCY_KEY,
     ActivateRequest,
@@ -37,56 +33,15 @@ from api.schemas import (
     Status,
     TransitionRequest,
     ValidateRequest,
-    check_text,
     redemption_json,
 )
 from ledger.commands import Activate, Archive, CreateCoupon, Deactivate, Redeem, Reserve, Transition, UpdateCoupon
-from ledger.domain import CODE_ALPHABET, UNSET, Order
+from ledger.domain import UNSET, Order
 
 router = APIRouter(prefix="/v1/coupons", tags=["coupons"])
 M = TypeVar("M", bound=BaseModel)
 
 
-def encode_cursor(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
-
-
-def bad_cursor() -> ApiError:
-    return ApiError(
-        "VALIDATION_FAILED",
-        "The cursor is not valid.",
-        errors=[{"field": "cursor", "message": "not a cursor returned by this endpoint"}],
-    )
-
-
-def decode_cursor(cursor: str) -> str:
-    """The text a cursor encodes; 422 naming ``cursor`` unless it is base64 of UTF-8 text
-    without NUL. Each endpoint then checks the decoded value is one it could have returned."""
-    try:
-        decoded = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
-        check_text(decoded)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise bad_cursor() from None
-    if not decoded:
-        raise bad_cursor()
-    return decoded
-
-
-def decode_code_cursor(cursor: str) -> str:
-    code = decode_cursor(cursor)
-    if not (3 <= len(code) <= 50 and set(code) <= CODE_ALPHABET):
-        raise bad_cursor()
-    return code
-
-
-def decode_version_cursor(cursor: str) -> int:
-    decoded = decode_cursor(cursor)
-    if not (decoded.isascii() and decoded.isdigit() and int(decoded) <= MAX_BIGINT):
-        raise bad_cursor()
-    return int(decoded)
-
-
-Cursor = Annotated[str | None, Query(max_length=200, json_schema_extra=CURSOR_SCHEMA)]
 CouponCode = Annotated[
     str,
     Path(
@@ -98,19 +53,8 @@ CouponCode = Annotated[
 # of those (api/throttle.py).
 NOT_FOUND = {404: ["COUPON_NOT_FOUND"], 429: ["RATE_LIMITED"]}
 WRITE_BUSY = {503: ["SERVICE_UNAVAILABLE"]}
-# What a coupon rule may refuse, in the order the rules are checked (DESIGN section 3).
-REFUSED = [
-    "COUPON_INACTIVE",
-    "COUPON_NOT_STARTED",
-    "COUPON_EXPIRED",
-    "USAGE_LIMIT_REACHED",
-    "CUSTOMER_ID_REQUIRED",
-    "CUSTOMER_LIMIT_REACHED",
-    "CAMPAIGN_BUDGET_EXHAUSTED",
-    "MIN_ORDER_NOT_MET",
-    "COUPON_NOT_APPLICABLE",
-    "SUBTOTAL_MISMATCH",
-]
+# What pricing an order may refuse: a coupon rule, or a subtotal that is not the items' sum.
+PRICING_REFUSED = [*REFUSED, "SUBTOTAL_MISMATCH"]
 COUPON_LINKS = {
     name: {"operationId": operation, "parameters": {"code": "$response.body#/code"}, "description": description}
     for name, operation, description in [
@@ -172,7 +116,7 @@ def list_coupons(
     return CouponPage(data=[CouponPublic.from_row(r) for r in page], next_cursor=next_cursor)
 
 
-@router.post("/validate", responses=errors({**NOT_FOUND, 422: REFUSED}))
+@router.post("/validate", responses=errors({**NOT_FOUND, 422: PRICING_REFUSED}))
 def validate_coupon(body: ValidateRequest, caller: CallerDep, request: Request) -> QuotePublic:
     with throttle.guard(request, caller, customer_id=body.customer_id):
         quote = caller.services.ledger.validate(
@@ -230,7 +174,7 @@ APPLY_OPENAPI: dict[str, Any] = {
             },
             "headers": APPLY_RESPONSE_HEADERS,
         },
-        **errors({**NOT_FOUND, 409: ["IDEMPOTENCY_KEY_REUSED"], 422: REFUSED, **WRITE_BUSY}),
+        **errors({**NOT_FOUND, 409: ["IDEMPOTENCY_KEY_REUSED"], 422: PRICING_REFUSED, **WRITE_BUSY}),
     },
     openapi_extra=APPLY_OPENAPI,
 )
@@ -282,7 +226,7 @@ async def apply_coupon(request: Request) -> Response:
             },
             "headers": APPLY_RESPONSE_HEADERS,
         },
-        **errors({**NOT_FOUND, 409: ["IDEMPOTENCY_KEY_REUSED"], 422: REFUSED, **WRITE_BUSY}),
+        **errors({**NOT_FOUND, 409: ["IDEMPOTENCY_KEY_REUSED"], 422: PRICING_REFUSED, **WRITE_BUSY}),
     },
 )
 async def reserve_coupon(

@@ -16,9 +16,8 @@ from starlette.concurrency import run_in_threadpool
 from api import throttle
 from api.deps import StorefrontCallerDep
 from api.idempotency import IDEMPOTENCY_CONFLICTS, REPLAYED_RESPONSE_HEADER, IdempotencyDep
-from api.openapi import errors
+from api.openapi import REFUSED, errors
 from api.retailers import PUBLISHABLE
-from api.routes.storefront import shopper_safe
 from api.schemas import (
     SESSION_ID_PATTERN,
     CheckoutSessionPublic,
@@ -34,6 +33,7 @@ from api.schemas import (
     SessionSync,
 )
 from api.sessions import COUPON_REFUSALS, Session, Synced, session_not_found
+from api.shopper import shopper_safe
 from ledger.errors import LedgerError
 
 router = APIRouter(prefix="/v1/checkout/sessions", tags=["checkout sessions"])
@@ -45,18 +45,6 @@ SessionIdPath = Annotated[
         description="The session's id. An id that cannot exist is NOT_FOUND like a missing one.",
         json_schema_extra={"pattern": SESSION_ID_PATTERN, "maxLength": 100, "examples": ["cart-8f3a2c"]},
     ),
-]
-# What a coupon rule may refuse, in the order the rules are checked (as for apply).
-REFUSED = [
-    "COUPON_INACTIVE",
-    "COUPON_NOT_STARTED",
-    "COUPON_EXPIRED",
-    "USAGE_LIMIT_REACHED",
-    "CUSTOMER_ID_REQUIRED",
-    "CUSTOMER_LIMIT_REACHED",
-    "CAMPAIGN_BUDGET_EXHAUSTED",
-    "MIN_ORDER_NOT_MET",
-    "COUPON_NOT_APPLICABLE",
 ]
 CHANGED = {"description": "The session", "headers": REPLAYED_RESPONSE_HEADER}
 BUSY = {503: ["SERVICE_UNAVAILABLE"]}

@@ -20,16 +20,16 @@ from starlette.concurrency import run_in_threadpool
 from api import throttle
 from api.deps import Caller, StorefrontCallerDep
 from api.errors import ApiError
-from api.openapi import errors
+from api.openapi import REFUSED, errors
+from api.pagination import Cursor, decode_code_cursor, encode_cursor
 from api.read_model import wait_for_coupons_view
-from api.routes.coupons import REFUSED, Cursor, decode_code_cursor, encode_cursor
 from api.schemas import (
     StorefrontCoupon,
     StorefrontCouponPage,
     StorefrontVerification,
     StorefrontVerifyRequest,
 )
-from ledger.domain import ascii_upper
+from api.shopper import shopper_safe
 from ledger.errors import LedgerError
 
 router = APIRouter(prefix="/v1/storefront", tags=["storefront"])
@@ -51,43 +51,6 @@ CACHE_HEADERS_DOC = {
     "Cache-Control": {"description": CACHE_CONTROL, "schema": {"type": "string"}},
     "Vary": {"description": "Authorization: each key has its own list.", "schema": {"type": "string"}},
 }
-
-# The details of a refusal a shopper may see: the rule's own figures (the minimum order, the
-# dates, the items that do not qualify), never the coupon's counts or limits or its campaign.
-SHOPPER_DETAILS = frozenset(
-    {
-        "code",
-        "starts_at",
-        "expired_at",
-        "required_minimum",
-        "subtotal",
-        "items_subtotal",
-        "reason",
-        "product_ids",
-        "category_ids",
-        "customer_id",
-        "errors",
-    }
-)
-# Refusals whose message names the coupon's limits or campaign, said without them.
-SHOPPER_MESSAGES = {
-    "USAGE_LIMIT_REACHED": "Coupon {code} has been used as many times as it may be.",
-    "CUSTOMER_ID_REQUIRED": "Coupon {code} is limited per customer: send customer_id.",
-    "CUSTOMER_LIMIT_REACHED": "This customer has used coupon {code} as many times as it may be.",
-    "CAMPAIGN_BUDGET_EXHAUSTED": "Coupon {code} can no longer be used.",
-}
-
-
-def shopper_safe(error: LedgerError, code: str) -> LedgerError:
-    """The refusal as a shopper may see it: the same code, the message and details without the
-    coupon's limits, counts or campaign. Unchanged (the same object) when there is nothing to hide."""
-    message = SHOPPER_MESSAGES.get(error.code)
-    hidden = set(error.details) - SHOPPER_DETAILS
-    if message is None and not hidden:
-        return error
-    details = {k: v for k, v in error.details.items() if k in SHOPPER_DETAILS}
-    text = message.format(code=ascii_upper(code)) if message is not None else error.message
-    return ApiError(error.code, text, **details)
 
 
 def verify_cart(caller: Caller, body: StorefrontVerifyRequest) -> StorefrontVerification:
@@ -118,7 +81,14 @@ def verify_cart(caller: Caller, body: StorefrontVerifyRequest) -> StorefrontVeri
 
 @router.post(
     "/coupons/verify",
-    responses=errors({404: ["COUPON_NOT_FOUND"], 422: REFUSED, 429: ["RATE_LIMITED"], 503: ["SERVICE_UNAVAILABLE"]}),
+    responses=errors(
+        {
+            404: ["COUPON_NOT_FOUND"],
+            422: [*REFUSED, "SUBTOTAL_MISMATCH"],
+            429: ["RATE_LIMITED"],
+            503: ["SERVICE_UNAVAILABLE"],
+        }
+    ),
 )
 async def verify_coupon(
     request: Request, body: StorefrontVerifyRequest, caller: StorefrontCallerDep

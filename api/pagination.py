@@ -1,0 +1,57 @@
+"""Cursors of the paged routes: opaque to the client (URL-safe base64 of the last item's key),
+checked strictly on the way back in (422 VALIDATION_FAILED naming ``cursor``)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated
+
+from fastapi import Query
+
+from api.errors import ApiError
+from api.schemas import CURSOR_SCHEMA, MAX_BIGINT, check_text
+from ledger.domain import CODE_ALPHABET
+
+
+def encode_cursor(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def bad_cursor() -> ApiError:
+    return ApiError(
+        "VALIDATION_FAILED",
+        "The cursor is not valid.",
+        errors=[{"field": "cursor", "message": "not a cursor returned by this endpoint"}],
+    )
+
+
+def decode_cursor(cursor: str) -> str:
+    """The text a cursor encodes; 422 naming ``cursor`` unless it is base64 of UTF-8 text
+    without NUL. Each endpoint then checks the decoded value is one it could have returned."""
+    try:
+        decoded = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
+        check_text(decoded)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise bad_cursor() from None
+    if not decoded:
+        raise bad_cursor()
+    return decoded
+
+
+def decode_code_cursor(cursor: str) -> str:
+    code = decode_cursor(cursor)
+    if not (3 <= len(code) <= 50 and set(code) <= CODE_ALPHABET):
+        raise bad_cursor()
+    return code
+
+
+def decode_version_cursor(cursor: str) -> int:
+    decoded = decode_cursor(cursor)
+    if not (decoded.isascii() and decoded.isdigit() and int(decoded) <= MAX_BIGINT):
+        raise bad_cursor()
+    return int(decoded)
+
+
+# Absent for the first page; when sent, never empty (an empty cursor is 422 like any other bad one).
+Cursor = Annotated[str | None, Query(min_length=1, max_length=200, json_schema_extra=CURSOR_SCHEMA)]
