@@ -74,7 +74,9 @@ def check_order(audit: Audit, row: Any, recorded: Any) -> None:
     order = f"order {row['order_id']} of retailer {row['retailer_id']}"
     redemption_id = row["redemption_id"]
     if recorded is None:
-        audit.violation(f"{order} used coupon {row['coupon_code']} as redemption {redemption_id}, which is not recorded")
+        audit.violation(
+            f"{order} used coupon {row['coupon_code']} as redemption {redemption_id}, which is not recorded"
+        )
         return
     wanted = {
         "retailer": (row["retailer_id"], recorded.retailer_id),
