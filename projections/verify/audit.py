@@ -230,7 +230,7 @@ class Audit(HoldAudit):
             self.reversed_once.discard(key)
             counts = [1, 1]
         else:
-            counts = self.reversing.pop(key, None) or [0, 0]
+            counts = self.reversing.pop(key, [0, 0])
         counts[side] += 1
         if counts == [1, 1]:
             self.reversed_once.add(key)

@@ -41,7 +41,7 @@ def rows(view: CouponsView, query: str, first: tuple[Any, ...], next_after: Any)
     after = first
     while True:
         with view.datastore.get_connection() as conn:
-            page = conn.execute(query, (*after, PAGE)).fetchall()  # type: ignore[arg-type]
+            page = conn.execute(query, (*after, PAGE)).fetchall()
         if page:
             yield page
         if len(page) < PAGE:

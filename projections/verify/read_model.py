@@ -32,7 +32,7 @@ def pages(view: CouponsView, application_name: str, query: str, page: int = PAGE
         with view.datastore.get_connection() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             position = view._max_tracking_id(application_name, conn.cursor()) or 0
-            rows = conn.execute(query, (after, page)).fetchall()  # type: ignore[arg-type]
+            rows = conn.execute(query, (after, page)).fetchall()
         if rows:
             yield position, rows
         if len(rows) < page:

@@ -25,7 +25,7 @@ class Report:
 
 
 class CouponState:
-    __slots__ = ("max_uses", "max_uses_per_customer", "live", "live_in_view", "holds")
+    __slots__ = ("holds", "live", "live_in_view", "max_uses", "max_uses_per_customer")
 
     def __init__(self, max_uses: int | None, max_uses_per_customer: int | None, in_view: bool) -> None:
         self.max_uses = max_uses
@@ -36,7 +36,7 @@ class CouponState:
 
 
 class UsageState:
-    __slots__ = ("coupon", "customer_id", "started", "uses", "redemptions", "holds")
+    __slots__ = ("coupon", "customer_id", "holds", "redemptions", "started", "uses")
 
     def __init__(self, coupon: int, customer_id: str) -> None:
         self.coupon = coupon
@@ -49,14 +49,14 @@ class UsageState:
 
 class CampaignState:
     __slots__ = (
-        "name",
-        "max_redemptions",
-        "max_discount_total",
-        "used",
-        "used_discount",
+        "holds",
         "live",
         "live_discount",
-        "holds",
+        "max_discount_total",
+        "max_redemptions",
+        "name",
+        "used",
+        "used_discount",
     )
 
     def __init__(self, name: str, max_redemptions: int | None, max_discount_total: Decimal | None) -> None:
