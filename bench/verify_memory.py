@@ -3,8 +3,8 @@ and how much memory it needs.
 
 On a fresh database (DATABASE_URL's server, else an embedded PostgreSQL in a temporary folder,
 removed afterwards) it generates N coupons through the ledger's campaign path (campaigns of up to
-100,000 codes, a thousand coupons per save, each with max_uses), redeems and reverses a few, projects
-the read model (`rebuild`), then runs `coupon-ledger verify` as a child process and prints its wall
+100,000 codes, a thousand coupons per save, each with max_uses; no redemptions), projects the
+read model (`rebuild`), then runs `coupon-ledger verify` as a child process and prints its wall
 time and peak resident memory (getrusage of the child), and the memory per coupon.
 
 It reports; it does not judge: exit 0 whatever the figures (non-zero only if it could not run or
