@@ -23,7 +23,15 @@ from tqdm import tqdm
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from api.checkout import Checkout
-from api.database import abandon_embedded, apply_schema, eventsourcing_env, open_database, open_ledger
+from api.database import (
+    NoStore,
+    abandon_embedded,
+    apply_schema,
+    eventsourcing_env,
+    open_database,
+    open_ledger,
+    require_existing_store,
+)
 from api.errors import validation_errors
 from api.retailers import (
     PUBLISHABLE,
@@ -624,6 +632,11 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+# The commands that only read or add to existing data: they never create an empty embedded store
+# (serve, migrate and retailer create may).
+READS_EXISTING_STORE = {cmd_project, cmd_retailer_key, cmd_campaign_create, cmd_rebuild, cmd_verify}
+
+
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)  # unwinds: an embedded server this command started is stopped
 
@@ -632,7 +645,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.func is not cmd_serve and args.func is not cmd_project:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    return int(args.func(args, Settings()))
+    settings = Settings()
+    if args.func in READS_EXISTING_STORE:
+        try:
+            require_existing_store(settings.database_url, settings.data_dir)
+        except NoStore as missing:
+            print(
+                f"coupon-ledger {args.command}: error: {missing} (DATABASE_URL is not set; the folder comes from"
+                " COUPON_LEDGER_DATA_DIR, default ./.coupon-ledger). Run it where that folder is, set"
+                " COUPON_LEDGER_DATA_DIR or DATABASE_URL, or create a store with `coupon-ledger serve` or `migrate`.",
+                file=sys.stderr,
+            )
+            return 2
+    return int(args.func(args, settings))
 
 
 if __name__ == "__main__":

@@ -215,6 +215,21 @@ def abandon_embedded() -> None:
                     os.kill(pid, signal.SIGINT)  # PostgreSQL's "fast" shutdown
 
 
+class NoStore(Exception):
+    """No DATABASE_URL and no embedded store in the data folder: a command that only reads or
+    adds to existing data does not create an empty one."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(f"no coupon-ledger store in {data_dir.resolve()}")
+        self.data_dir = data_dir.resolve()
+
+
+def require_existing_store(database_url: str | None, data_dir: Path) -> None:
+    """Raise NoStore unless DATABASE_URL is set or ``data_dir`` holds an embedded PostgreSQL."""
+    if not database_url and not (data_dir / "pgdata" / "PG_VERSION").is_file():
+        raise NoStore(data_dir)
+
+
 def resolve_database(database_url: str | None, data_dir: Path) -> tuple[str, bool]:
     """The database to use (DATABASE_URL, else the embedded server), and whether it is embedded.
     An embedded one must be left with ``release_database``."""

@@ -362,30 +362,37 @@ def test_verify_finds_nothing_wrong_with_a_consistent_ledger_and_names_a_tampere
     assert len(lines) == 1 and "AUDITED" in lines[0]
 
 
-def test_verify_names_a_redemption_made_at_checkout_whose_order_does_not_exist(
+def test_verify_knows_checkout_redemptions_by_their_order_rows_not_by_their_keys(
     database_url: str, env: dict[str, str], ledger: CouponLedger, retailer_id: UUID, view: CouponsView
 ) -> None:
     create_coupon(ledger, retailer_id, "CARTED", "fixed", Decimal("5"))
     kept = apply(ledger, retailer_id, "CARTED", Decimal("50.00"), "order:900001", order_id="900001")
-    phantom = apply(ledger, retailer_id, "CARTED", Decimal("50.00"), "order:900002", order_id="900002")
-    apply(ledger, retailer_id, "CARTED", Decimal("50.00"), "client-key", order_id="client-order-7")  # not a checkout
+    keyed = apply(ledger, retailer_id, "CARTED", Decimal("50.00"), "order:900002", order_id="900002")
+    apply(ledger, retailer_id, "CARTED", Decimal("50.00"), "client-key", order_id="client-order-7")
     with psycopg.connect(database_url) as conn:
         conn.execute("INSERT INTO retailers (id, name) VALUES (%s, 'carted')", (retailer_id,))
-        conn.execute(
-            "INSERT INTO orders (id, retailer_id, user_id, subtotal, total) VALUES (900001, %s, 1, 50, 45)",
-            (retailer_id,),
-        )
+        for order_id in (900001, 900003):
+            conn.execute(
+                "INSERT INTO orders (id, retailer_id, user_id, subtotal, total) VALUES (%s, %s, 1, 50, 45)",
+                (order_id, retailer_id),
+            )
         conn.execute(
             "INSERT INTO order_coupons (order_id, retailer_id, coupon_code, redemption_id, discount_amount)"
             " VALUES (900001, %s, 'CARTED', %s, 5)",
             (retailer_id, kept.redemption_id),
         )
     project_to_head(env, database_url)
+    assert verify(ledger, view).violations == []  # an apply keyed order:<n> without an order is a client's
 
+    with psycopg.connect(database_url) as conn:  # an order claiming a redemption made for another order
+        conn.execute(
+            "INSERT INTO order_coupons (order_id, retailer_id, coupon_code, redemption_id, discount_amount)"
+            " VALUES (900003, %s, 'CARTED', %s, 5)",
+            (retailer_id, keyed.redemption_id),
+        )
     violations = verify(ledger, view).violations
     assert len(violations) == 1, violations
-    assert str(phantom.redemption_id) in violations[0] and "900002" in violations[0]
-    assert str(kept.redemption_id) not in violations[0]
+    assert str(keyed.redemption_id) in violations[0] and "order_id 900003 != 900002" in violations[0]
 
 
 def test_verify_names_every_coupon_whose_read_model_count_disagrees_with_the_log(
