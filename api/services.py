@@ -69,6 +69,7 @@ class Services:
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
             timeout=POOL_TIMEOUT,
             reconnect_timeout=RECONNECT_TIMEOUT,
+            check=ConnectionPool.check_connection,  # a connection that died with a restart is replaced
             open=True,
         )
         leader = ProjectionLeader(url, env).start() if settings.run_projections else None
