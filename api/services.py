@@ -15,7 +15,13 @@ from api.sessions import Sessions, cleanup_expired_sessions
 from api.settings import Settings
 from api.throttle import Throttle, delete_idle_rate_limits
 from ledger.application import CouponLedger
-from ledger.event_store import CONNECT_TIMEOUT, POOL_TIMEOUT, RECONNECT_TIMEOUT, is_database_unavailable
+from ledger.event_store import (
+    CONNECT_TIMEOUT,
+    POOL_TIMEOUT,
+    RECONNECT_TIMEOUT,
+    check_connection,
+    is_database_unavailable,
+)
 from projections.coupons import CouponsView, construct_view
 from projections.runner import ProjectionLeader
 from projections.sweeper import Chore, Sweeper
@@ -69,7 +75,7 @@ class Services:
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
             timeout=POOL_TIMEOUT,
             reconnect_timeout=RECONNECT_TIMEOUT,
-            check=ConnectionPool.check_connection,  # a connection that died with a restart is replaced
+            check=check_connection,  # a connection that died with a restart is replaced
             open=True,
         )
         leader = ProjectionLeader(url, env).start() if settings.run_projections else None
