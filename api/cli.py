@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from api.checkout import Checkout
+from api.children import SERVE_FOLDER_ENV, ServeConfig, die_with_parent, join_serve_folder
 from api.database import InUse, abandon_embedded, apply_schema, eventsourcing_env, open_database, open_ledger
 from api.errors import validation_errors
 from api.retailers import (
@@ -37,18 +38,7 @@ from api.retailers import (
 from api.schemas import CampaignCreate, in_template
 from api.services import cleanup_chores
 from api.settings import Settings
-from api.supervisor import (
-    SERVE_FOLDER_ENV,
-    PostmasterWatch,
-    ProjectionProcess,
-    ServeConfig,
-    ServeFolder,
-    Server,
-    Supervisor,
-    die_with_parent,
-    join_serve_folder,
-    listen,
-)
+from api.supervisor import PostmasterWatch, ProjectionProcess, ServeFolder, Server, Supervisor, listen
 from ledger.application import MAX_CAMPAIGN_CODES
 from ledger.errors import InvalidCoupon
 from ledger.event_store import CONNECT_TIMEOUT, check_connection
@@ -194,6 +184,8 @@ def uvicorn_config(args: argparse.Namespace) -> uvicorn.Config:
 
 def run_uvicorn(config: uvicorn.Config, listener: socket.socket, signals: ShutdownSignals) -> bool:
     """Serve until SIGTERM or SIGINT (uvicorn's graceful shutdown); whether the server started."""
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    logging.getLogger("uvicorn.error").info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)", host, config.port)
     if config.workers > 1:
         supervisor = Supervisor(config, sockets=[listener])
         signals.stop_server = supervisor.should_exit.set

