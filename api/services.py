@@ -19,6 +19,7 @@ from ledger.event_store import (
     CONNECT_TIMEOUT,
     POOL_TIMEOUT,
     RECONNECT_TIMEOUT,
+    check_connection,
     is_database_unavailable,
     session_timeouts,
 )
@@ -76,6 +77,7 @@ class Services:
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT, "options": session_timeouts()},
             timeout=POOL_TIMEOUT,
             reconnect_timeout=RECONNECT_TIMEOUT,
+            check=check_connection,  # a connection that died with a restart is replaced
             open=True,
         )
         leader = ProjectionLeader(url, env).start() if settings.run_projections else None

@@ -29,10 +29,9 @@ from psycopg_pool import ConnectionPool
 from api.database import apply_schema, eventsourcing_env, open_ledger
 from api.retailers import Retailers
 from bench.harness import benchmark_server, fresh_database, log
-from ledger.application import MAX_CAMPAIGN_CODES
+from ledger.campaigns import MAX_CAMPAIGN_CODES, CampaignPlan, create_campaign
 from projections.coupons import construct_view
 from projections.rebuild import rebuild
-from tests.commands import create_campaign
 
 CLI = Path(sys.executable).with_name("coupon-ledger")
 TEMPLATE = {"discount_type": "fixed", "discount_value": Decimal("5.00"), "max_uses": 2}
@@ -50,7 +49,9 @@ def fill(url: str, count: int) -> None:
         made, number = 0, 0
         while made < count:
             size = min(MAX_CAMPAIGN_CODES, count - made)
-            campaign = create_campaign(ledger, retailer_id, f"bench {number}", f"B{number}-", size, TEMPLATE)
+            campaign = create_campaign(
+                ledger, CampaignPlan(retailer_id, f"bench {number}", f"B{number}-", size, TEMPLATE)
+            )
             made += campaign.generated
             number += 1
             log(f"{made} coupons, {time.perf_counter() - started:.0f} s")

@@ -25,6 +25,7 @@ from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicatio
 from eventsourcing.utils import retry
 from psycopg import Connection
 from psycopg.sql import SQL, Identifier
+from psycopg_pool import ConnectionPool
 
 # How long a caller waits for the database before it hears that it is unavailable (seconds): for a
 # free connection in a pool, and for a new connection to be made (libpq's connect_timeout, at
@@ -52,12 +53,27 @@ def session_timeouts() -> str:
     return f"-c lock_timeout={int(lock * 1000)} -c statement_timeout={int(statement * 1000)}"
 
 
+def check_connection(conn: Connection[Any]) -> None:
+    """A pool's check of each connection it hands out (an empty query), so that one that died with
+    a database restart is replaced rather than failing its caller. When one fails, the pool checks
+    all its idle ones at once: they died together, and found one at a time the pool would back off
+    (a second, then two, ...) after each, past POOL_TIMEOUT."""
+    try:
+        ConnectionPool.check_connection(conn)
+    except Exception:
+        pool = getattr(conn, "_pool", None)  # psycopg_pool sets it on a connection it hands out
+        if isinstance(pool, ConnectionPool):
+            pool.check()
+        raise
+
+
 def bound_waits(datastore: PostgresDatastore) -> None:
     """Make a library datastore's pool give up in bounded time while the database is away, and
     reconnect promptly once it is back (POOL_TIMEOUT is the library's POSTGRES_CONNECT_TIMEOUT);
     its statements wait for locks and run for bounded times too."""
     pool = datastore.pool
     pool.reconnect_timeout = RECONNECT_TIMEOUT
+    pool._check = check_connection
     if isinstance(pool.kwargs, dict):
         pool.kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT)
         pool.kwargs.setdefault("options", session_timeouts())
