@@ -1267,6 +1267,11 @@ class CampaignPublic(BaseModel):
         )
 
 
+class CampaignPage(BaseModel):
+    data: list[CampaignPublic] = Field(description="The caller's campaigns, newest first.")
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null on the last page.")
+
+
 # --- storefront ---------------------------------------------------------------------------------
 
 STOREFRONT_VERIFY_EXAMPLES: list[dict[str, Any]] = [

@@ -81,9 +81,7 @@ def test_background_commands_are_written_one_per_batch(ledger: CouponLedger) -> 
     order = Order()
     release, held = hold_writer(ledger, order, background=False)
     batches = ledger.writer.stats.batches
-    queued = [
-        ledger.writer.submit((), order.noting(f"bulk {n}", lambda _: None), background=True) for n in range(1, 4)
-    ]
+    queued = [ledger.writer.submit((), order.noting(f"bulk {n}", lambda _: None), background=True) for n in range(1, 4)]
     release.set()
     held.result(10)
     for future in queued:
