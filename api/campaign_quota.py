@@ -17,6 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from psycopg import Connection
+from psycopg.rows import tuple_row
 
 from api.errors import ApiError
 from ledger.commands import Command, InTransaction, StartCampaign
@@ -46,10 +47,11 @@ def charge(conn: Connection[Any], retailer_id: UUID, requested: int, limit: int)
     """Count ``requested`` codes against the retailer's day, in the caller's transaction; RATE_LIMITED
     (and nothing counted) if that would pass ``limit``."""
     params = {"retailer_id": retailer_id, "requested": requested, "limit": limit}
-    conn.execute(OPEN_DAY, params)
-    if conn.execute(CHARGE, params).fetchone() is not None:
+    curs = conn.cursor(row_factory=tuple_row)
+    curs.execute(OPEN_DAY, params)
+    if curs.execute(CHARGE, params).fetchone() is not None:
         return
-    row = conn.execute(USED, params).fetchone()
+    row = curs.execute(USED, params).fetchone()
     assert row is not None  # OPEN_DAY made it
     used, seconds_left = int(row[0]), max(1, math.ceil(row[1]))
     raise ApiError(
