@@ -59,6 +59,8 @@ def test_a_key_names_a_campaign_of_its_retailer_only(api: Api, other_api: Api) -
     assert mine.status_code == theirs.status_code == 201
     assert mine.json()["id"] != theirs.json()["id"]
     assert "Idempotent-Replayed" not in theirs.headers
+    assert post(api, "shared-key").json() == mine.json()  # each retailer's key replays its own
+    assert post(other_api, "shared-key").headers["Idempotent-Replayed"] == "true"
 
 
 def test_a_retry_that_arrives_while_the_campaign_is_generating_waits_and_replays_it(api: Api) -> None:
