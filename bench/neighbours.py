@@ -91,9 +91,10 @@ def run(url: str, args: argparse.Namespace) -> list[str]:
         retailers = Retailers(pool)
         bulk = retailers.create(f"bulk-{uuid4().hex[:8]}")
         neighbour = retailers.create(f"neighbour-{uuid4().hex[:8]}")
-    with tempfile.TemporaryDirectory(prefix="bench-neighbours-") as logs, running(
-        "ledger", ledger_server_command(), url, Path(logs)
-    ) as server:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-neighbours-") as logs,
+        running("ledger", ledger_server_command(), url, Path(logs)) as server,
+    ):
         codes = [f"NEAR{n}" for n in range(args.clients)]
         with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {neighbour.api_key}"}) as c:
             for code in codes:
