@@ -371,3 +371,34 @@ CREATE TABLE IF NOT EXISTS rate_limit_state (
     updated_at timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rate_limit_state_updated_at ON rate_limit_state (updated_at);
+
+-- Campaign codes each retailer generated per UTC day of the database's clock: a campaign that
+-- would take the day past COUPON_LEDGER_MAX_CODES_PER_DAY is refused before any code is made
+-- (api/campaign_quota.py). Charged in the transaction that starts the campaign, so every process
+-- counts against the same row and a campaign that never started is never counted.
+CREATE TABLE IF NOT EXISTS campaign_codes_daily (
+    retailer_id uuid NOT NULL REFERENCES retailers (id),
+    day date NOT NULL,
+    codes bigint NOT NULL CHECK (codes >= 0),
+    PRIMARY KEY (retailer_id, day)
+);
+
+-- Read model: one row per campaign, for GET /v1/campaigns (newest first). Projected from
+-- Campaign.Created with the coupons (projections/campaigns.py); the campaign itself is read from
+-- the ledger. Created once: campaigns started before it are listed from their coupons, with the
+-- first coupon's time (a campaign that had made no code yet appears after a rebuild).
+DO $$
+BEGIN
+    IF to_regclass('campaigns') IS NULL THEN
+        CREATE TABLE campaigns (
+            id uuid PRIMARY KEY,
+            retailer_id uuid NOT NULL,
+            created_at timestamptz NOT NULL
+        );
+        INSERT INTO campaigns (id, retailer_id, created_at)
+            SELECT campaign_id, min(retailer_id::text)::uuid, min(created_at)
+            FROM coupons WHERE campaign_id IS NOT NULL GROUP BY campaign_id;
+    END IF;
+END
+$$;
+CREATE INDEX IF NOT EXISTS campaigns_by_retailer ON campaigns (retailer_id, created_at DESC, id DESC);

@@ -22,6 +22,7 @@ from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 from tqdm import tqdm
 
+from api.campaign_quota import charged
 from api.checkout import Checkout
 from api.children import SERVE_FOLDER_ENV, ServeConfig, die_with_parent, join_serve_folder
 from api.database import (
@@ -34,7 +35,7 @@ from api.database import (
     open_ledger,
     require_existing_store,
 )
-from api.errors import validation_errors
+from api.errors import ApiError, validation_errors
 from api.retailers import (
     PUBLISHABLE,
     SECRET,
@@ -356,10 +357,13 @@ def cmd_campaign_create(args: argparse.Namespace, settings: Settings) -> int:
                     request.max_redemptions,
                     request.max_discount_total,
                 )
-                campaign = create_campaign(ledger, plan, progress=advance)
+                campaign = create_campaign(ledger, plan, progress=advance, starting=charged(settings.max_codes_per_day))
             seconds = time.perf_counter() - started
         except InvalidCoupon as refused:  # a rule tying the template's terms together
             return refuse_campaign(in_template(refused).details["errors"])
+        except ApiError as refused:  # past the day's codes (COUPON_LEDGER_MAX_CODES_PER_DAY)
+            print(f"{CAMPAIGN_CREATE}: error: {refused.message} {json.dumps(refused.details)}", file=sys.stderr)
+            return 1
         finally:
             ledger.close()
     print(json.dumps({"campaign_id": str(campaign.id), "generated": campaign.generated, "seconds": round(seconds, 2)}))
@@ -568,9 +572,11 @@ def parser() -> argparse.ArgumentParser:
         "create",
         help="generate a campaign's codes, with a progress bar",
         description="Create a campaign for a retailer and generate its codes (the prefix and 6 random "
-        "characters without look-alikes), a thousand per save, with a progress bar on stderr; then print "
+        "characters without look-alikes), a chunk per save, with a progress bar on stderr; then print "
         'one JSON line {"campaign_id", "generated", "seconds"}. The options are checked as POST '
-        "/v1/campaigns checks its body (exit 2 naming each problem, before the database is touched).",
+        "/v1/campaigns checks its body (exit 2 naming each problem, before the database is touched). The "
+        "codes count against the retailer's COUPON_LEDGER_MAX_CODES_PER_DAY like those of the API: a "
+        "campaign past it is refused before any code is made (exit 1).",
         epilog=EPILOG,
         formatter_class=HelpFormatter,
     )

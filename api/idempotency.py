@@ -74,6 +74,10 @@ UPDATE idempotency_keys
 SET response_status = %s, response_body = %s, claim = NULL, lease_until = NULL, completed_at = clock_timestamp()
 WHERE retailer_id = %s AND key = %s AND claim = %s
 """
+RENEW = """
+UPDATE idempotency_keys SET lease_until = clock_timestamp() + make_interval(secs => %s)
+WHERE retailer_id = %s AND key = %s AND claim = %s
+"""
 ABANDON = "DELETE FROM idempotency_keys WHERE retailer_id = %s AND key = %s AND claim = %s"
 
 
@@ -158,6 +162,12 @@ class IdempotencyStore:
     def record(self, claim: Claim, status: int, body: bytes) -> None:
         with self.pool.connection() as conn:
             claim.record(conn, status, body)
+
+    def renew(self, claim: Claim) -> None:
+        """Extend the claim's lease (a long request still running); ClaimLost if it was taken over."""
+        with self.pool.connection() as conn:
+            if conn.execute(RENEW, (self.lease_seconds, claim.retailer_id, claim.key, claim.id)).rowcount != 1:
+                raise ClaimLost(claim.key)
 
     def abandon(self, claim: Claim) -> None:
         with self.pool.connection() as conn:

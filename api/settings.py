@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     # response; a claim not completed within idempotency_lease_seconds (its process died) is taken over.
     idempotency_wait_seconds: float = Field(default=10.0, ge=0)
     idempotency_lease_seconds: float = Field(default=30.0, gt=0)
+    # Campaign codes one retailer may generate per UTC day (api/campaign_quota.py): a campaign that
+    # would go past it is refused (429 RATE_LIMITED) before any code is made.
+    max_codes_per_day: int = Field(default=1_000_000, ge=1)
     # How often the sweeper records the expiry of holds past their TTL and runs the other cleanup
     # chores (seconds). A hold stops counting at its expires_at whatever this is.
     sweep_interval: float = Field(default=5.0, gt=0, le=3600)

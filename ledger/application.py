@@ -117,16 +117,17 @@ class CouponLedger(Application[UUID]):
 
     # --- commands: each is decided by the writer against the batch's aggregates ------------------
 
-    def execute(self, command: Command[T]) -> T:
+    def execute(self, command: Command[T], background: bool = False) -> T:
         """Decide and save ``command`` with the writer's next batch; answer what the attempt that
-        committed produced, or raise its refusal. Blocks (CLI, tests, threads)."""
+        committed produced, or raise its refusal. Blocks (CLI, tests, threads). ``background``:
+        bulk work, written only when no live command waits (see ledger/writer.py)."""
         check(command)
-        return self.writer.execute(needs(command), partial(decide, command), locks_of(command))
+        return self.writer.execute(needs(command), partial(decide, command), locks_of(command), background)
 
-    async def execute_async(self, command: Command[T]) -> T:
+    async def execute_async(self, command: Command[T], background: bool = False) -> T:
         """The same, awaited (the HTTP API): no thread is held while the batch is written."""
         check(command)
-        return await self.writer.execute_async(needs(command), partial(decide, command), locks_of(command))
+        return await self.writer.execute_async(needs(command), partial(decide, command), locks_of(command), background)
 
     # --- queries: read the store directly -------------------------------------------------------
 

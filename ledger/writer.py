@@ -6,6 +6,11 @@ each command in arrival order against them, and saves every event that passed in
 ``save()``: one transaction, one lock of the events table, one commit. Then it answers each
 caller with its own result or error. Inside a process nobody loses a version race any more.
 
+Bulk work (a campaign's chunks of codes) goes in a second, background lane: the writer takes a
+background command only when no live command is waiting, or when background commands have been
+passed over ``background_every`` batches in a row (so bulk work still moves under steady traffic),
+and never more than one per batch. A live command therefore waits behind at most one chunk.
+
 Another process writing the same aggregate is still caught by the store's version check. On
 such a conflict the writer re-reads the aggregates of the batch (one query), and re-decides
 only the commands whose aggregates moved, together with every command that touched the same
@@ -22,6 +27,7 @@ import queue
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from datetime import UTC, datetime
@@ -47,6 +53,7 @@ from ledger.event_store import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Aggregate = Any
+WAKE = object()  # put in the live queue to wake the writer for a background command
 
 
 class Command(Generic[T]):
@@ -175,6 +182,7 @@ class BatchWriter:
         max_batch: int = 256,
         max_attempts: int = 50,
         max_queue: int = 4096,
+        background_every: int = 8,
         clock: Callable[[], datetime] | None = None,
         lock_rows: Callable[[Connection[Any], list[Any]], None] | None = None,
     ) -> None:
@@ -185,12 +193,15 @@ class BatchWriter:
         self.max_batch = max_batch
         self.max_attempts = max_attempts
         self.max_queue = max_queue
+        self.background_every = background_every
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         # Takes the row locks that the works of a batch declared, all together and in order, before
         # any work runs: two batches never wait on each other's rows in a circle.
         self.lock_rows = lock_rows
         self.stats = WriterStats()
-        self._queue: queue.SimpleQueue[Command[Any] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Command[Any] | object | None] = queue.SimpleQueue()
+        self._background: deque[Command[Any]] = deque()  # bulk commands, taken one per batch at most
+        self._passed_over = 0  # batches written since a background command was last taken
         self._room = threading.BoundedSemaphore(max_queue)  # places left in the queue
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -199,16 +210,26 @@ class BatchWriter:
 
     # --- callers -------------------------------------------------------------------------------
 
-    def submit(self, needs: Iterable[UUID], decide: Callable[[Batch], T], locks: Iterable[Any] = ()) -> Future[T]:
+    def submit(
+        self, needs: Iterable[UUID], decide: Callable[[Batch], T], locks: Iterable[Any] = (), background: bool = False
+    ) -> Future[T]:
+        """Queue the command; ``background``: in the bulk lane, behind every live command."""
         command = Command(needs, decide, locks=locks)
-        self._enqueue(command)
+        self._enqueue(command, background)
         assert isinstance(command.future, Future)
         return command.future
 
-    def _enqueue(self, command: Command[Any]) -> None:
+    def _enqueue(self, command: Command[Any], background: bool = False) -> None:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the writer is closed")
+            if background:
+                # Not counted against max_queue: each bulk caller has one command queued at a time.
+                if self._thread is None or not self._thread.is_alive():
+                    self._start()
+                self._background.append(command)
+                self._queue.put(WAKE)
+                return
             if not self._room.acquire(blocking=False):
                 self.stats.refused += 1
                 raise LedgerBusy(
@@ -224,15 +245,19 @@ class BatchWriter:
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._thread.start()
 
-    def execute(self, needs: Iterable[UUID], decide: Callable[[Batch], T], locks: Iterable[Any] = ()) -> T:
+    def execute(
+        self, needs: Iterable[UUID], decide: Callable[[Batch], T], locks: Iterable[Any] = (), background: bool = False
+    ) -> T:
         """Decide and save the command with the next batch; block until it is answered."""
-        return self.submit(needs, decide, locks).result()
+        return self.submit(needs, decide, locks, background).result()
 
-    async def execute_async(self, needs: Iterable[UUID], decide: Callable[[Batch], T], locks: Iterable[Any] = ()) -> T:
+    async def execute_async(
+        self, needs: Iterable[UUID], decide: Callable[[Batch], T], locks: Iterable[Any] = (), background: bool = False
+    ) -> T:
         """The same, awaited: no thread is held while the batch is written, and the whole batch's
         answers reach this loop in one wake-up."""
         command = Command(needs, decide, loop=asyncio.get_running_loop(), locks=locks)
-        self._enqueue(command)
+        self._enqueue(command, background)
         assert isinstance(command.future, asyncio.Future)
         return await command.future
 
@@ -248,6 +273,12 @@ class BatchWriter:
             self._queue.put(None)
         if thread is not None:
             thread.join()
+        left = list(self._background)
+        self._background.clear()
+        for command in left:  # never taken: its caller hears that the writer closed
+            if command.is_wanted():
+                command.outcome = (False, RuntimeError("the writer is closed"))
+        self._answer(left)
 
     # --- the writer thread ---------------------------------------------------------------------
 
@@ -271,18 +302,23 @@ class BatchWriter:
             if not isinstance(error, Exception):
                 raise
 
-    def _take(self, block: bool) -> Command[Any] | None:
+    def _take(self, block: bool) -> Command[Any] | object | None:
         command = self._queue.get() if block else self._queue.get_nowait()
-        if command is not None:
+        if command is not None and command is not WAKE:
             self._room.release()
         return command
 
     def _serve(self) -> None:
         while True:
-            first = self._take(block=True)
+            # With background work waiting, do not block: an empty live queue is its turn.
+            try:
+                first = self._take(block=not self._background)
+            except queue.Empty:
+                first = WAKE
             if first is None:
                 return
-            commands = self._taken = [first]
+            commands: list[Command[Any]] = [] if first is WAKE else [first]  # type: ignore[list-item]
+            self._taken = commands
             stop = False
             while len(commands) < self.max_batch:
                 try:
@@ -292,7 +328,9 @@ class BatchWriter:
                 if command is None:
                     stop = True
                     break
-                commands.append(command)
+                if command is not WAKE:
+                    commands.append(command)  # type: ignore[arg-type]
+            self._add_background(commands)
             live = [c for c in commands if c.is_wanted()]
             self._taken = live
             if live:
@@ -304,6 +342,18 @@ class BatchWriter:
                 self._answer(live)
             if stop:
                 return
+
+    def _add_background(self, commands: list[Command[Any]]) -> None:
+        """One background command joins the batch if no live command is in it, or if background
+        work has been passed over ``background_every`` batches in a row."""
+        if not self._background:
+            self._passed_over = 0
+            return
+        if commands and self._passed_over < self.background_every:
+            self._passed_over += 1
+            return
+        self._passed_over = 0
+        commands.append(self._background.popleft())
 
     def is_alive(self) -> bool:
         """False only if the writer thread has stopped without being closed (never expected)."""

@@ -36,9 +36,10 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 from psycopg.types.json import Jsonb
 
-from ledger.domain import Coupon, Reservation
+from ledger.domain import Campaign, Coupon, Reservation
 from ledger.event_store import bound_waits, fewer_retries
 from ledger.timestamps import to_utc
+from projections.campaigns import CampaignRow, insert_campaigns
 
 # A coupon's live holds at %(now)s: held and not past expires_at (Reservation.is_live), recorded
 # as expired or not. Served by the partial index reservations_held_by_coupon.
@@ -273,6 +274,7 @@ class CouponChanges:
     updated: dict[UUID, CouponUpdate] = field(default_factory=dict)
     holds: dict[UUID, NewReservation] = field(default_factory=dict)
     ended: dict[UUID, ReservationEnd] = field(default_factory=dict)
+    campaigns: list[CampaignRow] = field(default_factory=list)  # `campaigns` rows: Campaign.Created
 
     @classmethod
     def of(cls, events: Iterable[DomainEventProtocol[Any]]) -> CouponChanges:
@@ -344,6 +346,8 @@ class CouponChanges:
                 )
             case Reservation.Confirmed() | Reservation.Released() | Reservation.Expired():
                 self._end_hold(event, ENDING_EVENTS[type(event)])
+            case Campaign.Created():
+                self.campaigns.append(CampaignRow(event.originator_id, event.retailer_id, event.timestamp))
 
     def _end_hold(self, event: Reservation.Confirmed | Reservation.Released | Reservation.Expired, status: str) -> None:
         redemption_id = event.redemption_id if isinstance(event, Reservation.Confirmed) else None
@@ -407,6 +411,7 @@ class CouponsView(PostgresTrackingRecorder):
         self.update_coupons(curs, list(changes.updated.values()))
         self.insert_reservations(curs, list(changes.holds.values()))
         self.update_reservations(curs, list(changes.ended.values()))
+        insert_campaigns(curs, changes.campaigns)
 
     def claim(self, curs: Cursor[DictRow], application_name: str, first_notification_id: int) -> None:
         """Make sure no event from ``first_notification_id`` on has been processed, and that no

@@ -1,4 +1,4 @@
-"""`coupon-ledger rebuild`: the read model (`coupons` and `reservations`) projected again from the
+"""`coupon-ledger rebuild`: the read model (`coupons`, `reservations` and `campaigns`) projected again from the
 first event, in ONE transaction.
 
 The transaction takes the projection's batch lock (the one every batch takes, see
@@ -47,6 +47,7 @@ def rebuild(
         view.lock_batches(curs, application_name)
         curs.execute("DELETE FROM reservations")
         curs.execute("DELETE FROM coupons")
+        curs.execute("DELETE FROM campaigns")
         curs.execute(
             SQL("DELETE FROM {}.{} WHERE application_name = %s").format(
                 Identifier(view.datastore.schema), Identifier(view.tracking_table_name)

@@ -290,12 +290,23 @@ STEPS: list[tuple[str, str]] = [
         "100) and `cursor`.",
     ),
     ("sh", get("/v1/coupons/SAVE10/events")),
-    ("md", "### `POST /v1/campaigns`, `GET /v1/campaigns/{id}`, `GET /v1/campaigns/{id}/coupons`"),
+    (
+        "md",
+        "### `POST /v1/campaigns`, `GET /v1/campaigns`, `GET /v1/campaigns/{id}`, `GET /v1/campaigns/{id}/coupons`",
+    ),
     (
         "md",
         "`count` codes (1 to 100,000) of `prefix` + 6 random characters without look-alikes (no 0/O,\n"
         "1/I/L), each a coupon made from the `coupon` template; `max_redemptions` and `max_discount_total`\n"
-        "hold across all of them (`CAMPAIGN_BUDGET_EXHAUSTED`), under any concurrency.",
+        "hold across all of them (`CAMPAIGN_BUDGET_EXHAUSTED`), under any concurrency. The codes are\n"
+        "written in chunks that give way to other requests (see Performance). `Idempotency-Key` is\n"
+        "honoured: a retry replays the first response (`Idempotent-Replayed: true`), even one that arrives\n"
+        "while the codes are still being generated (it waits for them), and never makes a second campaign;\n"
+        "the key with another body is 409 `IDEMPOTENCY_KEY_REUSED`. A retailer generates at most\n"
+        "`COUPON_LEDGER_MAX_CODES_PER_DAY` codes (default 1,000,000) per UTC day of the database's clock,\n"
+        "counted in the database for every process: a campaign that would go past it is refused before\n"
+        "any code is made, 429 `RATE_LIMITED` with `Retry-After` (the seconds left in the day) and\n"
+        "`details` `{limit, used, requested}`.",
     ),
     (
         "sh",
@@ -304,6 +315,12 @@ STEPS: list[tuple[str, str]] = [
         + "C=$(tail -n 1 campaign.txt | python3 -c 'import json, sys; print(json.load(sys.stdin)[\"id\"])')",
     ),
     ("sh", get("/v1/campaigns/$C")),
+    (
+        "md",
+        "The caller's campaigns, newest first, each as `GET /v1/campaigns/{id}` answers it; `limit` (1 to\n"
+        "100, default 20) and `cursor` as for `GET /v1/coupons`:",
+    ),
+    ("sh", get("/v1/campaigns?limit=1")),
     ("md", "Its coupons, paginated like `GET /v1/coupons`, or every code as CSV:"),
     ("sh", get("/v1/campaigns/$C/coupons?limit=1")),
     ("sh", get("/v1/campaigns/$C/coupons?format=csv")),

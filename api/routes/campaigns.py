@@ -1,22 +1,30 @@
-"""/v1/campaigns: generate codes in bulk under one template and one budget; read a campaign and
-its codes (a page at a time, or every one of them as CSV)."""
+"""/v1/campaigns: generate codes in bulk under one template and one budget (Idempotency-Key
+honoured, at most COUPON_LEDGER_MAX_CODES_PER_DAY codes per retailer and UTC day); list the
+caller's campaigns; read a campaign and its codes (a page at a time, or every one of them as CSV)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
+from api.campaign_quota import charged
 from api.deps import CallerDep
+from api.errors import ApiError
+from api.idempotency import IDEMPOTENCY_CONFLICTS, REPLAYED_RESPONSE_HEADER, Claim, IdempotencyDep, IdempotencyStore
 from api.openapi import errors
-from api.pagination import Cursor, decode_code_cursor, encode_cursor
+from api.pagination import Cursor, bad_cursor, decode_code_cursor, decode_cursor, encode_cursor
 from api.read_model import wait_for_coupons_view
-from api.schemas import CampaignCreate, CampaignPublic, CouponPage, CouponPublic, in_template
-from ledger.campaigns import CampaignPlan, create_campaign_async
-from ledger.errors import CampaignNotFound, InvalidCoupon
+from api.schemas import CampaignCreate, CampaignPage, CampaignPublic, CouponPage, CouponPublic, in_template
+from ledger.campaigns import CampaignPlan, campaign_id_for, create_campaign_async
+from ledger.errors import CampaignNotFound, IdempotencyKeyReused, InvalidCoupon
+from projections.campaigns import CampaignRow, list_campaigns
 from projections.coupons import CouponRow
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
@@ -50,30 +58,103 @@ def campaign_id_of(raw: str) -> UUID:
 @router.post(
     "",
     status_code=201,
+    response_model=CampaignPublic,
     responses={
-        201: {"description": "The campaign, its codes all generated", "links": CAMPAIGN_LINKS},
-        **errors({503: ["SERVICE_UNAVAILABLE"]}),
+        201: {
+            "description": "The campaign, its codes all generated",
+            "links": CAMPAIGN_LINKS,
+            "headers": REPLAYED_RESPONSE_HEADER,
+        },
+        **errors({409: IDEMPOTENCY_CONFLICTS, 429: ["RATE_LIMITED"], 503: ["SERVICE_UNAVAILABLE"]}),
     },
 )
-async def create_campaign(body: CampaignCreate, caller: CallerDep) -> CampaignPublic:
+async def create_campaign(body: CampaignCreate, caller: CallerDep, idempotency: IdempotencyDep) -> Response:
     """Generate ``count`` codes (prefix + 6 random characters of A-Z and 2-9 without look-alikes:
     no 0/O, 1/I/L), each a coupon with the template's terms, and the campaign-wide limits every
     redemption of them is checked against. Answers once every code is stored: 100,000 codes take
-    seconds (`coupon-ledger campaign create` does the same with a progress bar)."""
+    seconds, written in chunks that give way to other requests (`coupon-ledger campaign create`
+    does the same with a progress bar).
+
+    A retailer generates at most COUPON_LEDGER_MAX_CODES_PER_DAY codes per UTC day: a campaign that
+    would pass it is refused with 429 RATE_LIMITED before any code is made (Retry-After: the seconds
+    left in the day; details `limit`, `used`, `requested`). With an Idempotency-Key, a retry replays
+    the first response (Idempotent-Replayed: true) and never makes a second campaign."""
+    services = caller.services
+    key = idempotency.key
+
+    async def run(claim: Claim | None) -> Response:
+        try:
+            plan = CampaignPlan(
+                caller.retailer_id,
+                body.name,
+                body.prefix,
+                body.count,
+                body.coupon.terms(),
+                body.max_redemptions,
+                body.max_discount_total,
+                campaign_id=campaign_id_for(caller.retailer_id, key) if key is not None else None,
+            )
+            campaign = await create_campaign_async(
+                services.ledger,
+                plan,
+                progress=LeaseKeeper(services.idempotency, claim) if claim is not None else None,
+                starting=charged(services.settings.max_codes_per_day),
+            )
+        except InvalidCoupon as error:
+            raise in_template(error) from None
+        except IdempotencyKeyReused as error:  # the key's campaign, taken over, has other terms
+            raise ApiError("IDEMPOTENCY_KEY_REUSED", error.message, idempotency_key=key) from None
+        content = CampaignPublic.from_campaign(campaign).model_dump(mode="json")
+        return JSONResponse(content, status_code=201)
+
+    return await idempotency.run(caller.retailer_id, run)
+
+
+class LeaseKeeper:
+    """Keeps a long campaign's Idempotency-Key claimed while its chunks are written: the lease is
+    renewed once a third of it has passed, so a retry waits for this request rather than take the
+    key over and generate the codes twice."""
+
+    def __init__(self, store: IdempotencyStore, claim: Claim) -> None:
+        self.store = store
+        self.claim = claim
+        self.renewed = time.monotonic()
+
+    async def __call__(self, generated: int) -> None:
+        if time.monotonic() - self.renewed >= self.store.lease_seconds / 3:
+            await run_in_threadpool(self.store.renew, self.claim)
+            self.renewed = time.monotonic()
+
+
+@router.get("", responses=errors({503: ["SERVICE_UNAVAILABLE"]}))
+def list_campaigns_route(
+    caller: CallerDep, limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: Cursor = None
+) -> CampaignPage:
+    """The caller's campaigns, newest first, each as GET /v1/campaigns/{id} answers it; a page at a
+    time (pass next_cursor as cursor). Reflects every campaign started before the request."""
+    services = caller.services
+    after = decode_campaign_cursor(cursor) if cursor else None
+    wait_for_coupons_view(services, "Campaigns")
+    rows = list_campaigns(services.coupons_view.datastore, caller.retailer_id, after, limit + 1)
+    page = rows[:limit]
+    next_cursor = encode_campaign_cursor(page[-1]) if len(rows) > limit else None
+    data = [CampaignPublic.from_campaign(services.ledger.get_campaign(caller.retailer_id, r.id)) for r in page]
+    return CampaignPage(data=data, next_cursor=next_cursor)
+
+
+def encode_campaign_cursor(row: CampaignRow) -> str:
+    return encode_cursor(f"{row.created_at.isoformat()}|{row.id}")
+
+
+def decode_campaign_cursor(cursor: str) -> tuple[datetime, UUID]:
+    created_at, _, campaign_id = decode_cursor(cursor).partition("|")
     try:
-        plan = CampaignPlan(
-            caller.retailer_id,
-            body.name,
-            body.prefix,
-            body.count,
-            body.coupon.terms(),
-            body.max_redemptions,
-            body.max_discount_total,
-        )
-        campaign = await create_campaign_async(caller.services.ledger, plan)
-    except InvalidCoupon as error:
-        raise in_template(error) from None
-    return CampaignPublic.from_campaign(campaign)
+        after = datetime.fromisoformat(created_at), UUID(campaign_id)
+    except ValueError:
+        raise bad_cursor() from None
+    if after[0].tzinfo is None:
+        raise bad_cursor()
+    return after
 
 
 @router.get("/{campaign_id}", responses=errors(NOT_FOUND))

@@ -138,3 +138,8 @@ class CampaignPublic(BaseModel):
             discount_total=campaign.discount_total,
             created_at=campaign.created_on,
         )
+
+
+class CampaignPage(BaseModel):
+    data: list[CampaignPublic] = Field(description="The caller's campaigns, newest first.")
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null on the last page.")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from ledger.campaigns import CAMPAIGN_CHUNK
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +32,9 @@ def test_the_campaign_benchmark_reports_generation_read_model_and_read_back(data
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert re.fullmatch(r"codes: 1500 \(prefix BENCH-, 1000 per save\), retailer [0-9a-f-]{36}", lines[0])
+    assert re.fullmatch(
+        rf"codes: 1500 \(prefix BENCH-, {CAMPAIGN_CHUNK} per save\), retailer [0-9a-f-]{{36}}", lines[0]
+    )
     assert re.fullmatch(r"generation, as the command reports: \d+\.\d\d s = [\d,]+ codes/s", lines[1])
     assert re.fullmatch(r"generation, wall time of the command: \d+\.\d\d s = [\d,]+ codes/s", lines[2])
     assert re.fullmatch(

@@ -10,9 +10,11 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+import psycopg
 import pytest
 
 from api.database import open_ledger
+from api.settings import Settings
 from ledger.campaigns import CAMPAIGN_CHUNK
 from ledger.domain import GENERATED_ALPHABET, GENERATED_LENGTH
 from projections.coupons import construct_view
@@ -139,3 +141,20 @@ def test_a_retailer_that_does_not_exist_exits_1_and_creates_nothing(database_url
     assert "error: no retailer is named 'nobody'" in refused.stderr
     assert refused.stdout == ""
     assert scalar(database_url, "SELECT count(*) FROM ledger_events") == 0
+
+
+def test_a_campaign_past_the_retailers_codes_for_the_day_exits_1_and_creates_nothing(database_url: str) -> None:
+    retailer_id = create_retailer(database_url, "Campaign shop")
+    with psycopg.connect(database_url) as conn:  # the API's campaigns of today, in the shared counter
+        conn.execute(
+            "INSERT INTO campaign_codes_daily VALUES (%s, (now() AT TIME ZONE 'UTC')::date, %s)",
+            (retailer_id, Settings().max_codes_per_day - 4),
+        )
+    refused = campaign_create(database_url, "--name", "Late", "--prefix", "L", "--count", "5", "--coupon", TEMPLATE)
+    assert refused.returncode == 1, refused.stderr
+    assert "past the limit of" in refused.stderr and '"requested": 5' in refused.stderr
+    assert refused.stdout == ""
+    assert scalar(database_url, "SELECT count(*) FROM ledger_events WHERE topic LIKE %s", (CAMPAIGN_TOPICS,)) == 0
+
+    done = campaign_create(database_url, "--name", "Fits", "--prefix", "F", "--count", "4", "--coupon", TEMPLATE)
+    assert done.returncode == 0, done.stderr
