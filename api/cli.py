@@ -22,7 +22,6 @@ from pydantic import ValidationError
 from tqdm import tqdm
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from api.checkout import Checkout
 from api.database import abandon_embedded, apply_schema, eventsourcing_env, open_database, open_ledger
 from api.errors import validation_errors
 from api.retailers import (
@@ -37,6 +36,7 @@ from api.retailers import (
 from api.schemas import CampaignCreate, in_template
 from api.services import cleanup_chores
 from api.settings import Settings
+from api.shop.orders import Checkout
 from ledger.campaigns import MAX_CAMPAIGN_CODES, CampaignPlan, create_campaign
 from ledger.errors import InvalidCoupon
 from ledger.event_store import CONNECT_TIMEOUT

@@ -19,8 +19,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.sessions import cleanup_expired_sessions
 from api.settings import Settings
+from api.shop.records import cleanup_expired_sessions
 from tests.e2e.support import Api, Sql, assert_error, assert_validation_failed
 
 SESSIONS = "/v1/checkout/sessions"
