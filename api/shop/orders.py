@@ -167,7 +167,7 @@ class Checkout:
                     f"The coupon hold of checkout session {session_id} was confirmed outside the session;"
                     " remove the coupon or sync the cart to go on.",
                     session_id=session_id,
-                    reservation_id=str(receipt.redemption_id),
+                    reservation_id=str(session.coupon.reservation_id) if session.coupon is not None else None,
                 )
             now = self.ledger.clock()
             locked = read_session(conn, retailer_id, session_id, lock=True)

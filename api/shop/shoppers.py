@@ -19,6 +19,7 @@ from typing import Any
 from uuid import UUID
 
 from psycopg import Connection
+from psycopg.rows import tuple_row
 
 from api.shop.errors import too_many_holds
 from api.shop.stock import SHOPPERS
@@ -79,9 +80,9 @@ class HoldCap:
         for key, query, value in self._shoppers(retailer_id, shopper, customer_id):
             if not locked:
                 conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
-            row = conn.execute(
-                query, {"retailer_id": retailer_id, "session_id": session_id, "now": now, "value": value}
-            ).fetchone()
+            with conn.cursor(row_factory=tuple_row) as cur:  # the writer's connections answer dicts
+                cur.execute(query, {"retailer_id": retailer_id, "session_id": session_id, "now": now, "value": value})
+                row = cur.fetchone()
             assert row is not None
             holding, first_ends = int(row[0]), row[1]
             if holding >= self.limit:
