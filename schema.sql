@@ -347,6 +347,27 @@ CREATE TABLE IF NOT EXISTS checkout_sessions (
     CHECK ((coupon_code IS NULL) = (reservation_id IS NULL))
 );
 CREATE INDEX IF NOT EXISTS checkout_sessions_open_expiry ON checkout_sessions (expires_at) WHERE status = 'open';
+-- A session is sealed: `client_secret_hash` is the SHA-256 (hex) of the client secret given to
+-- its creator, which a publishable-key caller must send to open it (NULL: a session from before
+-- the seal, opened by secret keys only). `holder_address` is the client address of the
+-- publishable-key caller that created it or last held a coupon or stock for it: such holds are
+-- capped per address (and per customer_id), counted over the open sessions that hold something.
+-- Guarded, like the coupons' columns above: a later start takes no lock.
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_attribute WHERE attrelid = 'checkout_sessions'::regclass AND attname = 'holder_address'
+    ) THEN
+        ALTER TABLE checkout_sessions
+            ADD COLUMN IF NOT EXISTS client_secret_hash text,
+            ADD COLUMN IF NOT EXISTS holder_address text;
+        CREATE INDEX IF NOT EXISTS checkout_sessions_holder_address
+            ON checkout_sessions (retailer_id, holder_address) WHERE status = 'open' AND holder_address IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS checkout_sessions_held_for_customer
+            ON checkout_sessions (retailer_id, customer_id) WHERE status = 'open' AND reservation_id IS NOT NULL;
+    END IF;
+END;
+$$;
 
 -- Stock held for a session: one row per (session, product). A hold counts against the product's
 -- available stock (stock - live holds of other sessions) while it and its session are live.

@@ -23,7 +23,6 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from api.campaign_quota import charged
-from api.checkout import Checkout
 from api.children import SERVE_FOLDER_ENV, ServeConfig, die_with_parent, join_serve_folder
 from api.database import (
     InUse,
@@ -48,6 +47,7 @@ from api.retailers import (
 from api.schemas import CampaignCreate, in_template
 from api.services import cleanup_chores
 from api.settings import Settings
+from api.shop.orders import Checkout
 from api.supervisor import PostmasterWatch, ProjectionProcess, ServeFolder, Server, Supervisor, listen
 from ledger.campaigns import MAX_CAMPAIGN_CODES, CampaignPlan, create_campaign
 from ledger.errors import InvalidCoupon

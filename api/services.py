@@ -7,12 +7,14 @@ from dataclasses import dataclass
 
 from psycopg_pool import ConnectionPool
 
-from api.checkout import Checkout, lock_rows
 from api.database import apply_schema, eventsourcing_env, open_ledger, release_database, resolve_database
 from api.idempotency import IdempotencyStore
 from api.retailers import Retailers
-from api.sessions import Sessions, cleanup_expired_sessions
 from api.settings import Settings
+from api.shop.orders import Checkout
+from api.shop.records import cleanup_expired_sessions
+from api.shop.sessions import Sessions
+from api.shop.stock import lock_rows
 from api.throttle import Throttle, delete_idle_rate_limits
 from ledger.application import CouponLedger
 from ledger.event_store import (
@@ -68,7 +70,7 @@ class Services:
         apply_schema(url)
         env = eventsourcing_env(url)
         ledger = open_ledger(env)
-        ledger.writer.lock_rows = lock_rows  # the products that checkouts' works lock, taken in order
+        ledger.writer.lock_rows = lock_rows  # the rows (and shoppers) the shop's works lock, taken in order
         # Bounded waits: a request that cannot get a connection in POOL_TIMEOUT is answered 503.
         pool = ConnectionPool(
             url,
@@ -81,7 +83,7 @@ class Services:
             open=True,
         )
         leader = ProjectionLeader(url, env).start() if settings.run_projections else None
-        sessions = Sessions(pool, ledger, settings.session_ttl_seconds)
+        sessions = Sessions(pool, ledger, settings.session_ttl_seconds, settings.max_holds_per_shopper)
         services = cls(
             settings=settings,
             database_url=url,

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     run_projections: bool = True
     # Checkout sessions end this long after their last change (their coupon and stock holds with them).
     session_ttl_seconds: int = Field(default=30 * 60, ge=1, le=86_400)
+    # Checkout sessions holding a coupon use or stock that one shopper may have at once under a
+    # publishable key: per client address, and per customer_id (past it: 429 RATE_LIMITED).
+    max_holds_per_shopper: int = Field(default=5, ge=1, le=100_000)
     # Idempotency-Key of the routes whose keys are not in the ledger (api/idempotency.py): a request
     # under a key another one is still running waits up to idempotency_wait_seconds for its
     # response; a claim not completed within idempotency_lease_seconds (its process died) is taken over.

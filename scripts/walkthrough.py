@@ -30,6 +30,8 @@ CURL = "curl -si"
 
 AUTH = '-H "Authorization: Bearer $KEY"'
 PK_AUTH = '-H "Authorization: Bearer $PK"'
+SEALED = '-H "X-Client-Secret: $CS"'  # the client secret of the session cart-1, from its creation
+SEALED_2 = '-H "X-Client-Secret: $CS2"'
 
 
 def shop(method: str, path: str, body: str = "", headers: str = "") -> str:
@@ -398,18 +400,34 @@ STEPS: list[tuple[str, str]] = [
         "(`product_id`, `quantity`) and optionally the client's `subtotal`. The server prices the cart from\n"
         "its products (a different client subtotal is `422 SUBTOTAL_MISMATCH` with both); 201 when created,\n"
         "200 when re-synced. A session lives 30 minutes after its last change\n"
-        "(`COUPON_LEDGER_SESSION_TTL_SECONDS`). Every session call takes `Idempotency-Key`.",
+        "(`COUPON_LEDGER_SESSION_TTL_SECONDS`). Every session call takes `Idempotency-Key`.\n\n"
+        "The 201 carries the session's `client_secret`, shown only there (stored hashed; a replay of the\n"
+        "creation's `Idempotency-Key` answers it again). Every later call on the session with the\n"
+        "publishable key sends it as `X-Client-Secret`: without it, or with another, the session is `404\n"
+        "NOT_FOUND` exactly like a missing one, so a page that learns or guesses a session id can neither\n"
+        "read nor change it, nor take the id over by syncing it. The secret key needs none (the shop's\n"
+        "server may also create the session and hand the secret to its page, as with Stripe's client secrets).",
     ),
-    ("sh", shop("POST", "/v1/checkout/sessions", SESSION, "-H 'Idempotency-Key: sync-1'")),
-    ("sh", shop("POST", "/v1/checkout/sessions", SESSION.replace("49.00", "45.00"))),
+    (
+        "sh",
+        shop("POST", "/v1/checkout/sessions", SESSION, "-H 'Idempotency-Key: sync-1'")
+        + " | tee cart-1.txt\n"
+        + "CS=$(tail -n1 cart-1.txt | python3 -c 'import json, sys; print(json.load(sys.stdin)[\"client_secret\"])')",
+    ),
+    ("sh", shop("POST", "/v1/checkout/sessions", SESSION.replace("49.00", "45.00"), SEALED)),
+    ("md", "Without the client secret, the session is missing:"),
+    ("sh", shop("GET", "/v1/checkout/sessions/cart-1")),
     ("md", "### `POST /v1/checkout/sessions/{id}/coupon` — apply a coupon (seed 004's validate-coupon)"),
     (
         "md",
         "Validated against the session's priced items and **held** for the session's life (a ledger hold:\n"
         "it counts against every limit like a use); another coupon replaces it in the same save. The\n"
-        "coupon's refusals are verify's; failed lookups count against the brute-force budget.",
+        "coupon's refusals are verify's; failed lookups count against the brute-force budget. With the\n"
+        "publishable key, a shopper holds a coupon or stock in at most `COUPON_LEDGER_MAX_HOLDS_PER_SHOPPER`\n"
+        "(5) sessions at once, per client address and per `customer_id`: past it, `429 RATE_LIMITED` with\n"
+        "`Retry-After` (until the first of them ends).",
     ),
-    ("sh", shop("POST", "/v1/checkout/sessions/cart-1/coupon", '{"code":"fiveoff"}')),
+    ("sh", shop("POST", "/v1/checkout/sessions/cart-1/coupon", '{"code":"fiveoff"}', SEALED)),
     ("md", "### `POST /v1/checkout/sessions/{id}/hold-inventory` — hold the stock while the shopper pays"),
     (
         "md",
@@ -417,23 +435,24 @@ STEPS: list[tuple[str, str]] = [
         "`ttl_seconds` defaults to (and is cut to) the session's expiry. Another hold, a re-sync or the\n"
         "order ends it.",
     ),
-    ("sh", shop("POST", "/v1/checkout/sessions/cart-1/hold-inventory", '{"ttl_seconds":600}')),
+    ("sh", shop("POST", "/v1/checkout/sessions/cart-1/hold-inventory", '{"ttl_seconds":600}', SEALED)),
     ("md", "A cart that wants more than is left is `409 OUT_OF_STOCK`, naming every short product:"),
     (
         "sh",
         shop("POST", "/v1/checkout/sessions", '{"session_id":"cart-2","items":[{"product_id":3,"quantity":41}]}')
-        + " -o /dev/null -w '%{http_code}\\n'",
+        + " -o cart-2.txt -w '%{http_code}\\n'\n"
+        + "CS2=$(tail -n1 cart-2.txt | python3 -c 'import json, sys; print(json.load(sys.stdin)[\"client_secret\"])')",
     ),
-    ("sh", shop("POST", "/v1/checkout/sessions/cart-2/hold-inventory")),
+    ("sh", shop("POST", "/v1/checkout/sessions/cart-2/hold-inventory", headers=SEALED_2)),
     ("md", "### `DELETE /v1/checkout/sessions/{id}/coupon` — remove it (seed 004's remove-coupon)"),
     (
         "sh",
-        shop("POST", "/v1/checkout/sessions/cart-2/coupon", '{"code":"fiveoff"}')
+        shop("POST", "/v1/checkout/sessions/cart-2/coupon", '{"code":"fiveoff"}', SEALED_2)
         + " -o /dev/null -w '%{http_code}\\n'",
     ),
-    ("sh", shop("DELETE", "/v1/checkout/sessions/cart-2/coupon")),
+    ("sh", shop("DELETE", "/v1/checkout/sessions/cart-2/coupon", headers=SEALED_2)),
     ("md", "### `GET /v1/checkout/sessions/{id}`"),
-    ("sh", shop("GET", "/v1/checkout/sessions/cart-1")),
+    ("sh", shop("GET", "/v1/checkout/sessions/cart-1", headers=SEALED)),
     ("md", "### `POST /v1/checkout {session_id, user_id}` — place the order from the session"),
     (
         "md",
@@ -570,6 +589,7 @@ VOLATILE = [
     re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"),  # ids
     re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)"),  # timestamps
     re.compile(r'"request_id":"[^"]*"'),
+    re.compile(r"_secret_[A-Za-z0-9_-]+"),  # a session's client secret: random
     re.compile(r'"next_cursor":"[^"]*"'),
     re.compile(r"(?i)retry-after: \d+"),  # the brute-force wait: whole seconds, depends on timing
     re.compile(r'"retry_after":\d+'),

@@ -3,7 +3,11 @@ order placed from a checkout session; the caller's products and orders only."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from psycopg import Connection
 from starlette.concurrency import run_in_threadpool
 
 from api import throttle
@@ -11,9 +15,42 @@ from api.deps import CallerDep
 from api.errors import ApiError
 from api.idempotency import IDEMPOTENCY_CONFLICTS, REPLAYED_RESPONSE_HEADER, Claim, IdempotencyDep
 from api.openapi import coupon_refusals, errors
-from api.schemas import CheckoutRequest, OrderCreated, ProductCreate, ProductPublic
+from api.schemas import CheckoutRequest, OrderCreated, OrderPublic, OrderWithCouponPublic, ProductCreate, ProductPublic
+from api.shop.orders import Order, Record
 
 router = APIRouter(prefix="/v1", tags=["checkout"])
+CREATED = 201
+
+
+def order_body(order: Order) -> bytes:
+    """The 201 body of a checkout: the seed's order, and the coupon's fields when it used one."""
+    public = OrderPublic(
+        id=order.id, user_id=order.user_id, subtotal=order.subtotal, total=order.total, created_at=order.created_at
+    )
+    if order.receipt is not None:
+        public = OrderWithCouponPublic(
+            **public.model_dump(),
+            discount_amount=order.receipt.quote.discount_amount,
+            coupon_code=order.receipt.quote.code,
+            redemption_id=order.receipt.redemption_id,
+        )
+    return bytes(JSONResponse(public.model_dump(mode="json")).body)
+
+
+def order_response(order: Order) -> Response:
+    return Response(order_body(order), status_code=CREATED, media_type="application/json")
+
+
+def recorder(claim: Claim | None) -> Record | None:
+    """Store the order's 201 under the request's Idempotency-Key in the order's own transaction:
+    a replay answers exactly the body of the order that committed."""
+    if claim is None:
+        return None
+
+    def record(conn: Connection[Any], order: Order) -> None:
+        claim.record(conn, CREATED, order_body(order))
+
+    return record
 
 
 @router.get("/products")
@@ -76,17 +113,24 @@ async def checkout(body: CheckoutRequest, caller: CallerDep, idempotency: Idempo
     retailer_id, user_id = caller.retailer_id, body.user_id
     if body.session_id is not None:
         session_id = body.session_id
-        return await idempotency.run(
-            retailer_id, lambda claim: checkout.place_session_order(retailer_id, session_id, user_id, claim)
-        )
+
+        async def place_session_order(claim: Claim | None) -> Response:
+            order = await checkout.place_session_order(retailer_id, session_id, user_id, recorder(claim))
+            return order_response(order)
+
+        return await idempotency.run(retailer_id, place_session_order)
     items = [(i.product_id, i.quantity) for i in body.items or ()]
     coupon_code = body.coupon_code
 
     async def place(claim: Claim | None) -> Response:
         if coupon_code is None:
-            return await run_in_threadpool(checkout.place_order, retailer_id, user_id, items, None, claim)
+            order = await run_in_threadpool(checkout.place_order, retailer_id, user_id, items, None, recorder(claim))
+            return order_response(order)
         # The code is looked up for the customer the order's user is to the ledger.
         async with throttle.guard(request, caller, customer_id=str(user_id)):
-            return await run_in_threadpool(checkout.place_order, retailer_id, user_id, items, coupon_code, claim)
+            order = await run_in_threadpool(
+                checkout.place_order, retailer_id, user_id, items, coupon_code, recorder(claim)
+            )
+        return order_response(order)
 
     return await idempotency.run(retailer_id, place)

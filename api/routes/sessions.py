@@ -1,7 +1,10 @@
 """/v1/checkout/sessions: seed 004's checkout session (cart-summary, validate-coupon, remove-coupon,
 hold-inventory). The order is placed from a session by POST /v1/checkout {session_id, user_id}.
 
-Every call that changes a session takes an Idempotency-Key (api/idempotency.py)."""
+Every call that changes a session takes an Idempotency-Key (api/idempotency.py). A session is
+sealed (api/shop/shoppers.py): its creation answers a client_secret, which a publishable-key
+caller sends as X-Client-Secret on every later call on it; without it (or with another) the
+session is NOT_FOUND, exactly like a missing one. A secret key needs none."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Header, Path, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -32,8 +35,12 @@ from api.schemas import (
     SessionLinePublic,
     SessionSync,
 )
-from api.sessions import COUPON_REFUSALS, Session, Synced, session_not_found
+from api.shop.errors import session_not_found
+from api.shop.records import Session
+from api.shop.sessions import COUPON_REFUSALS, Synced
+from api.shop.shoppers import Shopper
 from api.shopper import shopper_safe
+from api.throttle import client_address
 from ledger.errors import LedgerError
 
 router = APIRouter(prefix="/v1/checkout/sessions", tags=["checkout sessions"])
@@ -48,6 +55,29 @@ SessionIdPath = Annotated[
 ]
 CHANGED = {"description": "The session", "headers": REPLAYED_RESPONSE_HEADER}
 BUSY = {503: ["SERVICE_UNAVAILABLE"]}
+CAPPED = {429: ["RATE_LIMITED"]}
+ClientSecretHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-Client-Secret",
+        max_length=200,
+        description=(
+            "The session's client_secret (answered when it was created). Required with a publishable key:"
+            " without it, or with another, the session is NOT_FOUND. A secret key needs none."
+        ),
+    ),
+]
+
+
+def shopper(request: Request, caller: StorefrontCallerDep, client_secret: str | None) -> Shopper:
+    """Who calls: a secret key (the retailer's server), or a publishable key with the client secret
+    it sent and its client address (the throttle's: X-Forwarded-For only from trusted proxies)."""
+    if caller.kind != PUBLISHABLE:
+        return Shopper()
+    peer = request.client.host if request.client is not None else None
+    trusted = caller.services.settings.trusted_proxies
+    address = client_address(peer, request.headers.getlist("x-forwarded-for"), trusted)
+    return Shopper(publishable=True, client_secret=client_secret, address=address)
 
 
 def checked(session_id: str) -> str:
@@ -103,7 +133,9 @@ def synced_response(synced: Synced, now: datetime) -> JSONResponse:
             code=synced.coupon_removed.code,
             reason=RefusalPublic(code=error.code, message=error.message, details=error.details),
         )
-    public = CheckoutSessionSynced(**session_public(synced.session, now), coupon_removed=removed)
+    public = CheckoutSessionSynced(
+        **session_public(synced.session, now), coupon_removed=removed, client_secret=synced.client_secret
+    )
     return JSONResponse(public.model_dump(mode="json"), status_code=201 if synced.created else 200)
 
 
@@ -123,24 +155,36 @@ def synced_response(synced: Synced, now: datetime) -> JSONResponse:
         ),
     },
 )
-async def sync_session(body: SessionSync, caller: StorefrontCallerDep, idempotency: IdempotencyDep) -> Response:
+async def sync_session(
+    body: SessionSync,
+    caller: StorefrontCallerDep,
+    idempotency: IdempotencyDep,
+    request: Request,
+    client_secret: ClientSecretHeader = None,
+) -> Response:
     """Create (201) or re-sync (200) a cart, priced by the server from the store's products. A
     re-sync releases the session's stock holds and holds its coupon again at the new price; a
-    coupon that no longer applies is removed, and `coupon_removed` says which and why."""
+    coupon that no longer applies is removed, and `coupon_removed` says which and why. The 201
+    carries the session's `client_secret` (only there); a publishable key re-syncs an existing
+    session only with it (X-Client-Secret), else NOT_FOUND: an id taken by another is never
+    taken over. Without `session_id`, the server chooses one."""
     sessions = caller.services.sessions
     items = [(item.product_id, item.quantity) for item in body.items]
+    who = shopper(request, caller, client_secret)
 
     async def sync(claim: object) -> Response:
-        synced = await sessions.sync(caller.retailer_id, body.session_id, items, body.subtotal)
+        synced = await sessions.sync(caller.retailer_id, body.session_id, items, body.subtotal, who)
         return synced_response(synced, sessions.now())
 
     return await idempotency.run(caller.retailer_id, sync)
 
 
 @router.get("/{session_id}", responses=errors({404: ["NOT_FOUND"]}))
-def get_session(session_id: SessionIdPath, caller: StorefrontCallerDep) -> CheckoutSessionPublic:
+def get_session(
+    session_id: SessionIdPath, caller: StorefrontCallerDep, request: Request, client_secret: ClientSecretHeader = None
+) -> CheckoutSessionPublic:
     sessions = caller.services.sessions
-    session = sessions.get(caller.retailer_id, checked(session_id))
+    session = sessions.get(caller.retailer_id, checked(session_id), shopper(request, caller, client_secret))
     return CheckoutSessionPublic(**session_public(session, sessions.now()))
 
 
@@ -154,7 +198,7 @@ def get_session(session_id: SessionIdPath, caller: StorefrontCallerDep) -> Check
                 404: ["NOT_FOUND", "COUPON_NOT_FOUND"],
                 409: ["SESSION_COMPLETED", *IDEMPOTENCY_CONFLICTS],
                 422: [*REFUSED, "SESSION_EXPIRED"],
-                429: ["RATE_LIMITED"],
+                **CAPPED,
                 **BUSY,
             }
         ),
@@ -166,12 +210,16 @@ async def apply_session_coupon(
     caller: StorefrontCallerDep,
     idempotency: IdempotencyDep,
     request: Request,
+    client_secret: ClientSecretHeader = None,
 ) -> Response:
     """Validate a coupon against the session's cart and hold one use of it until the session
     expires (the session's previous coupon is released in the same step). A refused coupon
-    changes nothing."""
+    changes nothing. With a publishable key, 429 RATE_LIMITED (Retry-After: until the first of
+    them ends) once the shopper's address, or the customer_id sent, already holds a coupon or
+    stock in COUPON_LEDGER_MAX_HOLDS_PER_SHOPPER other sessions."""
     sessions = caller.services.sessions
     checked(session_id)
+    who = shopper(request, caller, client_secret)
 
     async def apply(claim: object) -> Response:
         try:
@@ -180,7 +228,7 @@ async def apply_session_coupon(
             async with throttle.guard(
                 request, caller, customer_id=body.customer_id, count_address=caller.kind == PUBLISHABLE
             ):
-                session = await sessions.apply_coupon(caller.retailer_id, session_id, body.code, body.customer_id)
+                session = await sessions.apply_coupon(caller.retailer_id, session_id, body.code, body.customer_id, who)
         except LedgerError as error:
             if error.code not in COUPON_REFUSALS:
                 raise
@@ -204,15 +252,20 @@ async def apply_session_coupon(
     },
 )
 async def remove_session_coupon(
-    session_id: SessionIdPath, caller: StorefrontCallerDep, idempotency: IdempotencyDep
+    session_id: SessionIdPath,
+    caller: StorefrontCallerDep,
+    idempotency: IdempotencyDep,
+    request: Request,
+    client_secret: ClientSecretHeader = None,
 ) -> Response:
     """Release the session's coupon hold (the use is given back at once). Without a coupon,
     nothing changes: removing twice is harmless."""
     sessions = caller.services.sessions
     checked(session_id)
+    who = shopper(request, caller, client_secret)
 
     async def remove(claim: object) -> Response:
-        session = await sessions.remove_coupon(caller.retailer_id, session_id)
+        session = await sessions.remove_coupon(caller.retailer_id, session_id, who)
         return session_response(session, sessions.now())
 
     return await idempotency.run(caller.retailer_id, remove)
@@ -228,6 +281,7 @@ async def remove_session_coupon(
                 404: ["NOT_FOUND"],
                 409: ["OUT_OF_STOCK", "SESSION_COMPLETED", *IDEMPOTENCY_CONFLICTS],
                 422: ["SESSION_EXPIRED"],
+                **CAPPED,
                 **BUSY,
             }
         ),
@@ -244,18 +298,22 @@ async def hold_inventory(
     session_id: SessionIdPath,
     caller: StorefrontCallerDep,
     idempotency: IdempotencyDep,
+    request: Request,
     body: HoldInventoryRequest | None = None,
+    client_secret: ClientSecretHeader = None,
 ) -> Response:
     """Hold stock for every item of the session, all or nothing, in place of its previous hold:
     409 OUT_OF_STOCK names every product short (requested, available = stock - live holds of
     other sessions). The hold ends at its TTL (default and at most: the session's expiry), when
-    the cart is re-synced, or when the order is placed."""
+    the cart is re-synced, or when the order is placed. With a publishable key, capped per
+    shopper like a coupon hold (429 RATE_LIMITED)."""
     sessions = caller.services.sessions
     checked(session_id)
     ttl_seconds = body.ttl_seconds if body is not None else None
+    who = shopper(request, caller, client_secret)
 
     async def hold(claim: object) -> Response:
-        session = await run_in_threadpool(sessions.hold_inventory, caller.retailer_id, session_id, ttl_seconds)
+        session = await run_in_threadpool(sessions.hold_inventory, caller.retailer_id, session_id, ttl_seconds, who)
         return session_response(session, sessions.now())
 
     return await idempotency.run(caller.retailer_id, hold)

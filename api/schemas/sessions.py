@@ -109,3 +109,12 @@ class CheckoutSessionSynced(CheckoutSessionPublic):
     coupon_removed: CouponRemovedPublic | None = Field(
         description="The coupon this sync dropped from the session because it no longer applies to the cart."
     )
+    client_secret: str | None = Field(
+        default=None,
+        description=(
+            "Only in the answer that created the session (shown once, stored hashed): a publishable-key caller"
+            " sends it as X-Client-Secret on every later call on the session, else the session is NOT_FOUND."
+            " A secret key needs none."
+        ),
+        examples=["cs_V1p0s6_secret_9Zx2kq4TtR0mYb1cQe7LwH5uJ3aSdF8g"],
+    )

@@ -9,6 +9,7 @@ import itertools
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import uuid4
@@ -19,8 +20,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.sessions import cleanup_expired_sessions
 from api.settings import Settings
+from api.shop.records import cleanup_expired_sessions
 from tests.e2e.support import Api, Sql, assert_error, assert_validation_failed
 
 SESSIONS = "/v1/checkout/sessions"
@@ -61,6 +62,23 @@ def new_session(api: Api, *items: tuple[int, int]) -> dict[str, Any]:
     return response.json()
 
 
+@dataclass
+class Page(Api):
+    """A shop's page: the publishable key, and the client secret of the session it created
+    (sent as X-Client-Secret on every call)."""
+
+    client_secret: str = ""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {**super().headers, "X-Client-Secret": self.client_secret}
+
+
+def sealed(caller: Api, session: dict[str, Any]) -> Page:
+    """``caller`` (with its key), opening ``session`` with the client secret its creation answered."""
+    return Page(caller.client, caller.retailer_id, caller.api_key, caller.publishable_key, session["client_secret"])
+
+
 def apply_coupon(api: Api, session_id: str, code: str, **extra: Any) -> httpx.Response:
     return api.post(f"{SESSIONS}/{session_id}/coupon", json={"code": code, **extra})
 
@@ -90,7 +108,7 @@ def test_a_new_cart_is_priced_by_the_server(api: Api) -> None:
     response = sync(api, lines((tote["id"], 2), (mug["id"], 1), (tote["id"], 1)), subtotal="35.75")
     assert response.status_code == 201, response.text
     session = response.json()
-    assert set(session) == SESSION_FIELDS | {"coupon_removed"}
+    assert set(session) == SESSION_FIELDS | {"coupon_removed", "client_secret"}
     assert re.fullmatch(r"[A-Za-z0-9_-]{1,100}", session["session_id"])
     assert session["status"] == "open"
     assert session["items"] == [  # the same product twice is one line
@@ -103,7 +121,7 @@ def test_a_new_cart_is_priced_by_the_server(api: Api) -> None:
     created = timestamp(session["created_at"])
     assert timestamp(session["expires_at"]) - created == timedelta(minutes=30)
     assert api.get(f"{SESSIONS}/{session['session_id']}").json() == {
-        k: v for k, v in session.items() if k != "coupon_removed"
+        k: v for k, v in session.items() if k not in ("coupon_removed", "client_secret")
     }
 
 
@@ -173,8 +191,8 @@ def test_a_completed_session_cannot_be_synced(api: Api) -> None:
 def test_a_publishable_key_may_call_every_session_route_but_not_the_checkout(api: Api) -> None:
     tote = api.add_product("Tote", "10.00", 5)
     api.create_coupon("PK10")
-    shop = api.publishable
-    sid = new_session(shop, (tote["id"], 1))["session_id"]
+    created = new_session(api.publishable, (tote["id"], 1))
+    sid, shop = created["session_id"], sealed(api.publishable, created)
     assert shop.get(f"{SESSIONS}/{sid}").status_code == 200
     assert apply_coupon(shop, sid, "PK10").status_code == 200
     assert remove_coupon(shop, sid).status_code == 200
@@ -225,7 +243,7 @@ def test_a_coupon_is_validated_against_the_cart_and_held_for_the_session(api: Ap
     assert reservation["status"] == "held"
     assert timestamp(reservation["expires_at"]) == timestamp(body["expires_at"])
     other = new_session(api, (tote["id"], 1))
-    refused = apply_coupon(api.publishable, other["session_id"], "TEN")
+    refused = apply_coupon(sealed(api.publishable, other), other["session_id"], "TEN")
     details = assert_error(refused, 422, "USAGE_LIMIT_REACHED")
     # A refusal as a shopper may see it (as storefront verify says it): no limits, counts or campaign.
     assert "max_uses" not in details and "held" not in details
@@ -332,8 +350,8 @@ def test_failed_code_lookups_on_a_session_are_throttled(api: Api) -> None:
     failed lookups a minute): then 429 RATE_LIMITED with Retry-After, even for a code that exists."""
     tote = api.add_product("Tote", "10.00", 5)
     api.create_coupon("REAL10")
-    shop = api.publishable
-    sid = new_session(shop, (tote["id"], 1))["session_id"]
+    created = new_session(api.publishable, (tote["id"], 1))
+    sid, shop = created["session_id"], sealed(api.publishable, created)
     for attempt in range(20):
         assert_error(apply_coupon(shop, sid, f"GUESS{attempt:03d}"), 404, "COUPON_NOT_FOUND")
     limited = apply_coupon(shop, sid, "GUESS999")
@@ -570,6 +588,7 @@ def test_a_shopper_syncs_applies_a_coupon_holds_stock_and_pays(api: Api, sql: Sq
     # The storefront syncs the cart as the shopper fills it, then again when it changes.
     cart = sync(storefront, lines((scarf["id"], 1)), session_id="shopper-cart-1", subtotal="45.00")
     assert cart.status_code == 201, cart.text
+    storefront = sealed(storefront, cart.json())  # its later calls send the session's client secret
     cart = sync(storefront, lines((scarf["id"], 2), (mug["id"], 1)), session_id="shopper-cart-1", subtotal="102.50")
     assert cart.status_code == 200, cart.text
     # The shopper types a coupon code.
@@ -635,7 +654,8 @@ def test_an_abandoned_session_gives_its_coupon_use_and_stock_back_when_it_expire
     shopper = Api(short_client, api.retailer_id, api.publishable_key)
     lamp = api.add_product("Lamp", "30.00", 1)
     api.create_coupon("LASTONE", max_uses=1)
-    sid = new_session(shopper, (lamp["id"], 1))["session_id"]
+    created = new_session(shopper, (lamp["id"], 1))
+    sid, shopper = created["session_id"], sealed(shopper, created)
     assert apply_coupon(shopper, sid, "LASTONE").status_code == 200
     held = hold(shopper, sid)
     assert held.status_code == 200, held.text
@@ -674,7 +694,8 @@ def test_an_expired_session_is_started_again_by_a_sync(api: Api, short_client: T
     shopper = Api(short_client, api.retailer_id, api.publishable_key)
     tote = api.add_product("Tote", "10.00", 5)
     api.create_coupon("COMEBACK")
-    sid = new_session(shopper, (tote["id"], 2))["session_id"]
+    created = new_session(shopper, (tote["id"], 2))
+    sid, shopper = created["session_id"], sealed(shopper, created)
     applied = apply_coupon(shopper, sid, "COMEBACK").json()
     wait_until_past(applied["expires_at"])
     revived = sync(api, lines((tote["id"], 2)), sid)
@@ -694,7 +715,8 @@ def test_a_coupon_hold_that_expired_under_a_live_session_is_reservation_expired(
     shopper = Api(short_client, api.retailer_id, api.publishable_key)
     tote = api.add_product("Tote", "10.00", 5)
     api.create_coupon("SHORTHOLD")
-    sid = new_session(shopper, (tote["id"], 1))["session_id"]
+    created = new_session(shopper, (tote["id"], 1))
+    sid, shopper = created["session_id"], sealed(shopper, created)
     applied = apply_coupon(shopper, sid, "SHORTHOLD").json()
     wait_until_past(applied["expires_at"])
     sql(

@@ -18,11 +18,12 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from api.checkout import Checkout
-from api.errors import ApiError
 from api.idempotency import Claim, ClaimLost, IdempotencyStore, InFlight, StoredResponse
 from api.retailers import Retailers
-from api.sessions import Sessions
+from api.routes.checkout import order_body, recorder
+from api.shop.errors import ShopError
+from api.shop.orders import Checkout
+from api.shop.sessions import Sessions
 from ledger.application import CouponLedger
 from ledger.errors import LedgerError
 from tests.commands import apply, create_coupon
@@ -72,9 +73,9 @@ def test_the_order_and_its_response_are_stored_together(
     product = checkout.add_product(retailer_id, "Kettle", Decimal("30.00"), 5)
     create_coupon(ledger, retailer_id, "TOGETHER", "percentage", Decimal("10"))
     first = claim(store, retailer_id, "order-1")
-    response = checkout.place_order(retailer_id, 1, [(product.id, 1)], "TOGETHER", first)
-    assert store.claim(retailer_id, "order-1", "same", *ROUTE) == StoredResponse(201, bytes(response.body))
-    assert store.claim(retailer_id, "order-1", "same", *ROUTE) == StoredResponse(201, bytes(response.body))
+    response = checkout.place_order(retailer_id, 1, [(product.id, 1)], "TOGETHER", recorder(first))
+    assert store.claim(retailer_id, "order-1", "same", *ROUTE) == StoredResponse(201, order_body(response))
+    assert store.claim(retailer_id, "order-1", "same", *ROUTE) == StoredResponse(201, order_body(response))
     assert orders(database_url, retailer_id) == 1
 
 
@@ -88,7 +89,7 @@ def test_a_failed_order_stores_no_response(
     apply(ledger, retailer_id, "USEDUP", Decimal("10"))
     first = claim(store, retailer_id, "order-2")
     with pytest.raises(LedgerError) as refused:
-        checkout.place_order(retailer_id, 1, [(product.id, 1)], "USEDUP", first)
+        checkout.place_order(retailer_id, 1, [(product.id, 1)], "USEDUP", recorder(first))
     assert refused.value.code == "USAGE_LIMIT_REACHED"
     assert first.recorded is None
     # Still only claimed (the route then frees it): no response was kept with the refused order.
@@ -112,14 +113,14 @@ def test_a_claim_taken_over_after_its_lease_cannot_place_its_order(
     # The stalled request wakes up: with a coupon (the order written by the ledger writer) or
     # without (a transaction of its own), nothing it writes is kept.
     with pytest.raises(ClaimLost):
-        checkout.place_order(retailer_id, 1, [(product.id, 1)], "SLOW10", stalled)
+        checkout.place_order(retailer_id, 1, [(product.id, 1)], "SLOW10", recorder(stalled))
     with pytest.raises(ClaimLost):
-        checkout.place_order(retailer_id, 1, [(product.id, 1)], None, stalled)
+        checkout.place_order(retailer_id, 1, [(product.id, 1)], None, recorder(stalled))
     assert orders(database_url, retailer_id) == 0
     assert redeemed_events(database_url, coupon.id) == 0
-    response = checkout.place_order(retailer_id, 1, [(product.id, 1)], "SLOW10", retry)
+    response = checkout.place_order(retailer_id, 1, [(product.id, 1)], "SLOW10", recorder(retry))
     replay = store.claim(retailer_id, "order-3", "whatever the retry sends", *ROUTE)
-    assert replay == StoredResponse(201, bytes(response.body))
+    assert replay == StoredResponse(201, order_body(response))
     assert orders(database_url, retailer_id) == 1
     assert redeemed_events(database_url, coupon.id) == 1
     assert scalar(database_url, "SELECT stock FROM products WHERE id = %s", (product.id,)) == 4
@@ -144,13 +145,13 @@ def test_a_session_checkout_taken_over_confirms_its_hold_once(
     lease_passes(database_url, retailer_id, "pay-1")
     retry = claim(store, retailer_id, "pay-1")
     with pytest.raises(ClaimLost):
-        asyncio.run(checkout.place_session_order(retailer_id, "cart-1", 7, stalled))
+        asyncio.run(checkout.place_session_order(retailer_id, "cart-1", 7, recorder(stalled)))
     session = sessions.find(retailer_id, "cart-1")
     assert session.stored_status == "open" and session.coupon is not None
     assert ledger.get_reservation(retailer_id, session.coupon.reservation_id).status == "held"
-    response = asyncio.run(checkout.place_session_order(retailer_id, "cart-1", 7, retry))
-    assert store.claim(retailer_id, "pay-1", "same", *ROUTE) == StoredResponse(201, bytes(response.body))
-    with pytest.raises(ApiError) as again:  # another request (no key) on the completed session
+    response = asyncio.run(checkout.place_session_order(retailer_id, "cart-1", 7, recorder(retry)))
+    assert store.claim(retailer_id, "pay-1", "same", *ROUTE) == StoredResponse(201, order_body(response))
+    with pytest.raises(ShopError) as again:  # another request (no key) on the completed session
         asyncio.run(checkout.place_session_order(retailer_id, "cart-1", 7))
     assert again.value.code == "SESSION_COMPLETED"
     assert redeemed_events(database_url, coupon.id) == 1

@@ -14,10 +14,11 @@ import pytest
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
-from api.checkout import DEMO_PRODUCTS, Checkout
 from api.cli import create_demo_retailer
 from api.database import apply_schema, eventsourcing_env, open_ledger
-from api.errors import ApiError
+from api.shop.errors import ShopError
+from api.shop.orders import Checkout
+from api.shop.stock import DEMO_PRODUCTS
 
 # The tables as they were before products and orders had an owner.
 BEFORE = """
@@ -137,7 +138,7 @@ def test_with_several_retailers_only_certain_owners_are_set_and_the_rest_is_invi
             checkout = Checkout(pool, ledger)
             for retailer_id in (first, second):
                 assert checkout.list_products(retailer_id) == []
-                with pytest.raises(ApiError) as error:
+                with pytest.raises(ShopError) as error:
                     checkout.place_order(retailer_id, 1, [(ids["tote"], 1)], None)
                 assert error.value.code == "NOT_FOUND"
         finally:

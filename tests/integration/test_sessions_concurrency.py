@@ -8,7 +8,7 @@
   processes: one order and one redemption, in the cart form and in the session form; 10
   concurrent checkouts of one session with different keys: one order.
 
-The service-layer tests call api/sessions.py and api/checkout.py from threads (each its own event
+The service-layer tests call api/shop/sessions.py and api/shop/orders.py from threads (each its own event
 loop where the call is async); the last ones run `coupon-ledger serve` processes.
 """
 
@@ -28,11 +28,11 @@ import httpx
 import pytest
 from psycopg_pool import ConnectionPool
 
-from api.checkout import Checkout
 from api.database import eventsourcing_env, open_ledger
-from api.errors import ApiError
 from api.retailers import Retailers
-from api.sessions import Sessions
+from api.shop.errors import ShopError
+from api.shop.orders import Checkout
+from api.shop.sessions import Sessions
 from ledger.application import CouponLedger
 from tests.commands import create_coupon
 from tests.integration.helpers import Server, auth, cluster, race, redeemed_events, run_cli, scalar
@@ -51,7 +51,7 @@ def pool(database_url: str) -> Iterator[ConnectionPool]:
 
 
 def outcome(result: object) -> str:
-    if isinstance(result, ApiError):
+    if isinstance(result, ShopError):
         return result.code
     if isinstance(result, BaseException):
         return repr(result)
@@ -75,7 +75,7 @@ def test_two_hundred_concurrent_holds_of_one_unit_on_a_stock_of_ten_grant_exactl
 
     held = race([partial(sessions.hold_inventory, retailer_id, sid, None) for sid in session_ids])
     assert Counter(outcome(r) for r in held) == {"OK": STOCK, "OUT_OF_STOCK": SESSIONS - STOCK}
-    for refused in (r for r in held if isinstance(r, ApiError)):
+    for refused in (r for r in held if isinstance(r, ShopError)):
         assert refused.details["products"] == [{"product_id": product.id, "requested": 1, "available": 0}]
     assert (
         scalar(database_url, "SELECT sum(quantity) FROM inventory_holds WHERE product_id = %s", (product.id,)) == STOCK

@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from api.checkout import Checkout, record_order
 from api.retailers import Retailers
+from api.shop.orders import Checkout
 from ledger.application import CouponLedger, Receipt
 from projections.coupons import CouponsView, construct_view
 from projections.verify import verify
@@ -56,7 +56,7 @@ def session_order(ledger: CouponLedger, database_url: str, shop: UUID, code: str
     order_id = next_order_id(database_url)
 
     def write(conn: Any, receipt: Receipt) -> None:
-        record_order(conn, order_id, shop, 7, D("40.00"), receipt, None)
+        write(conn, order_id, shop, 7, D("40.00"), receipt, None)
 
     receipt = confirm(ledger, shop, hold.reservation_id, order_id=str(order_id), also=write)
     return order_id, receipt.redemption_id
