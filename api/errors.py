@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from ledger.errors import LedgerError
-from ledger.event_store import DATABASE_UNAVAILABLE, is_database_unavailable
+from ledger.event_store import DATABASE_UNAVAILABLE, is_contention, is_database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,15 @@ async def render_error(request: Request, exc: Exception) -> JSONResponse:
             errors = [{"field": "body", "message": f"cannot be read ({exc.detail})"}]
             return error_response(request, "VALIDATION_FAILED", "The request is not valid.", {"errors": errors})
         return error_response(request, "INTERNAL_ERROR", "An unexpected error occurred.")
+    if is_contention(exc):
+        # A lock not granted within lock_timeout, a deadlock, a cancelled statement: busy, not down.
+        log.warning("lock contention on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(
+            request,
+            "SERVICE_UNAVAILABLE",
+            "The database could not give this request its locks in time; retry shortly.",
+            {"retry_after": 1, "reason": "lock_contention"},
+        )
     if is_database_unavailable(exc):
         # The database is down, restarting or out of connections (psycopg's or the library's
         # OperationalError or InterfaceError, a pool timeout): the client should retry, not give up.

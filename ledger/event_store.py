@@ -42,7 +42,7 @@ RECONNECT_TIMEOUT = 5.0
 # COUPON_LEDGER_LOCK_TIMEOUT, COUPON_LEDGER_STATEMENT_TIMEOUT; 0 turns one off). One session
 # holding a row lock then stalls others for at most LOCK_TIMEOUT, and the writer retries what was
 # cancelled like a version conflict.
-LOCK_TIMEOUT = 5.0
+LOCK_TIMEOUT = 2.0
 STATEMENT_TIMEOUT = 30.0
 
 
@@ -340,7 +340,7 @@ class LedgerRecorder(PostgresApplicationRecorder):
         """``works``: (key, work) pairs; each work runs first, in the same transaction, under a
         savepoint of its own, after ``prepare`` (the batch's row locks). If any raises, nothing is
         stored and ``WorkRefused`` names them all; a deadlock, lock or statement timeout in a work
-        is no refusal of its command: it fails the whole transaction, to be tried again."""
+        refuses its command alone, which the writer then tries again a few times."""
         if not stored_events:
             self.run_works(works, prepare)
             return None
@@ -369,7 +369,10 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 with conn.transaction():  # a savepoint: a failed work leaves the others' intact
                     work(conn)
             except Exception as error:
-                if is_contention(error) or is_database_unavailable(error):
+                # A work that waited too long for a lock, or lost a deadlock, fails alone (its
+                # savepoint is rolled back) and its command is tried again; a lost connection
+                # fails the whole save.
+                if is_database_unavailable(error):
                     raise
                 failures[key] = error
         if failures:

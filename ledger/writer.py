@@ -60,7 +60,7 @@ class Command(Generic[T]):
     """A change to decide against the batch: ``decide`` reads and changes aggregates through the
     batch and returns the caller's answer, or raises to reject the command."""
 
-    __slots__ = ("decide", "events", "future", "locks", "loop", "needs", "outcome", "touched", "work")
+    __slots__ = ("contended", "decide", "events", "future", "locks", "loop", "needs", "outcome", "touched", "work")
 
     def __init__(
         self,
@@ -71,6 +71,7 @@ class Command(Generic[T]):
     ) -> None:
         self.needs = tuple(needs)
         self.locks = tuple(locks)  # rows its work will lock (see BatchWriter.lock_rows)
+        self.contended = 0  # times its work lost a lock wait or a deadlock
         self.decide = decide
         # A caller on an event loop awaits an asyncio future, settled in its loop; others block on a Future.
         self.loop = loop
@@ -182,6 +183,7 @@ class BatchWriter:
         max_batch: int = 256,
         max_attempts: int = 50,
         max_queue: int = 4096,
+        max_contended: int = 3,
         background_every: int = 8,
         clock: Callable[[], datetime] | None = None,
         lock_rows: Callable[[Connection[Any], list[Any]], None] | None = None,
@@ -193,6 +195,7 @@ class BatchWriter:
         self.max_batch = max_batch
         self.max_attempts = max_attempts
         self.max_queue = max_queue
+        self.max_contended = max_contended  # tries of a work that loses lock waits or deadlocks
         self.background_every = background_every
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         # Takes the row locks that the works of a batch declared, all together and in order, before
@@ -285,7 +288,7 @@ class BatchWriter:
     def _run(self) -> None:
         try:
             self._serve()
-        except BaseException as error:  # a bug: the batch in hand is answered, and a new thread goes on
+        except BaseException:  # a bug: the batch in hand is answered, and a new thread goes on
             log.exception("the ledger writer stopped; starting it again")
             self.stats.restarts += 1
             taken, self._taken = self._taken, []
@@ -299,8 +302,6 @@ class BatchWriter:
             with self._lock:
                 if not self._closed:
                     self._start()
-            if not isinstance(error, Exception):
-                raise
 
     def _take(self, block: bool) -> Command[Any] | object | None:
         command = self._queue.get() if block else self._queue.get_nowait()
@@ -490,11 +491,20 @@ class BatchWriter:
         self, batch: Batch, commands: list[Command[Any]], failures: dict[Any, Exception]
     ) -> list[Command[Any]]:
         affected: set[UUID] = set()
+        again: list[Command[Any]] = []
         for command, error in failures.items():
             affected.update(command.touched)
             command.reset()
             command.outcome = (False, error)
-        return self._redecide(batch, commands, affected)
+            if is_contention(error):
+                command.contended += 1
+                self.stats.conflicts += 1
+                if command.contended < self.max_contended:
+                    again.append(command)  # decided again, on its own: the others are not held up
+                else:
+                    command.outcome = (False, busy(error))
+        pending = self._redecide(batch, commands, affected)
+        return [c for c in commands if c in again or c in pending]
 
     def _after_conflict(self, batch: Batch, commands: list[Command[Any]]) -> list[Command[Any]]:
         """Re-read the batch's aggregates; return the commands to decide again, in arrival order."""
