@@ -16,7 +16,8 @@ from psycopg_pool import ConnectionPool
 
 from api.retailers import Retailers
 from api.shop.orders import Checkout
-from ledger.application import CouponLedger, Receipt
+from ledger.application import CouponLedger
+from ledger.commands import Receipt
 from projections.coupons import CouponsView, construct_view
 from projections.verify import verify
 from tests.commands import apply, confirm, create_coupon, reserve
