@@ -9,15 +9,11 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from uuid import uuid4
 
-import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
-from api.database import apply_schema
+from tests.support.postgres import fresh_database
 
 # Unit tests use the library's in-memory store: no persistence settings may leak in.
 for _key in [k for k in os.environ if k.endswith("PERSISTENCE_MODULE")]:
@@ -37,21 +33,6 @@ def server_url() -> Iterator[str]:
     server = get_server(folder / "pgdata", cleanup_mode="delete")
     yield str(server.get_uri())
     server.cleanup()
-
-
-@contextmanager
-def fresh_database(server_url: str, prefix: str = "test") -> Iterator[str]:
-    """A new, empty database with schema.sql applied; dropped afterwards."""
-    name = f"{prefix}_{uuid4().hex[:16]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-    url = make_conninfo(server_url, dbname=name)
-    apply_schema(url)
-    try:
-        yield url
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
 
 
 @pytest.fixture

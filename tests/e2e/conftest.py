@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
-from uuid import uuid4
 
 import psycopg
 import pytest
@@ -18,8 +17,8 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import Settings
-from tests.conftest import fresh_database
-from tests.e2e.support import Api, Sql
+from tests.support.http import Api, Sql, new_retailer
+from tests.support.postgres import fresh_database
 
 
 @pytest.fixture(scope="module")
@@ -39,21 +38,16 @@ def client(app: FastAPI) -> Iterator[TestClient]:
         yield test_client
 
 
-def _new_retailer(app: FastAPI, client: TestClient, name: str) -> Api:
-    created = app.state.services.retailers.create(f"{name}-{uuid4().hex[:12]}")  # names are unique
-    return Api(client, created.retailer_id, created.api_key, created.publishable_key)
-
-
 @pytest.fixture
 def api(app: FastAPI, client: TestClient) -> Api:
     """A client authenticated as a brand-new retailer."""
-    return _new_retailer(app, client, "shop-a")
+    return new_retailer(app, client, "shop-a")
 
 
 @pytest.fixture
 def other_api(app: FastAPI, client: TestClient) -> Api:
     """A second, unrelated retailer."""
-    return _new_retailer(app, client, "shop-b")
+    return new_retailer(app, client, "shop-b")
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from ledger.campaigns import CampaignPlan, campaign_id_for
 from ledger.domain import PERCENTAGE
-from tests.e2e.support import Api, assert_error
+from tests.support.http import Api, assert_error
 
 TEMPLATE = {"discount_type": "percentage", "discount_value": "10"}
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from tests.e2e.support import Api, Sql, assert_error, assert_validation_failed
+from tests.support.http import Api, Sql, assert_error, assert_validation_failed
 
 TEMPLATE = {"discount_type": "fixed", "discount_value": "5", "max_uses": 1}
 TODAY = "(now() AT TIME ZONE 'UTC')::date"

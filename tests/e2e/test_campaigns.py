@@ -13,7 +13,7 @@ import pytest
 
 from api.routes.campaigns import CSV_ROWS_PER_CHUNK
 from ledger.domain import GENERATED_ALPHABET, GENERATED_LENGTH
-from tests.e2e.support import Api, assert_error, assert_validation_failed
+from tests.support.http import Api, assert_error, assert_validation_failed
 
 TEMPLATE = {"discount_type": "percentage", "discount_value": "10"}
 SCOPE = {

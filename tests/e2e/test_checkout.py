@@ -16,7 +16,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.e2e.support import Api, Sql, assert_error, assert_validation_failed
+from tests.support.http import Api, Sql, assert_error, assert_validation_failed
 
 ORDER_FIELDS = {"id", "user_id", "subtotal", "total", "created_at"}
 COUPON_ORDER_FIELDS = ORDER_FIELDS | {"discount_amount", "coupon_code", "redemption_id"}

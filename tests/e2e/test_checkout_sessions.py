@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.settings import Settings
 from api.shop.records import cleanup_expired_sessions
-from tests.e2e.support import Api, Sql, assert_error, assert_validation_failed
+from tests.support.http import Api, Sql, assert_error, assert_validation_failed
 
 SESSIONS = "/v1/checkout/sessions"
 SESSION_FIELDS = {

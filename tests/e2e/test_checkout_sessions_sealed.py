@@ -23,8 +23,8 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import Settings
-from tests.e2e.support import Api, Sql, assert_error
-from tests.integration.helpers import race
+from tests.support.http import Api, Sql, assert_error
+from tests.support.postgres import race
 
 SESSIONS = "/v1/checkout/sessions"
 CAP = 2

@@ -13,7 +13,7 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.e2e.support import Api, Sql, assert_error, assert_validation_failed
+from tests.support.http import Api, Sql, assert_error, assert_validation_failed
 
 
 def errors_of(response: Any) -> dict[str, str]:

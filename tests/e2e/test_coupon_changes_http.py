@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from api.schemas import TransitionEvent
 from ledger.domain import TRANSITIONS
-from tests.e2e.support import PAST, Api, Sql, assert_error, assert_validation_failed, future
+from tests.support.http import PAST, Api, Sql, assert_error, assert_validation_failed, future
 
 
 def patch(api: Api, code: str, body: Any) -> httpx.Response:

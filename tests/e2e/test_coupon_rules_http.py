@@ -11,7 +11,7 @@ from uuid import uuid4
 import httpx
 import pytest
 
-from tests.e2e.support import PAST, Api, Sql, assert_error, assert_validation_failed, future
+from tests.support.http import PAST, Api, Sql, assert_error, assert_validation_failed, future
 
 
 def validate(api: Api, code: str, **body: Any) -> httpx.Response:

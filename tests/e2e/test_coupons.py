@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.support import PAST, Api, assert_error, assert_validation_failed, future
+from tests.support.http import PAST, Api, assert_error, assert_validation_failed, future
 
 COUPON_FIELDS = {
     "id",

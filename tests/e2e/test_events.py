@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.support import Api, assert_error, assert_validation_failed
+from tests.support.http import Api, assert_error, assert_validation_failed
 
 
 def test_events_list_every_change_in_version_order_with_its_data(api: Api) -> None:

@@ -54,8 +54,8 @@ from schemathesis.python.asgi import shutdown_lifespans
 from api.app import create_app
 from api.retailers import hash_key
 from api.settings import Settings
-from tests.commands import create_coupon
-from tests.conftest import fresh_database
+from tests.support.commands import create_coupon
+from tests.support.postgres import fresh_database
 
 MAX_EXAMPLES = 200  # per operation and phase; see the module docstring for the budget
 STATEFUL_SCENARIOS = 100

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import Settings
-from tests.e2e.support import Api
-from tests.integration.helpers import wait_for
+from tests.support.http import Api
+from tests.support.postgres import wait_for
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.e2e.support import Api, assert_error, assert_validation_failed
+from tests.support.http import Api, assert_error, assert_validation_failed
 
 PROTECTED = [
     ("GET", "/v1/coupons", None),

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.types import Message
 
-from tests.e2e.support import Api, assert_error
+from tests.support.http import Api, assert_error
 
 
 def errors_of(response: Any) -> dict[str, str]:

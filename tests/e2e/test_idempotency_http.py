@@ -16,7 +16,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.e2e.support import Api, Sql, assert_error, assert_validation_failed
+from tests.support.http import Api, Sql, assert_error, assert_validation_failed
 
 _users = itertools.count(50_001)
 REPLAYED = "Idempotent-Replayed"

@@ -15,8 +15,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import Settings
-from tests.e2e.conftest import _new_retailer
-from tests.e2e.support import Api
+from tests.support.http import Api, new_retailer
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +35,7 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 
 @pytest.fixture
 def api(app: FastAPI, client: TestClient) -> Api:
-    return _new_retailer(app, client, "locks")
+    return new_retailer(app, client, "locks")
 
 
 def test_a_checkout_waiting_on_a_product_locked_elsewhere_is_503_and_other_writes_go_on(

@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.settings import Settings
 from ledger.domain import Coupon
-from tests.conftest import fresh_database
-from tests.e2e.support import Api, assert_error
+from tests.support.http import Api, assert_error
+from tests.support.postgres import fresh_database
 
 
 @pytest.fixture

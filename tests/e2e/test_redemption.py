@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.support import PAST, Api, assert_error, assert_validation_failed, future
+from tests.support.http import PAST, Api, assert_error, assert_validation_failed, future
 
 QUOTE_FIELDS = {"valid", "code", "original_subtotal", "discount_amount", "final_total", "free_shipping"}
 REDEMPTION_FIELDS = {"redemption_id", "code", "original_subtotal", "discount_amount", "final_total", "free_shipping"}

@@ -9,7 +9,7 @@ from uuid import uuid4
 
 import pytest
 
-from tests.e2e.support import Api, assert_error
+from tests.support.http import Api, assert_error
 
 
 def reserve(api: Api, code: str, subtotal: str = "50.00", key: str | None = None, **extra: Any) -> Any:

@@ -5,7 +5,7 @@ from eventsourcing.persistence import IntegrityError
 from fastapi import FastAPI
 
 import ledger.writer
-from tests.e2e.support import Api, assert_error
+from tests.support.http import Api, assert_error
 
 
 def test_a_redemption_that_keeps_losing_version_races_is_503_and_counts_nothing(

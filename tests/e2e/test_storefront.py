@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.deps import publishable_key_may_call
 from api.settings import Settings
-from tests.e2e.support import PAST, Api, assert_error, assert_validation_failed, future
-from tests.integration.helpers import run_cli
+from tests.support.http import PAST, Api, assert_error, assert_validation_failed, future
+from tests.support.postgres import run_cli
 
 # --- who may call what ----------------------------------------------------------------------------
 

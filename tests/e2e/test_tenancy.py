@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
-from tests.e2e.support import Api, Sql, assert_error
+from tests.support.http import Api, Sql, assert_error
 
 FOREIGN_REQUESTS = [
     ("GET", "/v1/coupons/THEIRS1", None),

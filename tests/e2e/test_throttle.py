@@ -18,7 +18,7 @@ from pyrate_limiter import WallClock
 
 from api.app import create_app
 from api.settings import Settings
-from tests.e2e.support import Api, Sql, assert_error
+from tests.support.http import Api, Sql, assert_error
 
 SMALL_BUDGET = 3
 

@@ -36,9 +36,9 @@ from ledger.errors import LedgerError
 from ledger.writer import Batch
 from projections.coupons import construct_view
 from projections.verify import verify
-from tests.commands import apply, deactivate, planned, redeem
-from tests.commands import create_coupon as new_coupon
-from tests.integration.helpers import (
+from tests.support.commands import apply, deactivate, planned, redeem
+from tests.support.commands import create_coupon as new_coupon
+from tests.support.postgres import (
     RECORDED_TOPIC,
     Server,
     auth,

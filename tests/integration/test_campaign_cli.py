@@ -18,7 +18,7 @@ from api.settings import Settings
 from ledger.campaigns import CAMPAIGN_CHUNK
 from ledger.domain import GENERATED_ALPHABET, GENERATED_LENGTH
 from projections.coupons import construct_view
-from tests.integration.helpers import project_to_head, run_cli, scalar
+from tests.support.postgres import project_to_head, run_cli, scalar
 
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none"
 TEMPLATE = '{"discount_type": "fixed", "discount_value": "5", "max_uses": 1, "scope": {"category_ids": [7]}}'

@@ -32,7 +32,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import Settings
-from tests.e2e.support import Api
+from tests.support.http import Api
 
 T = TypeVar("T")
 

@@ -20,8 +20,8 @@ from ledger.application import CouponLedger
 from ledger.commands import Receipt
 from ledger.domain import Coupon, Redemption
 from ledger.errors import LedgerError
-from tests.commands import apply, create_coupon
-from tests.integration.helpers import (
+from tests.support.commands import apply, create_coupon
+from tests.support.postgres import (
     StartLine,
     ledger_with_clock,
     project_to_head,

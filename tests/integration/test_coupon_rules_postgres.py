@@ -8,7 +8,7 @@ import pytest
 
 from api.database import eventsourcing_env, open_ledger
 from ledger.application import CouponLedger
-from tests.unit.test_coupon_rules import ManualClock
+from tests.support.ledger import ManualClock
 from tests.unit.test_coupon_rules import TestCouponRules as _Rules
 
 

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from api.database import start_embedded, stop_embedded
-from tests.integration.helpers import (
+from tests.support.postgres import (
     Server,
     auth,
     create_coupon,

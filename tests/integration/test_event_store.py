@@ -12,8 +12,8 @@ import pytest
 from api.database import apply_schema, eventsourcing_env, open_ledger
 from ledger.application import CouponLedger
 from ledger.domain import Coupon
-from tests.commands import apply, create_coupon, deactivate
-from tests.integration.helpers import race, run_cli, scalar
+from tests.support.commands import apply, create_coupon, deactivate
+from tests.support.postgres import race, run_cli, scalar
 
 MUTATIONS = {
     "update": "UPDATE ledger_events SET state = NULL",

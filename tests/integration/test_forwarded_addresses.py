@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.helpers import Server, auth, cluster, run_cli
+from tests.support.postgres import Server, auth, cluster, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -21,8 +21,8 @@ from ledger.errors import StoreUnavailable
 from projections.coupons import CouponsView, construct_view
 from projections.runner import ProjectionLeader
 from projections.sweeper import SWEEPER_LOCK_KEY, Sweeper
-from tests.commands import create_coupon, reserve
-from tests.integration.helpers import CLI, cli_env, embedded_data_dir, project_to_head, race, wait_for
+from tests.support.commands import create_coupon, reserve
+from tests.support.postgres import CLI, cli_env, embedded_data_dir, project_to_head, race, wait_for
 
 D = Decimal
 FAST = 0.1  # seconds between sweeps

@@ -23,9 +23,8 @@ from api.database import eventsourcing_env
 from ledger.application import CouponLedger
 from ledger.commands import Hold, HoldEnded, Receipt
 from ledger.errors import LedgerError
-from tests.commands import create_coupon, reserve
-from tests.integration.helpers import StartLine, ledger_with_clock, race
-from tests.integration.test_issue7_concurrency import events_of
+from tests.support.commands import create_coupon, reserve
+from tests.support.postgres import StartLine, events_of, ledger_with_clock, race
 
 LEDGERS = 4
 D = Decimal

@@ -26,8 +26,8 @@ from api.shop.orders import Checkout
 from api.shop.sessions import Sessions
 from ledger.application import CouponLedger
 from ledger.errors import LedgerError
-from tests.commands import apply, create_coupon
-from tests.integration.helpers import redeemed_events, scalar
+from tests.support.commands import apply, create_coupon
+from tests.support.postgres import redeemed_events, scalar
 
 ROUTE = ("POST", "/v1/checkout")
 

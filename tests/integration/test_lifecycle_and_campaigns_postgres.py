@@ -2,7 +2,7 @@
 aggregates with its own SQL, the events go through the binary insert), plus what only a real store
 shows: pre-issue-7 events and snapshots read by that SQL, and the new events' values (datetimes,
 amounts, scopes, templates in nested dicts) surviving a round trip into a fresh process. The
-concurrency of the new limits is in test_issue7_concurrency.py."""
+concurrency of the new limits is in test_limits_under_concurrency.py."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ import pytest
 from api.database import eventsourcing_env, open_ledger
 from ledger.application import SNAPSHOT_INTERVAL, CouponLedger
 from ledger.domain import Coupon
-from tests.commands import apply, create_campaign, create_coupon, reverse, update_coupon
-from tests.unit.issue7_support import RETAILER, START, ManualClock, campaign_codes, item
-from tests.unit.test_issue7_lifecycle import TestUpdate as _Update
-from tests.unit.test_issue7_reversal_campaigns import TestCampaigns as _Campaigns
-from tests.unit.test_issue7_reversal_campaigns import TestReversal as _Reversal
-from tests.unit.test_issue7_upcasting import assert_v1_history_reads_with_defaults, write_v1_history
+from tests.support.commands import apply, create_campaign, create_coupon, reverse, update_coupon
+from tests.support.ledger import RETAILER, START, ManualClock, campaign_codes, item
+from tests.support.stored_events import assert_v1_history_reads_with_defaults, write_v1_history
+from tests.unit.test_coupon_lifecycle import TestUpdate as _Update
+from tests.unit.test_reversals_and_campaigns import TestCampaigns as _Campaigns
+from tests.unit.test_reversals_and_campaigns import TestReversal as _Reversal
 
 D = Decimal
 

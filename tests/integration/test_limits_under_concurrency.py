@@ -27,8 +27,8 @@ from ledger.application import CouponLedger
 from ledger.commands import Receipt, Reversal
 from ledger.domain import Coupon
 from ledger.errors import LedgerError
-from tests.commands import apply, create_campaign, create_coupon
-from tests.integration.helpers import StartLine, ledger_with_clock, race, scalar
+from tests.support.commands import apply, create_campaign, create_coupon
+from tests.support.postgres import StartLine, events_of, ledger_with_clock, race, scalar
 
 LEDGERS = 4
 D = Decimal
@@ -61,17 +61,6 @@ def outcome(result: object) -> str:
     if isinstance(result, LedgerError):
         return result.code
     return repr(result)
-
-
-def events_of(url: str, type_name: str, originator_id: UUID | None = None) -> int:
-    """Events of this type (e.g. "Coupon.Redeemed") in the log, of one aggregate or all."""
-    return int(
-        scalar(
-            url,
-            "SELECT count(*) FROM ledger_events WHERE topic LIKE %s AND (%s::uuid IS NULL OR originator_id = %s::uuid)",
-            (f"%:{type_name}", originator_id, originator_id),
-        )
-    )
 
 
 def uses_counts_after_each_event(ledger: CouponLedger, coupon_id: UUID) -> list[int]:

@@ -13,8 +13,8 @@ import pytest
 from api.database import eventsourcing_env, open_ledger
 from ledger.application import CouponLedger
 from ledger.errors import LedgerError
-from tests.commands import apply, confirm, create_coupon, reserve
-from tests.integration.helpers import ledger_with_clock
+from tests.support.commands import apply, confirm, create_coupon, reserve
+from tests.support.postgres import ledger_with_clock
 
 D = Decimal
 T0 = datetime(2031, 3, 1, 12, 0, tzinfo=UTC)

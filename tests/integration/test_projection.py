@@ -20,8 +20,8 @@ from ledger.application import CouponLedger
 from projections.coupons import CouponChanges, CouponsProjection, CouponsView, CouponUpdate, construct_view
 from projections.runner import DEFAULT_MAX_BATCH_SIZE, BatchingProjectionRunner, ProjectionLeader
 from projections.verify import verify
-from tests.commands import apply, create_coupon
-from tests.integration.helpers import (
+from tests.support.commands import apply, create_coupon
+from tests.support.postgres import (
     StartLine,
     head,
     leader_lock_holders,

@@ -31,8 +31,8 @@ from projections.runner import (
     ProjectionLeader,
     has_buffered_notifications,
 )
-from tests.commands import activate, create_coupon, deactivate
-from tests.integration.helpers import (
+from tests.support.commands import activate, create_coupon, deactivate
+from tests.support.postgres import (
     head,
     projection_listeners,
     redeemed_events,

@@ -17,8 +17,8 @@ from ledger.application import CouponLedger
 from ledger.domain import Item
 from projections.coupons import CouponsProjection, CouponsView, construct_view
 from projections.runner import BatchingProjectionRunner
-from tests.commands import apply, archive, create_campaign, create_coupon, deactivate, reverse, update_coupon
-from tests.integration.helpers import head, project_to_head
+from tests.support.commands import apply, archive, create_campaign, create_coupon, deactivate, reverse, update_coupon
+from tests.support.postgres import head, project_to_head
 
 NOW = datetime(2031, 3, 1, 12, 0, tzinfo=UTC)
 COLUMNS = (

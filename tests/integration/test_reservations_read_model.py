@@ -34,9 +34,9 @@ from projections.coupons import (
 )
 from projections.rebuild import rebuild
 from projections.runner import BatchingProjectionRunner
-from tests.commands import apply, confirm, create_campaign, create_coupon, expire_reservations, release, reserve
-from tests.integration.helpers import head, ledger_with_clock, run_cli, tracking_position
-from tests.unit.issue7_support import campaign_codes
+from tests.support.commands import apply, confirm, create_campaign, create_coupon, expire_reservations, release, reserve
+from tests.support.ledger import campaign_codes
+from tests.support.postgres import head, ledger_with_clock, run_cli, tracking_position
 
 D = Decimal
 NOW = datetime(2031, 3, 1, 12, 0, tzinfo=UTC)

@@ -13,7 +13,7 @@ from psycopg_pool import ConnectionPool
 
 from api.database import apply_schema
 from api.retailers import Retailers, hash_key
-from tests.integration.helpers import run_cli
+from tests.support.postgres import run_cli
 
 
 def last_json(output: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import psycopg
 from psycopg import errors
 
 from api.database import apply_schema
-from tests.integration.helpers import run_cli, scalar
+from tests.support.postgres import run_cli, scalar
 
 
 def test_a_second_retailer_with_a_taken_name_is_refused_with_exit_1_and_nothing_created(database_url: str) -> None:

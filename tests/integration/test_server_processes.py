@@ -12,7 +12,7 @@ from uuid import UUID
 import httpx
 import pytest
 
-from tests.integration.helpers import (
+from tests.support.postgres import (
     Server,
     auth,
     cluster,

@@ -34,8 +34,8 @@ from api.shop.errors import ShopError
 from api.shop.orders import Checkout
 from api.shop.sessions import Sessions
 from ledger.application import CouponLedger
-from tests.commands import create_coupon
-from tests.integration.helpers import Server, auth, cluster, race, redeemed_events, run_cli, scalar
+from tests.support.commands import create_coupon
+from tests.support.postgres import Server, auth, cluster, race, redeemed_events, run_cli, scalar
 
 SESSIONS = 200
 STOCK = 10

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from api.database import stop_postmaster
-from tests.integration.helpers import (
+from tests.support.postgres import (
     Server,
     auth,
     create_coupon,

@@ -11,7 +11,7 @@ import psycopg
 
 from api.database import eventsourcing_env, open_ledger
 from ledger.application import SNAPSHOT_INTERVAL, CouponLedger
-from tests.commands import apply, create_coupon
+from tests.support.commands import apply, create_coupon
 
 SUBTOTAL = Decimal("80.00")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.helpers import Server, auth, cluster, create_coupon, race, run_cli
+from tests.support.postgres import Server, auth, cluster, create_coupon, race, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from psycopg_pool import ConnectionPool
 from pyrate_limiter import GCRA, Rate, RateItem, StateBucket, WallClock
 
 from api.throttle import PostgresStateStore, Throttle, delete_idle_rate_limits
-from tests.integration.helpers import race, scalar
+from tests.support.postgres import race, scalar
 
 KEY = "0" * 64 + ":customer:cust-1"
 

@@ -20,7 +20,7 @@ from ledger.application import CouponLedger
 from ledger.commands import Receipt
 from projections.coupons import CouponsView, construct_view
 from projections.verify import verify
-from tests.commands import apply, confirm, create_coupon, reserve
+from tests.support.commands import apply, confirm, create_coupon, reserve
 
 D = Decimal
 

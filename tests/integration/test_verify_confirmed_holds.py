@@ -14,7 +14,7 @@ from ledger.application import CouponLedger
 from ledger.domain import Coupon, Redemption, Reservation, confirmed_redemption_id_for
 from projections.coupons import CouponsView, construct_view
 from projections.verify import verify
-from tests.commands import create_coupon, reserve, update_coupon
+from tests.support.commands import create_coupon, reserve, update_coupon
 
 D = Decimal
 

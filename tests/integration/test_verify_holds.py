@@ -3,7 +3,7 @@ limit at every point of the history, each hold one Reservation confirmed at most
 redemption that exists, the holds kept open on coupons, customer usages and campaigns exactly the
 Reservations still held, and the `reservations` read model equal to the Reservations.
 
-As in test_issue7_verify, each violation is planted by saving crafted events (the aggregates' own
+As in test_verify_limits_and_reversals, each violation is planted by saving crafted events (the aggregates' own
 event methods called past the rules that would refuse them), after a history that breaks nothing
 and stays clean, so each test shows verify names exactly the violation it planted.
 """
@@ -23,10 +23,10 @@ from ledger.application import CouponLedger
 from ledger.domain import Campaign, Coupon, CustomerUsage, Reservation, customer_usage_id_for
 from projections.coupons import CouponsView, construct_view
 from projections.verify import verify
-from tests.commands import apply, confirm, create_campaign, create_coupon, expire_reservations, release, reserve
-from tests.integration.helpers import ledger_with_clock, project_to_head, run_cli
-from tests.integration.test_issue7_verify import crafted_redemption
-from tests.unit.issue7_support import campaign_codes
+from tests.support.commands import apply, confirm, create_campaign, create_coupon, expire_reservations, release, reserve
+from tests.support.ledger import campaign_codes
+from tests.support.postgres import ledger_with_clock, project_to_head, run_cli
+from tests.support.stored_events import crafted_redemption
 
 D = Decimal
 FIVE = D("5.00")

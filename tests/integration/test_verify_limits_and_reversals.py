@@ -21,9 +21,10 @@ from ledger.application import CouponLedger
 from ledger.domain import Campaign, Coupon, CustomerUsage, Redemption, customer_usage_id_for
 from projections.coupons import CouponsView, construct_view
 from projections.verify import verify
-from tests.commands import apply, create_campaign, create_coupon, reverse, update_coupon
-from tests.integration.helpers import project_to_head, run_cli
-from tests.unit.issue7_support import campaign_codes
+from tests.support.commands import apply, create_campaign, create_coupon, reverse, update_coupon
+from tests.support.ledger import campaign_codes
+from tests.support.postgres import project_to_head, run_cli
+from tests.support.stored_events import crafted_redemption
 
 D = Decimal
 FIVE = D("5.00")
@@ -39,56 +40,6 @@ def view(env: dict[str, str]) -> Iterator[CouponsView]:
 
 def coupon_of(ledger: CouponLedger, retailer_id: UUID, code: str) -> Coupon:
     return ledger.get_coupon(retailer_id, code, archived=True)
-
-
-def crafted_redemption(
-    ledger: CouponLedger,
-    retailer_id: UUID,
-    code: str,
-    customer_id: str | None = None,
-    discount: Decimal = FIVE,
-    record_on_usage: bool = True,
-    record_on_campaign: bool = True,
-) -> UUID:
-    """Redeem ``code`` past every rule: the coupon's Redeemed, the Redemption and, as the writer
-    would, the customer's usage and the campaign's Used, saved together."""
-    coupon = coupon_of(ledger, retailer_id, code)
-    redemption_id = uuid4()
-    coupon._record_redemption(
-        redemption_id=redemption_id,
-        original_subtotal=D("50.00"),
-        discount_amount=discount,
-        final_total=D("50.00") - discount,
-        order_id=None,
-        reservation_id=None,
-    )
-    redemption = Redemption(
-        id=redemption_id,
-        retailer_id=retailer_id,
-        coupon_id=coupon.id,
-        code=coupon.code,
-        idempotency_key=None,
-        request_fingerprint="crafted",
-        original_subtotal=D("50.00"),
-        discount_amount=discount,
-        final_total=D("50.00") - discount,
-        free_shipping=False,
-        order_id=None,
-        customer_id=customer_id,
-        campaign_id=coupon.campaign_id,
-    )
-    changed: list[object] = [coupon, redemption]
-    if customer_id is not None and record_on_usage:
-        usage_id = customer_usage_id_for(coupon.id, customer_id)
-        usage = ledger._get(usage_id, CustomerUsage) or CustomerUsage(coupon_id=coupon.id, customer_id=customer_id)
-        usage.use(redemption_id, None)
-        changed.append(usage)
-    if coupon.campaign_id is not None and record_on_campaign:
-        campaign: Campaign = ledger.repository.get(coupon.campaign_id)
-        campaign.use(redemption_id, discount, None)
-        changed.append(campaign)
-    ledger.save(*changed)  # type: ignore[arg-type]
-    return redemption_id
 
 
 def assert_clean(ledger: CouponLedger, view: CouponsView) -> None:

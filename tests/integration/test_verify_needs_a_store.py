@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import CLI, cli_env
+from tests.support.postgres import CLI, cli_env
 
 
 def run_in(cwd: Path, *args: str, data_dir: Path | None = None) -> subprocess.CompletedProcess[str]:

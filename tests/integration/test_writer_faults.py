@@ -20,8 +20,8 @@ from ledger.commands import InTransaction, Redeem
 from ledger.domain import Order
 from ledger.errors import LedgerBusy, LedgerError
 from ledger.writer import Batch
-from tests.commands import apply, create_coupon
-from tests.integration.helpers import ledger_with_clock
+from tests.support.commands import apply, create_coupon
+from tests.support.postgres import ledger_with_clock
 
 D = Decimal
 

@@ -6,9 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 Sql = Callable[..., list[tuple[Any, ...]]]
@@ -122,3 +123,9 @@ def assert_validation_failed(response: httpx.Response) -> set[str]:
         assert isinstance(item["field"], str) and item["field"], item
         assert isinstance(item["message"], str) and item["message"], item
     return {item["field"] for item in errors}
+
+
+def new_retailer(app: FastAPI, client: TestClient, name: str) -> Api:
+    """A client authenticated as a brand-new retailer of the running app (its name made unique)."""
+    created = app.state.services.retailers.create(f"{name}-{uuid4().hex[:12]}")  # names are unique
+    return Api(client, created.retailer_id, created.api_key, created.publishable_key)

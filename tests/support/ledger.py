@@ -1,10 +1,10 @@
-"""Helpers of the issue 7 domain tests (tests/unit/test_issue7_*.py): every test goes through the
-CouponLedger methods on the in-memory store, with the ManualClock of tests/unit/conftest.py."""
+"""A CouponLedger under test: the clock the test moves by hand, the retailers, and shorthands that
+read the ledger back (events, status, uses, campaign codes) or price an order through it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -15,14 +15,30 @@ from ledger.application import CouponLedger
 from ledger.commands import Receipt
 from ledger.domain import Campaign, Coupon, CustomerUsage, Item, Quote, customer_usage_id_for
 from ledger.errors import LedgerError
-from tests.commands import call
-from tests.unit.test_coupon_rules import OTHER_RETAILER, RETAILER, START, ManualClock
+from tests.support.commands import call
 
-__all__ = ["OTHER_RETAILER", "RETAILER", "START", "ManualClock"]
-
+START = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+RETAILER = UUID("00000000-0000-4000-8000-00000000000a")
+OTHER_RETAILER = UUID("00000000-0000-4000-8000-00000000000b")
 D = Decimal
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
+
+
+class ManualClock:
+    """A clock the test moves by hand: CouponLedger(clock=ManualClock())."""
+
+    def __init__(self, now: datetime = START) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+    def set(self, when: datetime) -> None:
+        self.now = when
 
 
 def error_from(call: Callable[[], object]) -> LedgerError:

@@ -1,4 +1,5 @@
-"""Shared tools of the PostgreSQL integration tests: SQL probes, projection runs, server processes."""
+"""Tools of the tests on PostgreSQL: fresh databases, SQL probes, projection runs, races between
+threads, and server, CLI and cluster processes."""
 
 from __future__ import annotations
 
@@ -16,14 +17,15 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
 import psycopg
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.projection import ProjectionRunner
+from psycopg.conninfo import make_conninfo
 
-from api.database import stop_postmaster
+from api.database import apply_schema, stop_postmaster
 from ledger.application import CouponLedger
 from projections.coupons import CouponsProjection, CouponsView
 from projections.runner import LEADER_LOCK_KEY
@@ -52,6 +54,17 @@ def redeemed_events(url: str, coupon_id: UUID | None = None, through: int | None
             " AND (%s::uuid IS NULL OR originator_id = %s::uuid)"
             " AND (%s::bigint IS NULL OR notification_id <= %s::bigint)",
             (REDEEMED_TOPIC, coupon_id, coupon_id, through, through),
+        )
+    )
+
+
+def events_of(url: str, type_name: str, originator_id: UUID | None = None) -> int:
+    """Events of this type (e.g. "Coupon.Redeemed") in the log, of one aggregate or all."""
+    return int(
+        scalar(
+            url,
+            "SELECT count(*) FROM ledger_events WHERE topic LIKE %s AND (%s::uuid IS NULL OR originator_id = %s::uuid)",
+            (f"%:{type_name}", originator_id, originator_id),
         )
     )
 
@@ -111,6 +124,21 @@ def projection_listeners(url: str) -> int:
 
 
 # --- the ledger and its projection ---------------------------------------------------------------
+
+
+@contextmanager
+def fresh_database(server_url: str, prefix: str = "test") -> Iterator[str]:
+    """A new, empty database with schema.sql applied; dropped afterwards."""
+    name = f"{prefix}_{uuid4().hex[:16]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    url = make_conninfo(server_url, dbname=name)
+    apply_schema(url)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
 
 
 def ledger_with_clock(env: dict[str, str], clock: Callable[[], datetime]) -> CouponLedger:

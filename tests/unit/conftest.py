@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ledger.application import CouponLedger
-from tests.unit.test_coupon_rules import ManualClock
+from tests.support.ledger import ManualClock
 
 
 @pytest.fixture

@@ -23,8 +23,18 @@ from ledger.domain import (
     TRANSITIONS,
 )
 from ledger.timestamps import format_timestamp
-from tests.commands import activate, apply, archive, call, create_coupon, deactivate, reverse, transition, update_coupon
-from tests.unit.issue7_support import (
+from tests.support.commands import (
+    activate,
+    apply,
+    archive,
+    call,
+    create_coupon,
+    deactivate,
+    reverse,
+    transition,
+    update_coupon,
+)
+from tests.support.ledger import (
     DAY,
     HOUR,
     OTHER_RETAILER,

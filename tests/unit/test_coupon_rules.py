@@ -8,7 +8,7 @@ same class on PostgreSQL by providing those fixtures differently.
 from __future__ import annotations
 
 from collections.abc import Callable, Sized
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
@@ -23,13 +23,11 @@ import ledger.writer as writer_module
 from ledger.application import CouponLedger
 from ledger.commands import Receipt
 from ledger.domain import FIXED, PERCENTAGE, Coupon
-from ledger.errors import LedgerBusy, LedgerError, UsageLimitReached
+from ledger.errors import LedgerBusy, UsageLimitReached
 from ledger.timestamps import format_timestamp
-from tests.commands import activate, apply, call, create_coupon, deactivate
+from tests.support.commands import activate, apply, call, create_coupon, deactivate
+from tests.support.ledger import OTHER_RETAILER, RETAILER, START, ManualClock, error_from, event_types
 
-START = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-RETAILER = UUID("00000000-0000-4000-8000-00000000000a")
-OTHER_RETAILER = UUID("00000000-0000-4000-8000-00000000000b")
 D = Decimal
 BOTH_CHECKS = pytest.mark.parametrize("operation", ["validate", "apply"])
 MALFORMED_CODES = ["ab", "  ab  ", "", "   ", "X" * 51, "SAVE 10", "SAVE!", "SAVE.10", "ÄBC", "SAVE\t10"]
@@ -46,36 +44,9 @@ TRANSLITERATED_CODES = [
 MALFORMED_CODES += TRANSLITERATED_CODES
 
 
-class ManualClock:
-    """A clock the test moves by hand: CouponLedger(clock=ManualClock())."""
-
-    def __init__(self, now: datetime = START) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        self.now += delta
-
-    def set(self, when: datetime) -> None:
-        self.now = when
-
-
-def error_from(call: Callable[[], object]) -> LedgerError:
-    """Run ``call``, which must raise a domain error, and return that error."""
-    with pytest.raises(LedgerError) as info:
-        call()
-    return info.value
-
-
 def check(ledger: CouponLedger, operation: str, code: str, subtotal: str, retailer: UUID = RETAILER) -> Any:
     """Validate or apply ``code`` to an order of ``subtotal``."""
     return call(ledger, operation, retailer, code, D(subtotal))
-
-
-def event_types(ledger: CouponLedger, code: str, retailer: UUID = RETAILER) -> list[str]:
-    return [e.type for e in ledger.coupon_events(retailer, code)]
 
 
 def uses(ledger: CouponLedger, code: str, retailer: UUID = RETAILER) -> int:

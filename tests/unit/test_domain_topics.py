@@ -17,7 +17,7 @@ from eventsourcing.utils import get_topic, resolve_topic
 
 from ledger.application import SNAPSHOT_INTERVAL, CouponLedger
 from ledger.domain import Campaign, Coupon, CustomerUsage, Redemption, Reservation
-from tests.commands import (
+from tests.support.commands import (
     activate,
     apply,
     archive,
@@ -31,7 +31,7 @@ from tests.commands import (
     reverse,
     update_coupon,
 )
-from tests.unit.issue7_support import RETAILER, ManualClock, campaign_codes
+from tests.support.ledger import RETAILER, ManualClock, campaign_codes
 
 D = Decimal
 AGGREGATES: tuple[type[Aggregate], ...] = (Coupon, Redemption, Reservation, CustomerUsage, Campaign)

@@ -16,7 +16,7 @@ import pytest
 
 from ledger.application import CouponLedger
 from ledger.domain import Campaign, Coupon, CustomerUsage, Reservation, customer_usage_id_for
-from tests.commands import (
+from tests.support.commands import (
     apply,
     archive,
     confirm,
@@ -28,8 +28,8 @@ from tests.commands import (
     reserve,
     reverse,
 )
-from tests.unit.issue7_support import OTHER_RETAILER, RETAILER, D, ManualClock, code_of, event_types, status
-from tests.unit.test_issue7_upcasting import CREATED_AT, store
+from tests.support.ledger import OTHER_RETAILER, RETAILER, D, ManualClock, code_of, event_types, status
+from tests.support.stored_events import CREATED_AT, store
 
 MINUTE = timedelta(minutes=1)
 

@@ -12,8 +12,17 @@ import pytest
 
 from ledger.application import CouponLedger
 from ledger.domain import FIXED, FREE_SHIPPING, PERCENTAGE, Item
-from tests.commands import activate, apply, archive, create_campaign, create_coupon, deactivate, reverse, update_coupon
-from tests.unit.issue7_support import (
+from tests.support.commands import (
+    activate,
+    apply,
+    archive,
+    create_campaign,
+    create_coupon,
+    deactivate,
+    reverse,
+    update_coupon,
+)
+from tests.support.ledger import (
     DAY,
     HOUR,
     RETAILER,

@@ -17,8 +17,8 @@ import ledger.domain.values as domain_module
 from ledger.application import CouponLedger
 from ledger.campaigns import MAX_CAMPAIGN_CODES
 from ledger.domain import COUNT_EXPIRED, FIXED, GENERATED_ALPHABET, PERCENTAGE, Campaign, coupon_id_for
-from tests.commands import apply, archive, create_campaign, create_coupon, deactivate, reverse
-from tests.unit.issue7_support import (
+from tests.support.commands import apply, archive, create_campaign, create_coupon, deactivate, reverse
+from tests.support.ledger import (
     HOUR,
     OTHER_RETAILER,
     RETAILER,
