@@ -102,7 +102,7 @@ CREATE TABLE IF NOT EXISTS coupons (
     UNIQUE (retailer_id, code)
 );
 
--- Issue 7's columns: the time window, per-customer limit, discount cap, scope, public flag,
+-- The columns of the later coupon terms: the time window, per-customer limit, discount cap, scope, public flag,
 -- campaign and archiving. Added here rather than in the CREATE TABLE above, so that a new
 -- database and one from before take the same path; guarded, so that a later start takes no lock.
 -- A database from before holds no coupon with any of these set (archived_at NULL: not archived).
@@ -134,7 +134,7 @@ BEGIN
 END;
 $$;
 
--- Read model (issue 8): one row per hold of a coupon use (a Reservation), written by the coupons
+-- Read model: one row per hold of a coupon use (a Reservation), written by the coupons
 -- projection in the same transactions and under the same tracking record as the coupons rows.
 -- Only holds still in status held are indexed (few at any time: each leaves the indexes when it is
 -- confirmed, released or expired): by coupon, for the live holds in the coupons list's status; by
@@ -190,7 +190,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
     retailer_id uuid NOT NULL REFERENCES retailers (id),
     created_at timestamptz NOT NULL DEFAULT now()
 );
--- Issue 8: a key is a secret one (`cl_…`: every route) or a publishable one (`pk_…`, safe in a web
+-- A key is a secret one (`cl_…`: every route) or a publishable one (`pk_…`, safe in a web
 -- page: the storefront and checkout-session routes only). Added here rather than in the CREATE
 -- TABLE above, so that a new database and one from before take the same path; a key from before is
 -- a secret one (the default). Guarded, so that a later start takes no lock on api_keys.
@@ -230,7 +230,7 @@ CREATE TABLE IF NOT EXISTS order_coupons (
     discount_amount numeric(14, 2) NOT NULL
 );
 
--- Products and orders belong to a retailer (issue 6): the seed's columns stay as they are and
+-- Products and orders belong to a retailer: the seed's columns stay as they are and
 -- `retailer_id` is added beside them, here rather than in the CREATE TABLEs above, so that a new
 -- database and one that already holds rows take the same path. Every query filters on it.
 --

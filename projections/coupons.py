@@ -1,5 +1,5 @@
 """The `coupons` read model: one row per coupon with its use count, for lists and analytics; and
-the `reservations` read model beside it: one row per hold of a coupon use (issue 8), for the
+the `reservations` read model beside it: one row per hold of a coupon use, for the
 coupons list's status (live holds count against max_uses) and for the sweeper.
 
 Events are projected in batches. A batch's row changes are coalesced (`CouponChanges`: one

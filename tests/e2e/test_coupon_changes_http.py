@@ -1,4 +1,4 @@
-"""Changing and retiring coupons over HTTP (issue 7): PATCH, DELETE (archive), the platform's
+"""Changing and retiring coupons over HTTP: PATCH, DELETE (archive), the platform's
 state machine (/transitions, /activate with an expiry), and reversing a redemption."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every coupon rule of issue 7 over HTTP: the new terms, statuses, limits, types and scopes on
+"""Every coupon rule over HTTP: the terms, statuses, limits, types and scopes on
 validate and apply, the validation order of DESIGN section 3, and each new error code with its
 status and details. (PATCH, DELETE, transitions and reversals: test_coupon_changes_http.py.)"""
 

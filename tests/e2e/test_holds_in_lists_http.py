@@ -1,4 +1,4 @@
-"""Holds in the coupons list and the service's sweeper, over HTTP (issue 8): GET /v1/coupons?status=
+"""Holds in the coupons list and the service's sweeper, over HTTP: GET /v1/coupons?status=
 counts live holds exactly like a coupon's own status, a hold stops counting once its TTL passes,
 and the sweeper the service starts records its expiry; the service stops its sweeper with itself."""
 

@@ -191,7 +191,7 @@ def test_docs_serve_the_interactive_html_page(client: TestClient) -> None:
     assert "/openapi.json" in response.text
 
 
-def test_openapi_lists_every_endpoint_of_this_issue(client: TestClient) -> None:
+def test_openapi_lists_every_endpoint_of_the_contract(client: TestClient) -> None:
     response = client.get("/openapi.json")
     assert response.status_code == 200
     paths = response.json()["paths"]

@@ -1,4 +1,4 @@
-"""Holds over HTTP (issue 8): POST /v1/coupons/reserve, GET /v1/reservations/{id},
+"""Holds over HTTP: POST /v1/coupons/reserve, GET /v1/reservations/{id},
 POST /v1/reservations/{id}/confirm and /release, with each of their errors."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The sweeper (issue 8): in exactly one process per database, it records ReservationExpired for the
+"""The sweeper: in exactly one process per database, it records ReservationExpired for the
 holds past their TTL, each exactly once, leaves live holds alone, runs the cleanup chores it is
 given, takes over again after losing its connection or the database, and stops cleanly; the
 `coupon-ledger project` process runs it."""

@@ -1,4 +1,4 @@
-"""Holds under concurrency on PostgreSQL (issue 8): holds and applies racing on a max_uses=5 coupon
+"""Holds under concurrency on PostgreSQL: holds and applies racing on a max_uses=5 coupon
 never take uses plus live holds past 5; a hold confirmed from several processes at once is
 redeemed once; confirm racing release ends the hold exactly one way.
 

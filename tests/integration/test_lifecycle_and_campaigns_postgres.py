@@ -1,8 +1,9 @@
-"""Issue 7's domain tests of PATCH, reversal and campaigns again on PostgreSQL (the writer reads
+"""The domain tests of PATCH, reversal and campaigns again on PostgreSQL (the writer reads
 aggregates with its own SQL, the events go through the binary insert), plus what only a real store
-shows: pre-issue-7 events and snapshots read by that SQL, and the new events' values (datetimes,
-amounts, scopes, templates in nested dicts) surviving a round trip into a fresh process. The
-concurrency of the new limits is in test_limits_under_concurrency.py."""
+shows: events and snapshots stored by the code before windows, per-customer limits, caps, scopes
+and campaigns, read by that SQL, and the new events' values (datetimes, amounts, scopes, templates
+in nested dicts) surviving a round trip into a fresh process. The concurrency of the limits is in
+test_limits_under_concurrency.py."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def reopened(database_url: str, clock: ManualClock) -> CouponLedger:
     return fresh
 
 
-def test_history_stored_before_issue_7_reads_with_the_defaults_through_the_writers_sql(
+def test_history_stored_by_older_code_reads_with_the_defaults_through_the_writers_sql(
     database_url: str, ledger: CouponLedger, clock: ManualClock
 ) -> None:
     write_v1_history(ledger)

@@ -1,4 +1,4 @@
-"""Issue 7's limits under concurrency on PostgreSQL: the per-customer limit, a campaign's
+"""Limits under concurrency on PostgreSQL: the per-customer limit, a campaign's
 max_redemptions and max_discount_total, and applies racing reversals on a small max_uses.
 
 Several CouponLedger instances on one database behave like separate processes (each has its own

@@ -1,4 +1,4 @@
-"""The `coupons` read model holds issue 7's terms: window, limits, cap, scope, public, campaign,
+"""The `coupons` read model holds every term of a coupon: window, limits, cap, scope, public, campaign,
 archiving; uses_count counts reversals back; status (scheduled included) and campaign filter in SQL.
 Projected in one batch or event by event, the rows are the same and match the aggregates."""
 

@@ -1,4 +1,4 @@
-"""The `reservations` read model (issue 8): one row per hold, written by the coupons projection in
+"""The `reservations` read model: one row per hold, written by the coupons projection in
 its batches. Each hold event gives the row of its Reservation aggregate; a history cut into one
 batch, into batches of one event, or rebuilt from zero (`rebuild()` and `coupon-ledger rebuild`)
 gives the same rows; the coupons list's status counts live holds exactly like Coupon.status."""

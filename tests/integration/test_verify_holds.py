@@ -1,4 +1,4 @@
-"""`coupon-ledger verify` checks issue 8's invariants on holds: uses plus live holds within every
+"""`coupon-ledger verify` checks the invariants of holds: uses plus live holds within every
 limit at every point of the history, each hold one Reservation confirmed at most once into a
 redemption that exists, the holds kept open on coupons, customer usages and campaigns exactly the
 Reservations still held, and the `reservations` read model equal to the Reservations.

@@ -1,4 +1,4 @@
-"""`coupon-ledger verify` checks issue 7's invariants: live uses against max_uses as it stood,
+"""`coupon-ledger verify` checks the invariants of limits and reversals: live uses against max_uses as it stood,
 reversals matched once, per-customer usage and limits, campaign budgets and counters, and the read
 model's uses_count counting reversals back.
 

@@ -71,7 +71,7 @@ def v1_redeemed(ledger: CouponLedger, code: str, version: int, redemption_id: UU
 
 
 def v1_fingerprint(code: str, subtotal: str, order_id: str | None) -> str:
-    """How the code before issue 7 fingerprinted a keyed request."""
+    """How the older code fingerprinted a keyed request (code, subtotal and order id only)."""
     request = {"code": code, "subtotal": subtotal, "order_id": order_id}
     return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
 

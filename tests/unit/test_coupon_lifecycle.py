@@ -1,4 +1,4 @@
-"""Issue 7 on the in-memory store: the time window and the derived status, creating inactive, PATCH
+"""A coupon's lifecycle on the in-memory store: the time window and the derived status, creating inactive, PATCH
 (Coupon.Updated), archiving (Coupon.Archived) and the platform's state machine."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Holds (issue 8): reserve, confirm, release and expiry in the ledger, on the in-memory store.
+"""Holds: reserve, confirm, release and expiry in the ledger, on the in-memory store.
 
 A live hold counts against max_uses, the per-customer limit and the campaign's budget exactly like
 a use; a hold past its TTL stops counting at once, before any ReservationExpired is recorded.

@@ -1,4 +1,4 @@
-"""Issue 7 on the in-memory store: the per-customer limit, the discount cap, free shipping, scopes
+"""Pricing rules on the in-memory store: the per-customer limit, the discount cap, free shipping, scopes
 over the order's items, the validation order of DESIGN §3 and idempotent replays of the new inputs."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 7 on the in-memory store: reversing a redemption, and campaigns (generated codes, shared
+"""On the in-memory store: reversing a redemption, and campaigns (generated codes, shared
 budgets)."""
 
 from __future__ import annotations

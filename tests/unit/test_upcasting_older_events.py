@@ -1,11 +1,12 @@
-"""Events and snapshots stored before issue 7 still load, with the new fields' defaults.
+"""Events and snapshots stored before coupons had windows, per-customer limits, caps, scopes and
+campaigns still load, with the new fields' defaults.
 
-Before issue 7 a Coupon.Created had no starts_at, max_uses_per_customer, max_discount_amount, scope,
+Before then a Coupon.Created had no starts_at, max_uses_per_customer, max_discount_amount, scope,
 public or campaign_id and no class_version; a Coupon snapshot had none of those nor archived; a
 Redemption.Recorded had no customer_id or campaign_id. The stored states below are written as the
 code of that time wrote them (the library's JSON, through our transcoder), then read by today's.
-tests/integration/test_lifecycle_and_campaigns_postgres.py runs the same on PostgreSQL, where the writer reads
-them with its own SQL.
+tests/integration/test_lifecycle_and_campaigns_postgres.py runs the same on PostgreSQL, where the
+writer reads them with its own SQL.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def upcasts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-def test_coupons_redemptions_and_snapshots_stored_before_issue_7_load_with_the_defaults(
+def test_coupons_redemptions_and_snapshots_stored_by_older_code_load_with_the_defaults(
     ledger: CouponLedger, clock: ManualClock, upcasts: list[str]
 ) -> None:
     write_v1_history(ledger)
@@ -63,6 +64,6 @@ def test_a_v1_created_event_without_a_snapshot_is_upcast(
 
 
 def test_todays_events_carry_their_class_version() -> None:
-    # Coupon snapshots are at 3 since issue 8 (live holds); see tests/unit/test_holds.py.
+    # Coupon snapshots are at 3 since coupons keep their live holds; see tests/unit/test_holds.py.
     assert (Coupon.class_version, Coupon.Created.class_version) == (3, 2)
     assert Redemption.Recorded.class_version == 2
