@@ -300,7 +300,7 @@ class BatchWriter:
         batch = Batch(self)
         self.load(batch, (i for c in commands for i in c.needs))
         pending = commands
-        conflicts = 0
+        conflicts = contended = 0
         while True:
             for command in pending:
                 self._decide(batch, command)
@@ -320,9 +320,11 @@ class BatchWriter:
                 # Another process wrote the same aggregates first (or the database broke a
                 # deadlock, or a lock was not granted in time): read again, decide again.
                 conflicts += 1
+                contended += is_contention(error)
                 self.stats.conflicts += 1
                 pending = self._after_conflict(batch, commands)
-                if conflicts >= self.max_attempts:
+                # A lock that is not granted is waited for up to lock_timeout each time: fewer tries.
+                if conflicts >= self.max_attempts or contended >= self.max_contended:
                     for command in pending:
                         self._give_up(batch, command, error)
                     pending = []
