@@ -362,7 +362,14 @@ class LedgerRecorder(PostgresApplicationRecorder):
     @staticmethod
     def _run(conn: Connection[Any], works: Sequence[tuple[Any, Work]], prepare: Work | None) -> None:
         if prepare is not None:
-            prepare(conn)
+            try:
+                with conn.transaction():
+                    prepare(conn)
+            except Exception as error:
+                # A row some work needs is locked elsewhere: each work then takes its own locks,
+                # and only those that wait too long fail.
+                if not is_contention(error):
+                    raise
         failures: dict[Any, Exception] = {}
         for key, work in works:
             try:

@@ -53,7 +53,7 @@ from api.shop.stock import DROP_HOLDS, OWN_HOLDS, lock_available
 from ledger.application import CouponLedger
 from ledger.commands import Hold, InTransaction, Release, Reserve
 from ledger.domain import Order
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, refusal_codes
 from ledger.money import MAX_AMOUNT, format_amount
 
 T = TypeVar("T")
@@ -62,20 +62,7 @@ DEFAULT_MAX_HOLDS = 5
 MAX_UNITS = 10_000  # of one product in a cart
 ATTEMPTS = 8  # optimistic retries of a change that met a concurrent one
 # The ledger's refusals that mean "this coupon does not apply to this cart (any more)".
-COUPON_REFUSALS = frozenset(
-    {
-        "COUPON_NOT_FOUND",
-        "COUPON_INACTIVE",
-        "COUPON_NOT_STARTED",
-        "COUPON_EXPIRED",
-        "USAGE_LIMIT_REACHED",
-        "CUSTOMER_ID_REQUIRED",
-        "CUSTOMER_LIMIT_REACHED",
-        "CAMPAIGN_BUDGET_EXHAUSTED",
-        "MIN_ORDER_NOT_MET",
-        "COUPON_NOT_APPLICABLE",
-    }
-)
+COUPON_REFUSALS = frozenset(refusal_codes())
 
 
 @dataclass(frozen=True)

@@ -285,10 +285,12 @@ def test_every_v1_operation_needs_the_bearer_key_and_documents_401(document: dic
         if "requestBody" in op:
             assert "413" in op["responses"] and "422" in op["responses"], (path, method)
         # 429 exactly where a code is looked up: too many COUPON_NOT_FOUND (api/throttle.py); and where
-        # a session holds stock, past the cap of a publishable-key shopper's holds (api/shop/shoppers.py).
+        # a session holds stock, past the cap of a publishable-key shopper's holds (api/shop/shoppers.py);
+        # and a campaign past the retailer's codes for the day (api/campaign_quota.py).
         not_found = "COUPON_NOT_FOUND" in op["responses"].get("404", {}).get("x-error-codes", [])
         holds_stock = (path, method) == ("/v1/checkout/sessions/{session_id}/hold-inventory", "post")
-        if (not_found and takes_a_code(document, path, op)) or holds_stock:
+        over_quota = (path, method) == ("/v1/campaigns", "post")
+        if (not_found and takes_a_code(document, path, op)) or holds_stock or over_quota:
             assert op["responses"]["429"]["x-error-codes"] == ["RATE_LIMITED"], (path, method)
             assert "Retry-After" in op["responses"]["429"]["headers"], (path, method)
         else:

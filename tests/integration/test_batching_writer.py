@@ -30,10 +30,10 @@ import pytest
 
 from api.database import eventsourcing_env
 from ledger.application import CouponLedger
+from ledger.batch import Batch
 from ledger.commands import InTransaction, Receipt, Redeem
 from ledger.domain import Coupon, Order, Redemption, redemption_id_for
 from ledger.errors import LedgerError
-from ledger.writer import Batch
 from projections.coupons import construct_view
 from projections.verify import verify
 from tests.support.commands import apply, deactivate, planned, redeem

@@ -16,10 +16,10 @@ import pytest
 
 from api.database import eventsourcing_env
 from ledger.application import CouponLedger
+from ledger.batch import Batch
 from ledger.commands import InTransaction, Redeem
 from ledger.domain import Order
 from ledger.errors import LedgerBusy, LedgerError
-from ledger.writer import Batch
 from tests.support.commands import apply, create_coupon
 from tests.support.postgres import ledger_with_clock
 

@@ -16,10 +16,10 @@ from uuid import UUID, uuid4
 import pytest
 
 from ledger.application import CouponLedger
+from ledger.batch import Batch
 from ledger.commands import Activate, CreateCoupon, Deactivate, Receipt, Redeem
 from ledger.domain import FIXED, Coupon, Order
 from ledger.errors import CouponInactive, CouponNotFound, IdempotencyKeyReused, LedgerError, MinOrderNotMet
-from ledger.writer import Batch
 from tests.support.commands import apply, create_coupon, planned, redeem
 
 RETAILER = UUID("00000000-0000-4000-8000-00000000000a")

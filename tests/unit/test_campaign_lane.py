@@ -12,11 +12,11 @@ from typing import Any
 from uuid import UUID
 
 from ledger.application import CouponLedger
+from ledger.batch import Batch
 from ledger.campaigns import CampaignPlan
 from ledger.commands import GenerateCodes
 from ledger.domain import FIXED
 from ledger.handlers import decide
-from ledger.writer import Batch
 
 RETAILER = UUID("00000000-0000-4000-8000-00000000000b")
 TEMPLATE = {"discount_type": FIXED, "discount_value": Decimal("5"), "max_uses": 1}
