@@ -14,7 +14,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
-from api.cli import create_demo_retailer
+from api.commands.serve import create_demo_retailer
 from api.database import apply_schema, eventsourcing_env, open_ledger
 from api.shop.errors import ShopError
 from api.shop.orders import Checkout

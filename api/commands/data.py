@@ -1,0 +1,131 @@
+"""The commands on the database and its read model: migrate, project (the projections and the
+sweeper), rebuild and verify."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from psycopg_pool import ConnectionPool
+from tqdm import tqdm
+
+from api.children import die_with_parent, join_serve_folder
+from api.commands.signals import STOP_SIGNALS
+from api.database import apply_schema, eventsourcing_env, open_database, open_ledger
+from api.services import cleanup_chores
+from api.settings import Settings
+from ledger.event_store import CONNECT_TIMEOUT, check_connection
+from projections.coupons import UnwritableEvent, construct_view
+from projections.rebuild import rebuild
+from projections.runner import ProjectionLeader
+from projections.sweeper import Sweeper
+from projections.verify import verify
+
+
+def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the projections until SIGTERM or SIGINT (or, with --parent, until that process is gone).
+
+    Every running `project` takes part in the leader election: one projects, the others stand by.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    stop = threading.Event()
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, lambda *_: stop.set())
+    if args.parent is not None:  # started by serve: stop with it, even if it is killed
+        die_with_parent(args.parent)
+        join_serve_folder()
+    with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
+        if args.parent is None:  # started by serve, which has just applied it
+            apply_schema(url)
+        env = eventsourcing_env(url)
+        leader = ProjectionLeader(url, env).start()
+        # The sweeper runs beside the projection: one process per database sweeps.
+        ledger = open_ledger(eventsourcing_env(url, pool_size=2, max_overflow=2))
+        view = construct_view(env)
+        pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=2,
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+            check=check_connection,
+            open=False,
+        )
+        pool.open(wait=False)
+        sweeper = Sweeper(
+            url, ledger, view, interval=settings.sweep_interval, chores=cleanup_chores(pool, ledger, settings)
+        ).start()
+        try:
+            while not stop.wait(0.5):
+                if args.parent is not None and os.getppid() != args.parent:
+                    break  # serve is gone (even killed): do not project on as an orphan
+        finally:
+            sweeper.stop()
+            leader.stop()
+            view.datastore.close()
+            ledger.close()
+            pool.close()
+    return 0
+
+
+def cmd_migrate(_: argparse.Namespace, settings: Settings) -> int:
+    with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
+        apply_schema(url)
+    print("schema applied")
+    return 0
+
+
+def cmd_rebuild(_: argparse.Namespace, settings: Settings) -> int:
+    with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
+        apply_schema(url)
+        env = eventsourcing_env(url, pool_size=1, max_overflow=1)
+        ledger = open_ledger(env)
+        view = construct_view(env)
+        try:
+            head = ledger.recorder.max_notification_id() or 0
+            with tqdm(total=head, unit="event", file=sys.stderr, desc="events", dynamic_ncols=True) as bar:
+
+                def advance(events: int) -> None:
+                    bar.update(events)
+
+                position = rebuild(ledger, view, progress=advance)
+            lag = view.read_lag(ledger.name)
+        except UnwritableEvent as error:
+            print(f"{REBUILD}: error: {error}; nothing was changed", file=sys.stderr)
+            return 1
+        finally:
+            view.datastore.close()
+            ledger.close()
+    print(
+        f"read model rebuilt through event {position}"
+        + (f" (the live projection carries on from there: {lag.behind} event(s) since)" if lag.behind else "")
+    )
+    return 0
+
+
+REBUILD = "coupon-ledger rebuild"
+
+
+def cmd_verify(_: argparse.Namespace, settings: Settings) -> int:
+    with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
+        apply_schema(url)
+        env = eventsourcing_env(url, pool_size=1, max_overflow=0)
+        ledger = open_ledger(env)
+        view = construct_view(env)
+        try:
+            report = verify(ledger, view)
+        finally:
+            view.datastore.close()
+            ledger.close()
+    for violation in report.violations:
+        print(f"VIOLATION: {violation}")
+    print(
+        f"{report.coupons} coupons, {report.redemptions} redemptions, {report.reservations} holds,"
+        f" events through {report.head}, "
+        f"read model through {report.projected_through}: "
+        + ("OK" if not report.violations else f"{len(report.violations)} violation(s)")
+    )
+    return 1 if report.violations else 0
