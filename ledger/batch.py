@@ -8,15 +8,21 @@ import asyncio
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from uuid import UUID
 
 from psycopg import Connection
 
 from ledger.event_store import copy_aggregate
 
-if TYPE_CHECKING:
-    from ledger.writer import BatchWriter
+
+class Loader(Protocol):
+    """What a batch needs of its writer: the one clock, and reading aggregates into the batch."""
+
+    clock: Callable[[], datetime]
+
+    def load(self, batch: Batch, ids: Iterable[UUID]) -> None: ...
+
 
 T = TypeVar("T")
 Aggregate = Any
@@ -73,7 +79,7 @@ class Then(Generic[T]):
 class Batch:
     """The aggregates of one batch as the commands decided so far have left them."""
 
-    def __init__(self, writer: BatchWriter) -> None:
+    def __init__(self, writer: Loader) -> None:
         self._writer = writer
         self.base: dict[UUID, Aggregate | None] = {}  # as stored, before this batch
         self.current: dict[UUID, Aggregate | None] = {}

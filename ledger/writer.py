@@ -361,7 +361,8 @@ class BatchWriter:
         except Exception as error:
             for aggregate_id, previous in command.touched.items():
                 batch.current[aggregate_id] = previous
-            command.reset()
+            # What it read stays in ``touched``: if those aggregates move, it is decided again.
+            command.work = None
             command.outcome = (False, error)
         else:
             for aggregate_id in command.touched:

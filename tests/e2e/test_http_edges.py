@@ -154,6 +154,7 @@ def paged_paths(api: Api, campaign_id: str) -> Iterator[tuple[Api, str]]:
     yield api, "/v1/coupons"
     yield api, "/v1/coupons/STRICT1/events"
     yield api, f"/v1/campaigns/{campaign_id}/coupons"
+    yield api, "/v1/campaigns"
     yield api.publishable, "/v1/storefront/coupons"
 
 
@@ -177,6 +178,7 @@ def test_every_paged_route_of_the_document_takes_a_cursor(client: TestClient) ->
         "/v1/coupons",
         "/v1/coupons/{code}/events",
         "/v1/campaigns/{campaign_id}/coupons",
+        "/v1/campaigns",
         "/v1/storefront/coupons",
     }  # the routes test_an_empty_cursor_is_refused_naming_cursor_on_every_paged_route calls
 

@@ -350,6 +350,7 @@ FOREIGN_PROBES: dict[tuple[str, str], Probe] = {
             json={"session_id": ids.session_id, "items": [{"product_id": ids.product_id, "quantity": 1}]},
         ),
     ),
+    ("GET", "/v1/campaigns"): lists_only_its_own("/v1/campaigns", lambda body: body["data"]),
     ("GET", "/v1/campaigns/{campaign_id}"): not_found(
         "CAMPAIGN_NOT_FOUND", lambda api, ids: api.get(f"/v1/campaigns/{ids.campaign_id}")
     ),

@@ -101,8 +101,8 @@ class QueuedCommands:
         self._changed = threading.Condition()
         submit = ledger.writer.submit
 
-        def counting_submit(needs: Any, decide: Any, locks: Any = ()) -> Future[Any]:
-            future = submit(needs, decide, locks)
+        def counting_submit(needs: Any, decide: Any, locks: Any = (), background: bool = False) -> Future[Any]:
+            future = submit(needs, decide, locks, background)
             with self._changed:
                 self.count += 1
                 self._changed.notify_all()
@@ -258,7 +258,7 @@ def test_two_batching_servers_and_direct_threads_racing_a_fifty_use_coupon_redee
 
         with held_writer(direct):
             direct_calls = [
-                pool.submit(direct.apply, retailer_id, "hot50", SUBTOTAL, f"direct-{i}", f"direct-{i}")
+                pool.submit(apply, direct, retailer_id, "hot50", SUBTOTAL, f"direct-{i}", f"direct-{i}")
                 for i in range(DIRECT_APPLIES)
             ]
             queued.wait_for(DIRECT_APPLIES + 1)  # and the hold command
@@ -612,7 +612,7 @@ def test_two_hundred_threads_applying_one_coupon_through_one_ledger_share_one_ba
     before = (stats.batches, stats.commands, stats.events, stats.reads, stats.conflicts)
 
     with ThreadPoolExecutor(THREADS) as pool, held_writer(ledger):
-        calls = [pool.submit(ledger.apply, retailer, "CROWD", SUBTOTAL) for _ in range(THREADS)]
+        calls = [pool.submit(apply, ledger, retailer, "CROWD", SUBTOTAL) for _ in range(THREADS)]
         queued.wait_for(THREADS + 1)  # and the hold command
     results = [answer(call) for call in calls]
 
@@ -690,7 +690,7 @@ def test_a_replayed_redemption_runs_its_work_with_the_replayed_receipt_in_a_tran
     new_coupon(ledger, retailer_id, "ONCEWORK", "fixed", Decimal("5"))
 
     def note(conn: Any, receipt: Receipt) -> tuple[UUID, bool, int]:
-        row = conn.execute("SELECT count(*) FROM stored_events").fetchone()
+        row = conn.execute("SELECT count(*) FROM ledger_events").fetchone()
         return receipt.redemption_id, receipt.replayed, row[0] if isinstance(row, tuple) else row["count"]
 
     first = apply(ledger, retailer_id, "ONCEWORK", SUBTOTAL, "same-key", also=note)

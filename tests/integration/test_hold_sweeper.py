@@ -209,7 +209,7 @@ def test_the_sweeper_survives_a_database_outage() -> None:
             apply_schema(url)
             writer = open_ledger(eventsourcing_env(url, pool_size=1, max_overflow=2))
             running.ledgers.append(writer)
-            writer.create_coupon(retailer_id, "SWEPT", "fixed", D("5.00"))
+            create_coupon(writer, retailer_id, "SWEPT", "fixed", D("5.00"))
             running.leader()
             sweeper = running.sweeper().start()
             wait_for(sweeper.is_sweeping.is_set, 30)

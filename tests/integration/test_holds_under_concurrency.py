@@ -23,7 +23,7 @@ from api.database import eventsourcing_env
 from ledger.application import CouponLedger
 from ledger.commands import Hold, HoldEnded, Receipt
 from ledger.errors import LedgerError
-from tests.support.commands import create_coupon, reserve
+from tests.support.commands import apply, confirm, create_coupon, release, reserve
 from tests.support.postgres import StartLine, events_of, ledger_with_clock, race
 
 LEDGERS = 4
@@ -81,15 +81,15 @@ def test_holds_and_applies_racing_on_a_max_uses_5_coupon_never_exceed_5(
         for n in range(10):
             ledger = ledgers[n % LEDGERS]
             if n % 2:
-                tasks.append(partial(ledger.apply, retailer_id, "FIVEHOLD", D("20.00")))
+                tasks.append(partial(apply, ledger, retailer_id, "FIVEHOLD", D("20.00")))
             else:
-                tasks.append(partial(ledger.reserve, retailer_id, "FIVEHOLD", D("20.00"), ttl_seconds=600))
+                tasks.append(partial(reserve, ledger, retailer_id, "FIVEHOLD", D("20.00"), ttl_seconds=600))
         # The holds of earlier rounds end, each from two processes at once: confirmed in odd
         # rounds, released in even ones; the uses they free are raced for by the new requests.
         ending, held = held, []
         for k, reservation_id in enumerate(ending):
             for ledger in (ledgers[k % LEDGERS], ledgers[(k + 1) % LEDGERS]):
-                end = ledger.confirm if round_number % 2 else ledger.release
+                end = partial(confirm, ledger) if round_number % 2 else partial(release, ledger)
                 tasks.append(partial(end, retailer_id, reservation_id))
 
         results = race(tasks)
@@ -123,7 +123,7 @@ def test_a_hold_confirmed_from_four_processes_at_once_is_redeemed_once(
     hold = reserve(ledgers[1], retailer_id, "ONCEHOLD", D("80.00"), customer_id="alice")
     start_together(ledgers)
 
-    results = race([partial(ledgers[n % LEDGERS].confirm, retailer_id, hold.reservation_id) for n in range(8)])
+    results = race([partial(confirm, ledgers[n % LEDGERS], retailer_id, hold.reservation_id) for n in range(8)])
 
     assert Counter(map(outcome, results)) == {"REDEEMED": 1, "REPLAYED": 7}, results
     assert len({r.redemption_id for r in results if isinstance(r, Receipt)}) == 1
@@ -139,8 +139,8 @@ def test_confirm_racing_release_ends_the_hold_one_way(database_url: str, ledgers
     start_together(ledgers)
     tasks: list[Callable[[], object]] = []
     for k, hold in enumerate(holds):
-        tasks.append(partial(ledgers[k % LEDGERS].confirm, retailer_id, hold.reservation_id))
-        tasks.append(partial(ledgers[(k + 1) % LEDGERS].release, retailer_id, hold.reservation_id))
+        tasks.append(partial(confirm, ledgers[k % LEDGERS], retailer_id, hold.reservation_id))
+        tasks.append(partial(release, ledgers[(k + 1) % LEDGERS], retailer_id, hold.reservation_id))
 
     results = race(tasks)
 

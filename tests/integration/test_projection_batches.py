@@ -31,7 +31,7 @@ from projections.runner import (
     ProjectionLeader,
     has_buffered_notifications,
 )
-from tests.support.commands import activate, create_coupon, deactivate
+from tests.support.commands import create_coupon, deactivate
 from tests.support.postgres import (
     head,
     projection_listeners,
@@ -197,38 +197,22 @@ def test_a_coupon_created_redeemed_deactivated_and_activated_in_one_batch_gets_t
 
     # One batch: four transactions, each coupon's events interleaved with the others'.
     r1 = redeem(existing)
-    deactivate(
-        existing,
-    )
-    activate(
-        existing,
-    )
+    existing.deactivate()
+    existing.activate()
     r2 = redeem(existing)
-    deactivate(
-        existing,
-    )
+    existing.deactivate()
     ledger.save(existing, r1, r2)
     fresh = new_coupon(retailer_id, "FRESH")
     fresh_redemptions = [redeem(fresh) for _ in range(3)]
-    deactivate(
-        fresh,
-    )
-    activate(
-        fresh,
-    )
+    fresh.deactivate()
+    fresh.activate()
     ledger.save(fresh, *fresh_redemptions)
     dormant = new_coupon(retailer_id, "DORMANT", is_active=False)
-    activate(
-        dormant,
-    )
+    dormant.activate()
     dormant_redemption = redeem(dormant)
-    deactivate(
-        dormant,
-    )
+    dormant.deactivate()
     ledger.save(dormant, dormant_redemption)
-    activate(
-        existing,
-    )
+    existing.activate()
     late = redeem(fresh)
     ledger.save(existing, fresh, late)
 

@@ -15,7 +15,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from api.retailers import Retailers
-from api.shop.orders import Checkout
+from api.shop.orders import Checkout, write
 from ledger.application import CouponLedger
 from ledger.commands import Receipt
 from projections.coupons import CouponsView, construct_view
@@ -56,10 +56,11 @@ def session_order(ledger: CouponLedger, database_url: str, shop: UUID, code: str
     hold = reserve(ledger, shop, code, D("40.00"), customer_id="7")
     order_id = next_order_id(database_url)
 
-    def write(conn: Any, receipt: Receipt) -> None:
+    def write_order(conn: Any, receipt: Receipt) -> Receipt:
         write(conn, order_id, shop, 7, D("40.00"), receipt, None)
+        return receipt
 
-    receipt = confirm(ledger, shop, hold.reservation_id, order_id=str(order_id), also=write)
+    receipt = confirm(ledger, shop, hold.reservation_id, order_id=str(order_id), also=write_order)
     return order_id, receipt.redemption_id
 
 

@@ -150,11 +150,11 @@ def test_a_coupon_giving_back_another_coupons_redemption_or_another_amount_is_na
     stranger = coupon_of(ledger, retailer_id, "STRANGER")
     stranger.reverse_redemption(owned.redemption_id, D("5.00"), None)
     first: Redemption = ledger.repository.get(owned.redemption_id)
-    reverse(first, None, ledger.clock())
+    first.reverse(None, ledger.clock())
     owner = coupon_of(ledger, retailer_id, "OWNER")
     owner.reverse_redemption(other.redemption_id, D("4.99"), None)
     second: Redemption = ledger.repository.get(other.redemption_id)
-    reverse(second, None, ledger.clock())
+    second.reverse(None, ledger.clock())
     ledger.save(stranger, first, owner, second)
 
     violations = verify(ledger, view).violations
