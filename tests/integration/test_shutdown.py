@@ -136,6 +136,7 @@ def test_a_second_sigterm_ends_a_shutdown_that_waits_for_a_stalled_request(
     data_dir: Path, pgdata: Path, tmp_path: Path
 ) -> None:
     server = start(data_dir, tmp_path, "second-signal", "--graceful-timeout", "60")
+    key = new_retailer(data_dir)  # a valid key: the route then waits for the body it is sent
     release = threading.Event()
     begun = threading.Event()
 
@@ -151,7 +152,7 @@ def test_a_second_sigterm_ends_a_shutdown_that_waits_for_a_stalled_request(
             httpx.post(
                 f"{server.base_url}/v1/coupons/apply",
                 content=never_finishing_body(),
-                headers={"Authorization": "Bearer x", "Content-Type": "application/json"},
+                headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
                 timeout=60,
             )
 
