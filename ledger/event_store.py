@@ -13,7 +13,9 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import time
 import types
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
@@ -53,13 +55,24 @@ def session_timeouts() -> str:
     return f"-c lock_timeout={int(lock * 1000)} -c statement_timeout={int(statement * 1000)}"
 
 
+# A connection checked this recently is handed out without another check: under load the same few
+# connections go in and out of the pool thousands of times a second, and a round trip each time
+# would cost more than the work. A database restart takes longer than this.
+CHECK_EVERY = 1.0
+_checked: weakref.WeakKeyDictionary[Connection[Any], float] = weakref.WeakKeyDictionary()
+
+
 def check_connection(conn: Connection[Any]) -> None:
-    """A pool's check of each connection it hands out (an empty query), so that one that died with
-    a database restart is replaced rather than failing its caller. When one fails, the pool checks
-    all its idle ones at once: they died together, and found one at a time the pool would back off
-    (a second, then two, ...) after each, past POOL_TIMEOUT."""
+    """A pool's check of each connection it hands out (an empty query, at most once a CHECK_EVERY),
+    so that one that died with a database restart is replaced rather than failing its caller. When
+    one fails, the pool checks all its idle ones at once: they died together, and found one at a
+    time the pool would back off (a second, then two, ...) after each, past POOL_TIMEOUT."""
+    now = time.monotonic()
+    if now - _checked.get(conn, -CHECK_EVERY) < CHECK_EVERY:
+        return
     try:
         ConnectionPool.check_connection(conn)
+        _checked[conn] = now
     except Exception:
         pool = getattr(conn, "_pool", None)  # psycopg_pool sets it on a connection it hands out
         if isinstance(pool, ConnectionPool):
