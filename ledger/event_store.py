@@ -71,13 +71,28 @@ def check_connection(conn: Connection[Any]) -> None:
     if now - _checked.get(conn, -CHECK_EVERY) < CHECK_EVERY:
         return
     try:
-        ConnectionPool.check_connection(conn)
+        if conn not in _checked:
+            # First time out of the pool: bound its lock waits and statements. (The pool's
+            # ``options`` do it for connections made after bound_waits; one made before, or
+            # while it ran, gets them here.)
+            conn.execute(session_timeouts_sql())
+            if not conn.autocommit:
+                conn.commit()
+        else:
+            ConnectionPool.check_connection(conn)
         _checked[conn] = now
     except Exception:
         pool = getattr(conn, "_pool", None)  # psycopg_pool sets it on a connection it hands out
         if isinstance(pool, ConnectionPool):
             pool.check()
         raise
+
+
+def session_timeouts_sql() -> str:
+    """The same timeouts as session_timeouts(), as SET statements for a connection already made."""
+    lock = float(os.environ.get("COUPON_LEDGER_LOCK_TIMEOUT", LOCK_TIMEOUT))
+    statement = float(os.environ.get("COUPON_LEDGER_STATEMENT_TIMEOUT", STATEMENT_TIMEOUT))
+    return f"SET lock_timeout = {int(lock * 1000)}; SET statement_timeout = {int(statement * 1000)}"
 
 
 def bound_waits(datastore: PostgresDatastore) -> None:

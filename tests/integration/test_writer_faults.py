@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
@@ -13,6 +14,7 @@ from uuid import UUID
 
 import psycopg
 import pytest
+from eventsourcing.postgres import PostgresApplicationRecorder
 
 from api.database import eventsourcing_env
 from ledger.application import CouponLedger
@@ -57,8 +59,8 @@ def test_a_work_waiting_on_a_row_lock_held_elsewhere_is_answered_busy_and_other_
 
     ledger.writer.max_attempts = 3
     stuck = InTransaction(Redeem(retailer_id, "LOCKED", Order.of(D("50.00"))), wait_for_the_row)
-    with pytest.raises(LedgerBusy) as busy:
-        ledger.execute(stuck)
+    with ThreadPoolExecutor(1) as pool, pytest.raises(LedgerBusy) as busy:
+        pool.submit(ledger.execute, stuck).result(30)  # never a wait without end
 
     assert busy.value.code == "SERVICE_UNAVAILABLE"
     assert busy.value.details["reason"] == "lock_contention"
@@ -129,3 +131,12 @@ def test_a_writer_thread_that_dies_answers_its_callers_and_is_started_again(
     assert not apply(ledger, retailer_id, "AFTERCRASH", D("50.00")).replayed
     assert ledger.writer.stats.restarts == 1
     assert ledger.writer.is_alive()
+
+
+def test_every_connection_the_ledger_hands_out_waits_for_locks_and_runs_for_bounded_times(ledger: CouponLedger) -> None:
+    recorder = ledger.recorder
+    assert isinstance(recorder, PostgresApplicationRecorder)
+    for _ in range(6):  # more than the pool holds: every connection of it, however it was made
+        with recorder.datastore.get_connection() as conn:
+            row = conn.execute("SELECT current_setting('lock_timeout') AS l, current_setting('statement_timeout') AS s")
+            assert tuple(row.fetchone().values()) == ("500ms", "30s")
