@@ -48,11 +48,17 @@ LOCK_TIMEOUT = 2.0
 STATEMENT_TIMEOUT = 30.0
 
 
-def session_timeouts() -> str:
-    """libpq ``options`` setting lock_timeout and statement_timeout for every connection of a pool."""
+def timeouts_ms() -> tuple[int, int]:
+    """(lock_timeout, statement_timeout) in milliseconds, from the settings."""
     lock = float(os.environ.get("COUPON_LEDGER_LOCK_TIMEOUT", LOCK_TIMEOUT))
     statement = float(os.environ.get("COUPON_LEDGER_STATEMENT_TIMEOUT", STATEMENT_TIMEOUT))
-    return f"-c lock_timeout={int(lock * 1000)} -c statement_timeout={int(statement * 1000)}"
+    return int(lock * 1000), int(statement * 1000)
+
+
+def session_timeouts() -> str:
+    """libpq ``options`` setting lock_timeout and statement_timeout for every connection of a pool."""
+    lock, statement = timeouts_ms()
+    return f"-c lock_timeout={lock} -c statement_timeout={statement}"
 
 
 # A connection checked this recently is handed out without another check: under load the same few
@@ -90,9 +96,8 @@ def check_connection(conn: Connection[Any]) -> None:
 
 def session_timeouts_sql() -> str:
     """The same timeouts as session_timeouts(), as SET statements for a connection already made."""
-    lock = float(os.environ.get("COUPON_LEDGER_LOCK_TIMEOUT", LOCK_TIMEOUT))
-    statement = float(os.environ.get("COUPON_LEDGER_STATEMENT_TIMEOUT", STATEMENT_TIMEOUT))
-    return f"SET lock_timeout = {int(lock * 1000)}; SET statement_timeout = {int(statement * 1000)}"
+    lock, statement = timeouts_ms()
+    return f"SET lock_timeout = {lock}; SET statement_timeout = {statement}"
 
 
 def bound_waits(datastore: PostgresDatastore) -> None:

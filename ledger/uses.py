@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -62,7 +63,7 @@ class UseRequest:
     order: Order
     order_id: str | None
     customer_id: str | None
-    fingerprint: str
+    request: dict[str, Any]  # what the fingerprint hashes
     coupon_id: UUID | None
     usage_id: UUID | None
     keyed_id: UUID | None
@@ -93,11 +94,17 @@ class UseRequest:
             command.order,
             command.order_id,
             customer_id,
-            fingerprint(request),
+            request,
             coupon_id,
             usage_id,
             keyed_id,
         )
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Hashed only when asked for (a replay's check, a new use's record), not to list what a
+        command needs."""
+        return fingerprint(self.request)
 
     @property
     def needs(self) -> tuple[UUID, ...]:
