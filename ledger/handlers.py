@@ -299,6 +299,10 @@ def check_hold_within_limits(
     """A hold is confirmed only while the uses and the live holds (itself among them) are within
     every limit: whatever clock judged another hold expired, a confirm never over-redeems."""
     key = str(reservation.id)
+    if key not in coupon.holds:
+        # The coupon was read after another process ended this hold (its reservation was read
+        # before): the save's version check on the reservation decides, and this is decided again.
+        return
 
     def others(holds: Mapping[str, datetime]) -> int:
         return sum(1 for held, expires_at in holds.items() if held != key and now < expires_at)
