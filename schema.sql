@@ -27,10 +27,46 @@ EXCEPTION WHEN duplicate_object THEN NULL;
 END;
 $$;
 
--- Append-only in the database itself: no UPDATE, DELETE or TRUNCATE of recorded events.
+-- The hash chain (ledger/served_events.py): every event's prev_hash and hash, and its stream's
+-- owner (the retailer, and the code of the coupon the stream belongs to), written with it. Added
+-- here rather than in the CREATE TABLE above so that a store from before takes the same path; its
+-- events are chained once, at the next start (ledger/chain_migration.py). Guarded: a later start
+-- takes no lock. The CHECK is NOT VALID: it binds every new event without reading the old ones.
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_attribute WHERE attrelid = 'ledger_events'::regclass AND attname = 'hash'
+    ) THEN
+        ALTER TABLE ledger_events
+            ADD COLUMN prev_hash bytea,
+            ADD COLUMN hash bytea,
+            ADD COLUMN retailer_id uuid,
+            ADD COLUMN code text;
+        ALTER TABLE ledger_events ADD CONSTRAINT ledger_events_chained
+            CHECK (hash IS NOT NULL AND prev_hash IS NOT NULL) NOT VALID;
+        -- A retailer's events in log order (its export, its digest).
+        CREATE INDEX ledger_events_retailer_position ON ledger_events (retailer_id, notification_id);
+        -- Events not chained yet: none once a store from before has been chained.
+        CREATE INDEX ledger_events_unchained ON ledger_events (originator_id, originator_version) WHERE hash IS NULL;
+    END IF;
+END;
+$$;
+
+-- Append-only in the database itself: no UPDATE, DELETE or TRUNCATE of recorded events. The one
+-- change allowed is linking an event recorded before the hash chain existed (its hash still NULL),
+-- or naming the owner of a stream that had none, leaving what was recorded as it was.
 CREATE OR REPLACE FUNCTION ledger_reject_event_mutation() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    IF TG_OP = 'UPDATE'
+        AND NEW.originator_id = OLD.originator_id AND NEW.originator_version = OLD.originator_version
+        AND NEW.topic IS NOT DISTINCT FROM OLD.topic AND NEW.state IS NOT DISTINCT FROM OLD.state
+        AND NEW.notification_id = OLD.notification_id
+        AND (OLD.hash IS NULL
+             OR (OLD.retailer_id IS NULL AND NEW.hash = OLD.hash AND NEW.prev_hash = OLD.prev_hash))
+    THEN
+        RETURN NEW;
+    END IF;
     RAISE EXCEPTION 'ledger_events is append-only: % is not allowed', TG_OP
         USING ERRCODE = 'insufficient_privilege';
 END;
@@ -52,13 +88,16 @@ CREATE TABLE IF NOT EXISTS ledger_snapshots (
     PRIMARY KEY (originator_id, originator_version)
 );
 
--- The writer's save: a batch's events (and the snapshots it takes) in one statement, so one
--- round trip and one implicit transaction. It takes the same EXCLUSIVE lock and sends the same
--- NOTIFY as the library's recorder, which keeps notification ids in commit order for the
--- projection's subscription (unlike the library's own POSTGRES_ENABLE_DB_FUNCTIONS function,
--- which takes no lock and is not used).
+-- The writer's save: a batch's events (with their links in the hash chain and their streams'
+-- owners) and the snapshots it takes, in one statement, so one round trip and one implicit
+-- transaction. It takes the same EXCLUSIVE lock and sends the same NOTIFY as the library's
+-- recorder, which keeps notification ids in commit order for the projection's subscription
+-- (unlike the library's own POSTGRES_ENABLE_DB_FUNCTIONS function, which takes no lock and is not
+-- used). The form without links, from before the hash chain, is dropped: a save must link.
+DROP FUNCTION IF EXISTS ledger_insert_events(uuid[], bigint[], text[], bytea[], uuid[], bigint[], text[], bytea[]);
 CREATE OR REPLACE FUNCTION ledger_insert_events(
     ids uuid[], versions bigint[], topics text[], states bytea[],
+    retailer_ids uuid[], codes text[], prev_hashes bytea[], hashes bytea[],
     snapshot_ids uuid[], snapshot_versions bigint[], snapshot_topics text[], snapshot_states bytea[]
 ) RETURNS SETOF bigint
 LANGUAGE plpgsql AS $$
@@ -70,8 +109,8 @@ BEGIN
         SELECT * FROM unnest(snapshot_ids, snapshot_versions, snapshot_topics, snapshot_states);
     END IF;
     RETURN QUERY
-        INSERT INTO ledger_events (originator_id, originator_version, topic, state)
-        SELECT * FROM unnest(ids, versions, topics, states)
+        INSERT INTO ledger_events (originator_id, originator_version, topic, state, retailer_id, code, prev_hash, hash)
+        SELECT * FROM unnest(ids, versions, topics, states, retailer_ids, codes, prev_hashes, hashes)
         RETURNING notification_id;
 END;
 $$;

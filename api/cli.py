@@ -15,6 +15,7 @@ from api.commands.serve import cmd_serve
 from api.database import NoStore, require_existing_store
 from api.retailers import normalize_retailer_name
 from api.settings import Settings
+from ledger.actors import CLI, set_actor
 from ledger.campaigns import MAX_CAMPAIGN_CODES
 
 
@@ -197,6 +198,7 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    set_actor(CLI)  # what this process writes on its own (no request asked for it)
     if args.func is not cmd_serve and args.func is not cmd_project:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     settings = Settings()

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from api.errors import ApiError
 from api.retailers import SECRET, KeyKind
 from api.services import Services
+from ledger.actors import Actor, set_actor
 
 # The routes a publishable key may call, by path: the storefront's and the checkout sessions'.
 # Documentation (api/openapi.py) and tests use it; the routes enforce it by their dependency.
@@ -30,6 +31,10 @@ SESSIONS_PATH = "/v1/checkout/sessions"
 def publishable_key_may_call(path: str) -> bool:
     """Whether a route of this path (as declared, ``{id}`` and all) takes a publishable key."""
     return path.startswith(STOREFRONT_PREFIX) or path == SESSIONS_PATH or path.startswith(SESSIONS_PATH + "/")
+
+
+# How much of a request id (the client's X-Request-ID, or ours) events record.
+REQUEST_ID_KEPT = 64
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,8 @@ async def get_storefront_caller(request: Request) -> Caller:
     key = services.retailers.known(api_key) or await run_in_threadpool(services.retailers.authenticate, api_key)
     if key is None:
         raise _invalid_key()
+    # Who acts in this request: every event its commands make records it.
+    set_actor(Actor(f"{key.kind}_key", key.key_id, request.state.request_id[:REQUEST_ID_KEPT]))
     return Caller(key.retailer_id, services, key.kind)
 
 

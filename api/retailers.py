@@ -63,10 +63,17 @@ def new_key(kind: KeyKind) -> str:
 
 
 class ApiKey(NamedTuple):
-    """What a key stands for: its retailer and its kind."""
+    """What a key stands for: its retailer and its kind, and the key's public id (what events
+    record of who acted: never the key)."""
 
     retailer_id: UUID
     kind: KeyKind
+    key_id: str
+
+
+def key_id_of(key_hash: str) -> str:
+    """A key's public id: the start of its SHA-256 (the key cannot be recovered from it)."""
+    return "key_" + key_hash[:16]
 
 
 class NewRetailer(NamedTuple):
@@ -164,7 +171,7 @@ class Retailers:
             if row is None:
                 self._known.pop(key_hash, None)
                 return None
-            found = ApiKey(row[0], row[1])
+            found = ApiKey(row[0], row[1], key_id_of(key_hash))
             self._known[key_hash] = (found, time.monotonic() + self.known_for)
         return found
 

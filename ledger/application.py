@@ -41,12 +41,13 @@ from ledger.domain import Order as PricedOrder
 from ledger.errors import CampaignNotFound, CouponNotFound, RedemptionNotFound
 from ledger.event_store import LedgerRecorder, LedgerTranscoder
 from ledger.handlers import check, decide, lookup_code, needs, reservation_not_found
+from ledger.hash_chain import HashChain
+from ledger.served_events import ZERO_HASH, event_hash, served_event
 from ledger.writer import BatchWriter
 
 SNAPSHOT_INTERVAL = 100  # measured with bench/capacity.py: see README, Performance
 A = TypeVar("A")
 T = TypeVar("T")
-EVENT_ENVELOPE = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
 
 
 def utcnow() -> datetime:
@@ -59,10 +60,15 @@ def locks_of(command: Command[Any]) -> tuple[Any, ...]:
 
 @dataclass(frozen=True)
 class RecordedEvent:
+    """An event as served (ledger/served_events.py): version, type, occurred_at (UTC, Z), data
+    (JSON values), and its links in its stream's hash chain as stored."""
+
     version: int
     type: str
-    occurred_at: datetime
+    occurred_at: str
     data: dict[str, Any]
+    prev_hash: str
+    hash: str
 
 
 class CouponLedger(Application[UUID]):
@@ -80,6 +86,8 @@ class CouponLedger(Application[UUID]):
                 DatabaseClock(postgres_now(recorder.datastore.pool)) if isinstance(recorder, LedgerRecorder) else utcnow
             )
         self.clock = clock
+        # Links every event to the one before it in its stream as it is saved (PostgreSQL only).
+        self.hash_chain = HashChain(self.recorder) if isinstance(self.recorder, LedgerRecorder) else None
         self.writer = BatchWriter(
             self, cached_types=(Coupon, CustomerUsage, Campaign, Reservation), clock=lambda: self.clock()
         )
@@ -93,7 +101,8 @@ class CouponLedger(Application[UUID]):
         self, *objs: MutableOrImmutableAggregate[UUID] | DomainEventProtocol[UUID] | None, **kwargs: Any
     ) -> list[Recording[UUID]]:
         """The library's save(), telling events from aggregates by class: its check of every
-        object against a runtime protocol cost more CPU than writing the event."""
+        object against a runtime protocol cost more CPU than writing the event. On PostgreSQL
+        each event is saved with its link in its stream's hash chain."""
         processing_event = ProcessingEvent[UUID]()
         for obj in objs:
             if isinstance(obj, DomainEvent):
@@ -101,7 +110,13 @@ class CouponLedger(Application[UUID]):
             elif obj is not None:
                 processing_event.collect_events(obj)
         processing_event.saved_kwargs.update(kwargs)
+        links = None
+        if self.hash_chain is not None and processing_event.events:
+            links = self.hash_chain.links(processing_event.events)
+            processing_event.saved_kwargs["links"] = links
         recordings = self._record(processing_event)
+        if links is not None:
+            self.hash_chain.committed(links)  # type: ignore[union-attr]
         self._take_snapshots(processing_event)
         self._notify(recordings)
         return recordings
@@ -198,17 +213,21 @@ class CouponLedger(Application[UUID]):
     def coupon_events(
         self, retailer_id: UUID, code: str, after_version: int = 0, limit: int = 100
     ) -> list[RecordedEvent]:
-        """A coupon's events (archived coupons' too: their history is kept)."""
+        """A coupon's events (archived coupons' too: their history is kept), as served, with the
+        hashes stored when each was written."""
         coupon_id = self.get_coupon(retailer_id, code, archived=True).id
-        events: Sequence[DomainEventProtocol[UUID]] = list(
-            self.events.get(coupon_id, gt=after_version or None, limit=limit)
-        )
+        return self.stream_events(coupon_id, after_version, limit)
+
+    def stream_events(self, stream: UUID, after_version: int = 0, limit: int = 100) -> list[RecordedEvent]:
+        recorder = self.recorder
+        if not isinstance(recorder, LedgerRecorder):
+            # The in-memory store of the unit tests keeps no hashes: link what it holds on reading.
+            chained, prev = [], ZERO_HASH
+            for event in self.events.get(stream, lte=after_version + limit):
+                served = served_event(event)
+                chained.append(RecordedEvent(**served, prev_hash=prev, hash=(prev := event_hash(prev, served))))
+            return chained[after_version:]
         return [
-            RecordedEvent(
-                version=e.originator_version,
-                type=type(e).__qualname__,
-                occurred_at=e.timestamp,  # type: ignore[attr-defined]
-                data={k: v for k, v in e.__dict__.items() if k not in EVENT_ENVELOPE},
-            )
-            for e in events
+            RecordedEvent(**served_event(self.mapper.to_domain_event(stored)), prev_hash=prev_hash, hash=hash_)
+            for stored, prev_hash, hash_ in recorder.select_chained(stream, after_version, limit)
         ]

@@ -13,6 +13,7 @@ from uuid import UUID
 
 from psycopg import Connection
 
+from ledger.actors import current_actor
 from ledger.event_store import copy_aggregate
 
 
@@ -32,7 +33,19 @@ class Command(Generic[T]):
     """A change to decide against the batch: ``decide`` reads and changes aggregates through the
     batch and returns the caller's answer, or raises to reject the command."""
 
-    __slots__ = ("contended", "decide", "events", "future", "locks", "loop", "needs", "outcome", "touched", "work")
+    __slots__ = (
+        "actor",
+        "contended",
+        "decide",
+        "events",
+        "future",
+        "locks",
+        "loop",
+        "needs",
+        "outcome",
+        "touched",
+        "work",
+    )
 
     def __init__(
         self,
@@ -42,6 +55,8 @@ class Command(Generic[T]):
         locks: Iterable[Any] = (),
     ) -> None:
         self.needs = tuple(needs)
+        # Who asked (read in the caller's context, as it queues the command): its events record it.
+        self.actor = current_actor().as_data()
         self.locks = tuple(locks)  # rows its work will lock (see BatchWriter.lock_rows)
         self.contended = 0  # times its work lost a lock wait or a deadlock
         self.decide = decide

@@ -29,6 +29,8 @@ from psycopg import Connection
 from psycopg.sql import SQL, Identifier
 from psycopg_pool import ConnectionPool
 
+from ledger.hash_chain import Head, Links, UnchainedStream
+
 # How long a caller waits for the database before it hears that it is unavailable (seconds): for a
 # free connection in a pool, and for a new connection to be made (libpq's connect_timeout, at
 # least 2). Requests are answered 503 within a few of these rather than hang while it is away.
@@ -357,9 +359,20 @@ class LedgerRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
         bound_waits(datastore)
+        schema = Identifier(self.datastore.schema)
         self.insert_function_statement = SQL(
-            "SELECT n FROM {schema}.ledger_insert_events(%b, %b, %b, %b, %b, %b, %b, %b) AS n"
-        ).format(schema=Identifier(self.datastore.schema))
+            "SELECT n FROM {schema}.ledger_insert_events("
+            "%b, %b, %b, %b, %b::uuid[], %b::text[], %b, %b, %b, %b, %b, %b) AS n"
+        ).format(schema=schema)
+        self.heads_statement = SQL(
+            "SELECT e.originator_id, e.originator_version, e.hash, e.retailer_id, e.code"
+            " FROM unnest(%b::uuid[], %b::bigint[]) AS w(id, version)"
+            " JOIN {schema}.{events} e ON e.originator_id = w.id AND e.originator_version = w.version"
+        ).format(schema=schema, events=Identifier(self.events_table_name))
+        self.chained_statement = SQL(
+            "SELECT originator_id, originator_version, topic, state, prev_hash, hash FROM {schema}.{events}"
+            " WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version LIMIT %s"
+        ).format(schema=schema, events=Identifier(self.events_table_name))
 
     def insert_events(
         self,
@@ -368,22 +381,25 @@ class LedgerRecorder(PostgresApplicationRecorder):
         snapshots: Sequence[StoredEvent] = (),
         works: Sequence[tuple[Any, Work]] = (),
         prepare: Work | None = None,
+        links: Links | None = None,
         **_: Any,
     ) -> Sequence[int] | None:
         """``works``: (key, work) pairs; each work runs first, in the same transaction, under a
         savepoint of its own, after ``prepare`` (the batch's row locks). If any raises, nothing is
         stored and ``WorkRefused`` names them all; a deadlock, lock or statement timeout in a work
-        refuses its command alone, which the writer then tries again a few times."""
+        refuses its command alone, which the writer then tries again a few times. ``links``: each
+        event's place in its stream's hash chain (ledger/hash_chain.py); the store refuses an event
+        without one."""
         if not stored_events:
             self.run_works(works, prepare)
             return None
         with self.datastore.get_connection() as conn:
             assert conn.autocommit
             if not works:
-                return self._insert(conn, stored_events, snapshots)
+                return self._insert(conn, stored_events, snapshots, links)
             with conn.transaction():
                 self._run(conn, works, prepare)
-                return self._insert(conn, stored_events, snapshots)
+                return self._insert(conn, stored_events, snapshots, links)
 
     def run_works(self, works: Sequence[tuple[Any, Work]], prepare: Work | None = None) -> None:
         """The works of commands that have no events to store, in one transaction of their own."""
@@ -418,13 +434,59 @@ class LedgerRecorder(PostgresApplicationRecorder):
         if failures:
             raise WorkRefused(failures)
 
+    def read_heads(self, wanted: Sequence[tuple[UUID, int]]) -> dict[tuple[UUID, int], Head]:
+        """The stored hash and owner of each (stream, version) asked for that exists."""
+        heads: dict[tuple[UUID, int], Head] = {}
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.heads_statement, ([w[0] for w in wanted], [w[1] for w in wanted]), binary=True)
+            for row in curs.fetchall():
+                if row["hash"] is None:
+                    raise UnchainedStream(
+                        f"event {row['originator_version']} of stream {row['originator_id']} has no hash:"
+                        " the store was written before the hash chain and must be chained (coupon-ledger migrate)"
+                    )
+                stream, version = row["originator_id"], row["originator_version"]
+                heads[(stream, version)] = Head(version, bytes(row["hash"]).hex(), row["retailer_id"], row["code"])
+        return heads
+
+    def select_chained(self, stream: UUID, after_version: int, limit: int) -> list[tuple[StoredEvent, str, str]]:
+        """A stream's events after a version, each with its stored prev_hash and hash (hex)."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.chained_statement, (stream, after_version, limit), binary=True)
+            return [
+                (
+                    StoredEvent(
+                        originator_id=row["originator_id"],
+                        originator_version=row["originator_version"],
+                        topic=row["topic"],
+                        state=bytes(row["state"]),
+                    ),
+                    bytes(row["prev_hash"]).hex() if row["prev_hash"] is not None else "",
+                    bytes(row["hash"]).hex() if row["hash"] is not None else "",
+                )
+                for row in curs.fetchall()
+            ]
+
     def _insert(
-        self, conn: Connection[Any], stored_events: Sequence[StoredEvent], snapshots: Sequence[StoredEvent]
+        self,
+        conn: Connection[Any],
+        stored_events: Sequence[StoredEvent],
+        snapshots: Sequence[StoredEvent],
+        links: Links | None,
     ) -> list[int]:
+        if links is None:
+            raise UnchainedStream("events are stored with their links in the hash chain (see CouponLedger.save)")
         with conn.cursor() as curs:
             curs.execute(
                 self.insert_function_statement,
-                (*_columns(stored_events), *_columns(snapshots)),
+                (
+                    *_columns(stored_events),
+                    links.retailer_ids,
+                    links.codes,
+                    links.prev_hashes,
+                    links.hashes,
+                    *_columns(snapshots),
+                ),
                 binary=True,
                 prepare=True,
             )

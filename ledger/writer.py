@@ -369,6 +369,8 @@ class BatchWriter:
                 aggregate = batch.current[aggregate_id]
                 if aggregate is not None:
                     command.events.extend(aggregate.collect_events())
+            for made in command.events:
+                object.__setattr__(made, "actor", command.actor)  # recorded with the event, hashed with it
             command.outcome = (True, result)
         finally:
             DECISION_TIME.reset(token)

@@ -28,6 +28,7 @@ from uuid import UUID
 
 import psycopg
 
+from ledger.actors import SWEEPER, acting_as
 from ledger.application import CouponLedger
 from ledger.commands import ExpireHolds
 from ledger.event_store import CONNECT_TIMEOUT
@@ -103,7 +104,8 @@ class Sweeper:
             page = self.view.expired_holds(now, self.chunk_size, after)
             if not page:
                 break
-            recorded += self.ledger.execute(ExpireHolds(tuple(hold_id for hold_id, _ in page)))
+            with acting_as(SWEEPER):
+                recorded += self.ledger.execute(ExpireHolds(tuple(hold_id for hold_id, _ in page)))
             after = (page[-1][1], page[-1][0])  # ids the ledger skipped (already ended) are not read again
             if len(page) < self.chunk_size:
                 break

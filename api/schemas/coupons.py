@@ -45,8 +45,6 @@ from ledger.domain import (
     Unset,
     raise_immutable,
 )
-from ledger.money import format_amount
-from ledger.timestamps import format_timestamp
 from projections.coupons import CouponRow
 
 
@@ -369,27 +367,32 @@ class ActivateRequest(Request):
         return self.expires_at if "expires_at" in self.model_fields_set else UNSET
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return format_amount(value) if value == value.quantize(Decimal("0.01")) else str(value)
-    if isinstance(value, datetime):
-        return format_timestamp(value)
-    return value
+HASH_FIELD = Field(pattern="^[0-9a-f]{64}$", examples=["9f2c" + "0" * 60])
 
 
 class EventPublic(BaseModel):
+    """An event as served, and its links in its stream's hash chain: ``hash`` is sha256 of
+    ``prev_hash`` followed by the canonical JSON (sorted keys, no spaces, non-ASCII unescaped) of
+    ``version``, ``type``, ``occurred_at`` and ``data`` exactly as served here; ``prev_hash`` of
+    version 1 is 64 zeros. ``data.actor`` names who acted (a key's id and kind and the request's
+    id, or ``cli``/``sweeper``), never a key."""
+
     version: int
     type: str
-    occurred_at: UtcTimestamp
+    occurred_at: str = Field(examples=["2027-01-31T23:59:59.123456Z"])
     data: dict[str, Any]
+    prev_hash: str = HASH_FIELD
+    hash: str = HASH_FIELD
 
     @classmethod
     def from_event(cls, event: RecordedEvent) -> EventPublic:
-        return cls(
+        return cls.model_construct(
             version=event.version,
             type=event.type,
             occurred_at=event.occurred_at,
-            data={k: _jsonable(v) for k, v in event.data.items()},
+            data=event.data,
+            prev_hash=event.prev_hash,
+            hash=event.hash,
         )
 
 

@@ -110,19 +110,25 @@ class Coupon(Aggregate):
         pass
 
     class Redeemed(OneClock, Aggregate.Event):
-        """A use. ``reservation_id``: the hold it confirms (that hold ends with it), or None."""
+        """A use. ``reservation_id``: the hold it confirms (that hold ends with it), or None;
+        ``customer_id``: the customer's, where one was sent (version 3 on; None before)."""
 
-        class_version = 2
+        class_version = 3
         redemption_id: UUID
         original_subtotal: Decimal
         discount_amount: Decimal
         final_total: Decimal
         order_id: str | None
         reservation_id: UUID | None
+        customer_id: str | None
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["reservation_id"] = None
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state["customer_id"] = None
 
     class Reserved(OneClock, Aggregate.Event):
         """A hold of one use until ``expires_at``: it counts against max_uses until then."""
@@ -399,6 +405,7 @@ class Coupon(Aggregate):
             final_total=quote.final_total,
             order_id=order_id,
             reservation_id=None,
+            customer_id=customer_id,
         )
         if usage is not None:
             usage.use(redemption_id, None)
@@ -435,6 +442,7 @@ class Coupon(Aggregate):
             final_total=reservation.final_total,
             order_id=order_id,
             reservation_id=reservation.id,
+            customer_id=reservation.customer_id,
         )
 
     @event(Redeemed)
@@ -446,6 +454,7 @@ class Coupon(Aggregate):
         final_total: Decimal,
         order_id: str | None,
         reservation_id: UUID | None,
+        customer_id: str | None,
     ) -> None:
         self.uses_count += 1
         if reservation_id is not None:

@@ -23,8 +23,12 @@ def test_events_list_every_change_in_version_order_with_its_data(api: Api) -> No
     assert page["next_cursor"] is None
     events = page["data"]
     for event in events:
-        assert set(event) == {"version", "type", "occurred_at", "data"}
+        assert set(event) == {"version", "type", "occurred_at", "data", "prev_hash", "hash"}
         assert datetime.fromisoformat(event["occurred_at"]).tzinfo is not None
+        # Who acted: the secret key's public id and the request, never the key itself.
+        actor = event["data"].pop("actor")
+        assert actor["kind"] == "secret_key" and actor["key_id"].startswith("key_")
+        assert api.api_key not in str(actor) and len(actor["request_id"]) == 32
     assert [e["version"] for e in events] == [1, 2, 3, 4]
     assert [e["type"] for e in events] == [
         "Coupon.Created",
@@ -49,6 +53,7 @@ def test_events_list_every_change_in_version_order_with_its_data(api: Api) -> No
         "final_total": "20.00",
         "order_id": "ord-77",
         "reservation_id": None,  # a plain apply confirms no hold
+        "customer_id": None,  # none was sent
     }
     assert events[2]["data"] == {}
     assert events[3]["data"] == {}

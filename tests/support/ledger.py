@@ -11,10 +11,11 @@ from uuid import UUID
 
 import pytest
 
-from ledger.application import CouponLedger
+from ledger.application import CouponLedger, RecordedEvent
 from ledger.commands import Receipt
 from ledger.domain import Campaign, Coupon, CustomerUsage, Item, Quote, customer_usage_id_for
 from ledger.errors import LedgerError
+from ledger.served_events import jsonable
 from tests.support.commands import call
 
 START = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -50,6 +51,16 @@ def error_from(call: Callable[[], object]) -> LedgerError:
 
 def code_of(call: Callable[[], object]) -> str:
     return error_from(call).code
+
+
+def data_of(event: RecordedEvent) -> dict[str, Any]:
+    """An event's data as served, without who acted (``actor``)."""
+    return {k: v for k, v in event.data.items() if k != "actor"}
+
+
+def served(value: Any) -> Any:
+    """Values as an event serves them (amounts "8.00", timestamps with Z, ids as strings)."""
+    return jsonable(value)
 
 
 def event_types(ledger: CouponLedger, code: str, retailer: UUID = RETAILER) -> list[str]:

@@ -26,7 +26,7 @@ from ledger.domain import FIXED, PERCENTAGE, Coupon
 from ledger.errors import LedgerBusy, UsageLimitReached
 from ledger.timestamps import format_timestamp
 from tests.support.commands import activate, apply, call, create_coupon, deactivate
-from tests.support.ledger import OTHER_RETAILER, RETAILER, START, ManualClock, error_from, event_types
+from tests.support.ledger import OTHER_RETAILER, RETAILER, START, ManualClock, data_of, error_from, event_types, served
 
 D = Decimal
 BOTH_CHECKS = pytest.mark.parametrize("operation", ["validate", "apply"])
@@ -538,18 +538,21 @@ class TestCouponRules:
             (2, "Coupon.Redeemed"),
             (3, "Coupon.Deactivated"),
         ]
-        created, redeemed, deactivated = (e.data for e in events)
+        created, redeemed, deactivated = (data_of(e) for e in events)
         assert created["code"] == "SAVE10"
-        assert created["retailer_id"] == RETAILER
-        assert (created["discount_type"], created["discount_value"], created["max_uses"]) == (PERCENTAGE, D("10"), 3)
-        assert redeemed == {
-            "redemption_id": receipt.redemption_id,
-            "original_subtotal": D("100.00"),
-            "discount_amount": D("10.00"),
-            "final_total": D("90.00"),
-            "order_id": "o-1",
-            "reservation_id": None,  # a plain apply: no hold confirmed
-        }
+        assert created["retailer_id"] == str(RETAILER)
+        assert (created["discount_type"], created["discount_value"], created["max_uses"]) == (PERCENTAGE, "10.00", 3)
+        assert redeemed == served(
+            {
+                "redemption_id": receipt.redemption_id,
+                "original_subtotal": D("100.00"),
+                "discount_amount": D("10.00"),
+                "final_total": D("90.00"),
+                "order_id": "o-1",
+                "reservation_id": None,  # a plain apply: no hold confirmed
+                "customer_id": None,  # none was sent
+            }
+        )
         assert deactivated == {}
 
     def test_coupon_events_page_with_after_version_and_limit(self, ledger: CouponLedger) -> None:

@@ -30,8 +30,10 @@ from tests.support.ledger import (
     code_of,
     coupon,
     customer_uses,
+    data_of,
     error_from,
     event_types,
+    served,
     status,
 )
 
@@ -62,11 +64,13 @@ class TestReversal:
         assert (once.uses_count, once.status(clock())) == (0, "active")
         events = ledger.coupon_events(RETAILER, "ONCE")
         assert [e.type for e in events] == ["Coupon.Created", "Coupon.Redeemed", "Coupon.RedemptionReversed"]
-        assert events[-1].data == {
-            "redemption_id": receipt.redemption_id,
-            "discount_amount": D("8.00"),
-            "reason": "order cancelled",
-        }
+        assert data_of(events[-1]) == served(
+            {
+                "redemption_id": receipt.redemption_id,
+                "discount_amount": D("8.00"),
+                "reason": "order cancelled",
+            }
+        )
         stored = ledger.get_redemption(RETAILER, receipt.redemption_id)
         assert (stored.is_reversed, stored.reversal_reason, stored.version) == (True, "order cancelled", 2)
         apply(ledger, RETAILER, "ONCE", D("80.00"))  # the use given back can be used again

@@ -1,0 +1,71 @@
+"""The served form of a recorded event, and its hash.
+
+What the events endpoint and every export answer for an event is ``{"version", "type",
+"occurred_at", "data"}`` plus ``prev_hash`` and ``hash``; the hash covers exactly the first four, as
+served: ``hash = sha256(prev_hash + canonical)``, where ``canonical`` is their JSON with sorted keys,
+no spaces and non-ASCII unescaped, and ``prev_hash`` of version 1 is 64 zeros. So anyone can check a
+history from what was served, with no help from us.
+
+The form is frozen: hashes are fixed when an event is written. A change to an event class (a new
+field, a renamed one) must come with an upcaster that keeps what older events serve as.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from ledger.money import format_amount
+from ledger.timestamps import format_timestamp
+
+ZERO_HASH = "0" * 64
+
+# The library's envelope of every event: not part of what is served as its data.
+EVENT_ENVELOPE = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
+
+_CENT = Decimal("0.01")
+
+
+def jsonable(value: Any) -> Any:
+    """An event's value as served: amounts with two places ("10.00"; more only if stored so),
+    timestamps in UTC with Z, ids as strings, tuples as lists."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, Decimal):
+        return format_amount(value) if value == value.quantize(_CENT) else str(value)
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    raise TypeError(f"an event holds a value of type {type(value).__name__}, which has no served form")
+
+
+def served_event(event: Any) -> dict[str, Any]:
+    """``{"version", "type", "occurred_at", "data"}`` of a domain event, as served."""
+    return {
+        "version": event.originator_version,
+        "type": type(event).__qualname__,
+        "occurred_at": format_timestamp(event.timestamp),
+        "data": {k: jsonable(v) for k, v in event.__dict__.items() if k not in EVENT_ENVELOPE},
+    }
+
+
+def canonical(served: Mapping[str, Any]) -> str:
+    """The hashed text of a served event: its four fields (not its hashes) as canonical JSON."""
+    body = {"version": served["version"], "type": served["type"], "occurred_at": served["occurred_at"]}
+    body["data"] = served["data"]
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def event_hash(prev_hash: str, served: Mapping[str, Any]) -> str:
+    """The event's ``hash``: sha256 of the previous event's hash (hex) followed by its canonical text."""
+    return hashlib.sha256((prev_hash + canonical(served)).encode("utf-8")).hexdigest()
