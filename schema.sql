@@ -42,12 +42,14 @@ BEGIN
             ADD COLUMN hash bytea,
             ADD COLUMN retailer_id uuid,
             ADD COLUMN code text;
-        ALTER TABLE ledger_events ADD CONSTRAINT ledger_events_chained
-            CHECK (hash IS NOT NULL AND prev_hash IS NOT NULL) NOT VALID;
         -- A retailer's events in log order (its export, its digest).
         CREATE INDEX ledger_events_retailer_position ON ledger_events (retailer_id, notification_id);
         -- Events not chained yet: none once a store from before has been chained.
         CREATE INDEX ledger_events_unchained ON ledger_events (originator_id, originator_version) WHERE hash IS NULL;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'ledger_events_chained') THEN
+        ALTER TABLE ledger_events ADD CONSTRAINT ledger_events_chained
+            CHECK (hash IS NOT NULL AND prev_hash IS NOT NULL) NOT VALID;
     END IF;
 END;
 $$;

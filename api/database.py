@@ -32,7 +32,8 @@ from psycopg.conninfo import conninfo_to_dict
 
 from api.children import HANDLES_FILE
 from ledger.application import CouponLedger
-from ledger.event_store import CONNECT_TIMEOUT, POOL_TIMEOUT, read_with_fewer_retries
+from ledger.chain_migration import chain_unchained
+from ledger.event_store import CONNECT_TIMEOUT, POOL_TIMEOUT, LedgerRecorder, read_with_fewer_retries
 
 log = logging.getLogger(__name__)
 
@@ -331,6 +332,8 @@ def open_ledger(env: dict[str, str]) -> CouponLedger:
         ledger.recorder.datastore.register_type_adapters()
     if ledger.snapshots is not None and isinstance(ledger.snapshots.recorder, PostgresAggregateRecorder):
         read_with_fewer_retries(ledger.snapshots.recorder)
+    if isinstance(ledger.recorder, LedgerRecorder):
+        chain_unchained(ledger.recorder, ledger.mapper.to_domain_event)  # a store from before: once
     return ledger
 
 

@@ -87,7 +87,10 @@ class CouponLedger(Application[UUID]):
             )
         self.clock = clock
         # Links every event to the one before it in its stream as it is saved (PostgreSQL only).
-        self.hash_chain = HashChain(self.recorder) if isinstance(self.recorder, LedgerRecorder) else None
+        self.hash_chain = None
+        if isinstance(self.recorder, LedgerRecorder):
+            chain = self.hash_chain = HashChain(self.recorder)
+            self.recorder.linker = lambda stored: chain.links([self.mapper.to_domain_event(s) for s in stored])
         self.writer = BatchWriter(
             self, cached_types=(Coupon, CustomerUsage, Campaign, Reservation), clock=lambda: self.clock()
         )

@@ -359,6 +359,8 @@ class LedgerRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
         bound_waits(datastore)
+        # Links events saved without links (stored events written directly): set by the application.
+        self.linker: Callable[[Sequence[StoredEvent]], Links] | None = None
         schema = Identifier(self.datastore.schema)
         self.insert_function_statement = SQL(
             "SELECT n FROM {schema}.ledger_insert_events("
@@ -475,7 +477,9 @@ class LedgerRecorder(PostgresApplicationRecorder):
         links: Links | None,
     ) -> list[int]:
         if links is None:
-            raise UnchainedStream("events are stored with their links in the hash chain (see CouponLedger.save)")
+            if self.linker is None:
+                raise UnchainedStream("events are stored with their links in the hash chain (see CouponLedger.save)")
+            links = self.linker(stored_events)
         with conn.cursor() as curs:
             curs.execute(
                 self.insert_function_statement,
