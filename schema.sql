@@ -117,6 +117,13 @@ BEGIN
 END;
 $$;
 
+-- The key that signs audit digests (api/signing.py): one per deployment, made at the first start.
+CREATE TABLE IF NOT EXISTS audit_signing_key (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    private_key bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
 -- Tracking records of the coupons projection (the library's single-row layout; the
 -- '__migration__' row tells the library this table needs no migration).
 CREATE TABLE IF NOT EXISTS coupons_projection_tracking (

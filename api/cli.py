@@ -183,7 +183,13 @@ def parser() -> argparse.ArgumentParser:
         "readers see the old rows until it commits, the running projection waits and then carries on "
         "from the rebuilt position. On an event the read model cannot hold, nothing is changed (exit 1).",
     ).set_defaults(func=cmd_rebuild)
-    command("verify", "check the invariants; exit 1 on any violation").set_defaults(func=cmd_verify)
+    verify = command("verify", "check the invariants and every hash chain; exit 1 on any violation")
+    verify.add_argument(
+        "--digest",
+        metavar="FILE",
+        help="a digest saved from GET /v1/audit/digest: check its signature and that the log still yields it",
+    )
+    verify.set_defaults(func=cmd_verify)
     return root
 
 

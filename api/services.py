@@ -15,8 +15,10 @@ from api.shop.orders import Checkout
 from api.shop.records import cleanup_expired_sessions
 from api.shop.sessions import Sessions
 from api.shop.stock import lock_rows
+from api.signing import DigestSigner
 from api.throttle import Throttle, delete_idle_rate_limits
 from ledger.application import CouponLedger
+from ledger.digest import AuditLog
 from ledger.event_store import (
     CONNECT_TIMEOUT,
     POOL_TIMEOUT,
@@ -53,6 +55,8 @@ class Services:
     pool: ConnectionPool
     throttle: Throttle
     leader: ProjectionLeader | None
+    audit_log: AuditLog
+    signer: DigestSigner
     embedded: bool = False
     sweeper: Sweeper | None = None
 
@@ -96,6 +100,8 @@ class Services:
             pool=pool,
             throttle=Throttle.from_settings(pool, settings),
             leader=leader,
+            audit_log=AuditLog(ledger.recorder),  # type: ignore[arg-type]
+            signer=DigestSigner.load_or_create(pool),
             embedded=embedded,
         )
         if settings.run_projections:  # where the projection runs, so does the sweeper (one sweeps per database)

@@ -4,11 +4,13 @@ sweeper), rebuild and verify."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from psycopg_pool import ConnectionPool
 from tqdm import tqdm
@@ -18,6 +20,7 @@ from api.commands.signals import STOP_SIGNALS
 from api.database import apply_schema, eventsourcing_env, open_database, open_ledger
 from api.services import cleanup_chores
 from api.settings import Settings
+from api.signing import DigestSigner
 from ledger.event_store import CONNECT_TIMEOUT, check_connection
 from projections.coupons import UnwritableEvent, construct_view
 from projections.rebuild import rebuild
@@ -109,14 +112,26 @@ def cmd_rebuild(_: argparse.Namespace, settings: Settings) -> int:
 REBUILD = "coupon-ledger rebuild"
 
 
-def cmd_verify(_: argparse.Namespace, settings: Settings) -> int:
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    digest = None
+    if getattr(args, "digest", None) is not None:
+        try:
+            digest = json.loads(Path(args.digest).read_text())
+        except (OSError, ValueError) as error:
+            print(f"coupon-ledger verify: error: cannot read the digest {args.digest}: {error}", file=sys.stderr)
+            return 2
+        if not isinstance(digest, dict):
+            print(f"coupon-ledger verify: error: {args.digest} holds no digest (a JSON object)", file=sys.stderr)
+            return 2
     with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
         apply_schema(url)
         env = eventsourcing_env(url, pool_size=1, max_overflow=0)
         ledger = open_ledger(env)
         view = construct_view(env)
+        signer = DigestSigner.stored(url) if digest is not None else None
         try:
-            report = verify(ledger, view)
+            verifies = digest is not None and signer is not None and signer.verifies(digest)
+            report = verify(ledger, view, digest=digest, digest_verifies=verifies)
         finally:
             view.datastore.close()
             ledger.close()

@@ -34,6 +34,22 @@ class EventStore:
         self.events = Identifier(self.datastore.schema, recorder.events_table_name)
         self._codes: dict[UUID, str] = {}
 
+    def page(self, after: int, limit: int) -> list[Any]:
+        """The log after notification ``after``: each event's row with its links and owner."""
+        return self._rows(
+            SQL(
+                "SELECT notification_id, originator_id, originator_version, topic, state, prev_hash, hash, code"
+                " FROM {events} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+            ),
+            (after, limit),
+        )
+
+    def decode(self, row: Any) -> Any:
+        return self._decode(row)
+
+    def rows(self, statement: SQL, params: tuple[Any, ...]) -> list[Any]:
+        return self._rows(statement, params)
+
     def _rows(self, statement: SQL, params: tuple[Any, ...]) -> list[Any]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(statement.format(events=self.events), params)

@@ -68,7 +68,8 @@ def test_the_database_rejects_a_second_event_at_a_recorded_version(database_url:
 
     with psycopg.connect(database_url, autocommit=True) as conn, pytest.raises(psycopg.errors.UniqueViolation):
         conn.execute(
-            "INSERT INTO ledger_events (originator_id, originator_version, topic, state) VALUES (%s, 2, 'x', '')",
+            "INSERT INTO ledger_events (originator_id, originator_version, topic, state, prev_hash, hash)"
+            " VALUES (%s, 2, 'x', '', '', '')",
             (coupon.id,),
         )
 
