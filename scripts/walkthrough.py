@@ -97,6 +97,19 @@ SESSION = (
 )
 CART = '{"user_id":42,"items":[{"product_id":1,"quantity":2},{"product_id":4,"quantity":1}],"coupon_code":"save10"}'
 
+CHECK_CHAIN = """cat > check_chain.py <<'EOF'
+import hashlib, json, sys
+
+prev = "0" * 64
+for event in json.load(sys.stdin)["data"]:  # the pages of /events, in order
+    body = {k: event[k] for k in ("version", "type", "occurred_at", "data")}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert event["prev_hash"] == prev, f"version {event['version']}: not linked to the one before"
+    prev = hashlib.sha256((prev + canonical).encode()).hexdigest()
+    assert event["hash"] == prev, f"version {event['version']}: altered"
+print("chain OK, head", prev)
+EOF"""
+
 # The walkthrough: markdown, and commands run in order in one bash session ($B and $KEY set).
 STEPS: list[tuple[str, str]] = [
     ("md", "### `POST /v1/coupons` — create"),
@@ -289,9 +302,49 @@ STEPS: list[tuple[str, str]] = [
     (
         "md",
         "Every event of the coupon in version order, from the event store; `limit` (1 to 500, default\n"
-        "100) and `cursor`.",
+        "100) and `cursor`. Each carries `prev_hash` and `hash` (64 hex characters, fixed when the event\n"
+        "was written), and `data.actor` says who acted: the key's public id and kind and the request's id\n"
+        "(`X-Request-ID`, or ours), or `cli` / `sweeper` for work no request asked for; never a key.\n"
+        "`Coupon.Redeemed` records the `customer_id` sent, if any.",
     ),
     ("sh", get("/v1/coupons/SAVE10/events")),
+    (
+        "md",
+        "Anyone can check a history without trusting us: `hash = sha256(prev_hash + canonical)`, where\n"
+        "`canonical` is the event's `version`, `type`, `occurred_at` and `data` exactly as served, as JSON\n"
+        "with sorted keys, no spaces and non-ASCII unescaped, and the first `prev_hash` is 64 zeros. The\n"
+        "ten lines an auditor runs (here on one page of `/events`; on every page, or on an export, alike):",
+    ),
+    ("sh", CHECK_CHAIN),
+    ("sh", f"curl -s $B/v1/coupons/SAVE10/events {AUTH} | python3 check_chain.py"),
+    ("md", "### `GET /v1/audit/digest` — a signed digest of the retailer's log"),
+    (
+        "md",
+        "A SHA-256 Merkle root (RFC 6962: leaves hashed with a `0x00` prefix, nodes with `0x01`) over the\n"
+        "head `hash` of every stream of the retailer (its coupons, redemptions, holds, customers' uses,\n"
+        "campaigns) as the log stood at `position` (default: now; any earlier position gives the same root\n"
+        "whenever it is asked). Each leaf is the stream's id (16 bytes) followed by its head's hash (32\n"
+        "bytes), in id order. Signed with the deployment's Ed25519 key (made at the first start, kept in\n"
+        "the database) over the canonical JSON of every other field. Keep it: `coupon-ledger verify\n"
+        "--digest FILE` later checks the signature and that the log still yields the same root at that\n"
+        "position, and names the streams it can see rewritten or cut.",
+    ),
+    ("sh", get("/v1/audit/digest") + " | tee digest.txt"),
+    ("md", "### `GET /v1/audit/public-key` — the key that signs digests"),
+    ("sh", get("/v1/audit/public-key")),
+    ("md", "### `GET /v1/coupons/{code}/proof` — a coupon's head is under a digest's root"),
+    (
+        "md",
+        "The audit path (RFC 6962) from the coupon's head at `position` to the root of the digest at\n"
+        "`position`: hash the leaf `0x00 || stream id || head_hash`, combine it with each hash of `path`\n"
+        "(RFC 9162 §2.1.3.2, using `leaf_index` and `tree_size`) and compare with the digest's `root`.\n"
+        "A coupon that had no event by then is 404 `COUPON_NOT_FOUND`; a position past the log is 422.",
+    ),
+    (
+        "sh",
+        "P=$(tail -n 1 digest.txt | python3 -c 'import json, sys; print(json.load(sys.stdin)[\"position\"])')\n"
+        + get("/v1/coupons/SAVE10/proof?position=$P"),
+    ),
     (
         "md",
         "### `POST /v1/campaigns`, `GET /v1/campaigns`, `GET /v1/campaigns/{id}`, `GET /v1/campaigns/{id}/coupons`",
@@ -501,7 +554,9 @@ def free_port() -> int:
 
 
 def trim(raw: str) -> str:
-    """Status line, the headers worth showing, and the body."""
+    """Status line, the headers worth showing, and the body (other output as it is)."""
+    if not raw.startswith("HTTP/"):
+        return raw.strip()
     head, _, body = raw.replace("\r\n", "\n").partition("\n\n")
     lines = head.splitlines()
     shown = [lines[0]] + [line for line in lines[1:] if line.split(":", 1)[0].lower() in SHOWN_HEADERS]
@@ -543,7 +598,8 @@ def run_walkthrough() -> str:
                 done = subprocess.run(["bash", "-c", script], env=shell_env, capture_output=True, text=True, timeout=60)
                 if done.returncode != 0:
                     raise RuntimeError(f"{text}\nfailed: {done.stderr}")
-                parts.append(f"```bash\n{text}\n```\n```\n{trim(done.stdout)}\n```")
+                output = trim(done.stdout)
+                parts.append(f"```bash\n{text}\n```" + (f"\n```\n{output}\n```" if output else ""))
         finally:
             server.send_signal(signal.SIGTERM)
             try:
@@ -594,6 +650,9 @@ VOLATILE = [
     re.compile(r"(?i)retry-after: \d+"),  # the brute-force wait: whole seconds, depends on timing
     re.compile(r'"retry_after":\d+'),
     re.compile(r"retry after \d+ seconds"),
+    re.compile(r"\b[0-9a-f]{64}(?:[0-9a-f]{64})?\b"),  # hashes, roots, signatures, public keys
+    re.compile(r"\b(?:key|ed25519)_[0-9a-f]{16}\b"),  # key ids
+    re.compile(r"MCowBQYDK2VwAyEA[A-Za-z0-9+/=]+"),  # the public key as PEM
 ]
 
 
