@@ -260,6 +260,12 @@ def test_writes_racing_a_rebuild_end_in_the_rows_of_a_replay_from_zero(
                 failures.append(error)
                 return
 
+    def rebuild_while_writing(target: int) -> None:
+        wait_for(lambda: head(database_url) > target, timeout=60, message="writes under way")
+        heads: list[int] = []
+        rebuild(ledger, view, page_size=25, progress=lambda _n, at: heads.append(at))
+        assert heads[-1] > heads[0], "events were written while the rebuild ran"
+
     threads = [threading.Thread(target=redeem_and_reverse, args=(code,)) for code in codes]
     # The leader, as in every server: a live batch the swap overtook fails its claim, and it starts again.
     leader = ProjectionLeader(database_url, env, poll_interval=0.2).start()
@@ -268,10 +274,7 @@ def test_writes_racing_a_rebuild_end_in_the_rows_of_a_replay_from_zero(
             thread.start()
         try:
             for target in (200, 400):  # one rebuild swapped in while the writes go on, then another
-                wait_for(lambda: head(database_url) > target, timeout=60, message="writes under way")  # noqa: B023
-                heads: list[int] = []
-                rebuild(ledger, view, page_size=25, progress=lambda _n, at: heads.append(at))
-                assert heads[-1] > heads[0], "events were written while the rebuild ran"
+                rebuild_while_writing(target)
         finally:
             stop.set()
             for thread in threads:
