@@ -17,6 +17,9 @@ tables, swapped in for the live ones at the end.
    copies in for the live tables, which it drops. No event is skipped or counted twice; a reader
    sees the old tables or the new ones, whole.
 
+The projection's SQL must name its tables unqualified (as `CouponsView` does): that is how the
+pages land in the copies rather than in the live tables.
+
 If anything fails (an event the read model cannot hold, a lost connection), the live tables are
 untouched and the scratch schema is dropped. One rebuild runs at a time (a session advisory lock);
 a scratch schema left by a rebuild that was killed is dropped by the next one.
