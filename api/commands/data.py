@@ -23,7 +23,7 @@ from api.settings import Settings
 from api.signing import DigestSigner
 from ledger.event_store import CONNECT_TIMEOUT, check_connection
 from projections.coupons import UnwritableEvent, construct_view
-from projections.rebuild import rebuild
+from projections.rebuild import RebuildRunning, rebuild
 from projections.runner import ProjectionLeader
 from projections.sweeper import Sweeper
 from projections.verify import verify
@@ -91,12 +91,13 @@ def cmd_rebuild(_: argparse.Namespace, settings: Settings) -> int:
             head = ledger.recorder.max_notification_id() or 0
             with tqdm(total=head, unit="event", file=sys.stderr, desc="events", dynamic_ncols=True) as bar:
 
-                def advance(events: int) -> None:
+                def advance(events: int, head: int) -> None:
+                    bar.total = max(bar.total or 0, head)  # the log grows while the live tables serve
                     bar.update(events)
 
                 position = rebuild(ledger, view, progress=advance)
             lag = view.read_lag(ledger.name)
-        except UnwritableEvent as error:
+        except (UnwritableEvent, RebuildRunning) as error:
             print(f"{REBUILD}: error: {error}; nothing was changed", file=sys.stderr)
             return 1
         finally:
