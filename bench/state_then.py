@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             last = args.events
             interval = SNAPSHOT_INTERVAL
             middle = (last // 2) // interval * interval + interval - 1  # a snapshot, then interval - 1 events
-            middle_event = next(iter(ledger.events.get(coupon_id, gt=middle - 1, lte=middle)))
+            middle_event: Any = next(iter(ledger.events.get(coupon_id, gt=middle - 1, lte=middle)))
             moment = middle_event.timestamp + STEP / 2
             reads = [
                 ("state after version 1", lambda: ledger.coupon_after_version(retailer_id, CODE, 1), "no snapshot"),
