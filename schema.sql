@@ -395,6 +395,8 @@ CREATE TABLE IF NOT EXISTS checkout_sessions (
     CHECK ((coupon_code IS NULL) = (reservation_id IS NULL))
 );
 CREATE INDEX IF NOT EXISTS checkout_sessions_open_expiry ON checkout_sessions (expires_at) WHERE status = 'open';
+-- The session an order was placed from (GET /v1/orders/{id} shows its lines).
+CREATE INDEX IF NOT EXISTS checkout_sessions_order ON checkout_sessions (retailer_id, order_id) WHERE order_id IS NOT NULL;
 -- A session is sealed: `client_secret_hash` is the SHA-256 (hex) of the client secret given to
 -- its creator, which a publishable-key caller must send to open it (NULL: a session from before
 -- the seal, opened by secret keys only). `holder_address` is the client address of the

@@ -43,6 +43,7 @@ from ledger.event_store import LedgerRecorder, LedgerTranscoder
 from ledger.handlers import check, decide, lookup_code, needs, reservation_not_found
 from ledger.hash_chain import HashChain
 from ledger.served_events import ZERO_HASH, event_hash, served_event
+from ledger.state_then import CouponThen, StateThen
 from ledger.writer import BatchWriter
 
 SNAPSHOT_INTERVAL = 100  # measured with bench/capacity.py: see README, Performance
@@ -94,6 +95,7 @@ class CouponLedger(Application[UUID]):
         self.writer = BatchWriter(
             self, cached_types=(Coupon, CustomerUsage, Campaign, Reservation), clock=lambda: self.clock()
         )
+        self.state_then = StateThen(self, lambda: self.clock())
 
     def construct_transcoder(self) -> Transcoder:
         transcoder = LedgerTranscoder()
@@ -156,6 +158,14 @@ class CouponLedger(Application[UUID]):
         if coupon is None or (coupon.archived and not archived):
             raise CouponNotFound(f"Coupon {code} does not exist.", code=code)
         return coupon
+
+    def coupon_after_version(self, retailer_id: UUID, code: str, version: int) -> CouponThen:
+        """The coupon as it was after its event ``version``, from its events (ledger/state_then.py)."""
+        return self.state_then.after_version(retailer_id, code, version)
+
+    def coupon_at(self, retailer_id: UUID, code: str, moment: datetime) -> CouponThen:
+        """The coupon as it was at ``moment``, from its events (ledger/state_then.py)."""
+        return self.state_then.at(retailer_id, code, moment)
 
     def validate(
         self,

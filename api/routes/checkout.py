@@ -3,9 +3,9 @@ order placed from a checkout session; the caller's products and orders only."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 from psycopg import Connection
 from starlette.concurrency import run_in_threadpool
@@ -15,7 +15,15 @@ from api.deps import CallerDep
 from api.errors import ApiError
 from api.idempotency import IDEMPOTENCY_CONFLICTS, REPLAYED_RESPONSE_HEADER, Claim, IdempotencyDep
 from api.openapi import coupon_refusals, errors
-from api.schemas import CheckoutRequest, OrderCreated, OrderPublic, OrderWithCouponPublic, ProductCreate, ProductPublic
+from api.schemas import (
+    CheckoutRequest,
+    OrderCreated,
+    OrderDetailPublic,
+    OrderPublic,
+    OrderWithCouponPublic,
+    ProductCreate,
+    ProductPublic,
+)
 from api.shop.orders import Order, Record
 
 router = APIRouter(prefix="/v1", tags=["checkout"])
@@ -134,3 +142,19 @@ async def checkout(body: CheckoutRequest, caller: CallerDep, idempotency: Idempo
         return order_response(order)
 
     return await idempotency.run(retailer_id, place)
+
+
+OrderId = Annotated[
+    str,
+    Path(
+        description="The order's id. An id that cannot be an order's is NOT_FOUND like a missing one.",
+        json_schema_extra={"examples": ["1042"]},
+    ),
+]
+
+
+@router.get("/orders/{order_id}", responses=errors({404: ["NOT_FOUND"]}))
+def get_order(order_id: OrderId, caller: CallerDep) -> OrderDetailPublic:
+    """One of the caller's orders, from either checkout (a cart or a checkout session): its totals,
+    its lines when stored (a session's), and its coupon and redemption when it used one."""
+    return OrderDetailPublic.from_order(caller.services.checkout.get_order(caller.retailer_id, order_id))

@@ -11,10 +11,12 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from api import throttle
 from api.deps import CallerDep, get_caller
+from api.errors import ApiError
 from api.openapi import REFUSED, errors
 from api.pagination import Cursor, decode_code_cursor, decode_version_cursor, encode_cursor
 from api.read_model import wait_for_coupons_view
 from api.schemas import (
+    MAX_BIGINT,
     PATH_CODE_PATTERN,
     VALID_IDEMPOTENCY_KEY,
     ActivateRequest,
@@ -31,12 +33,14 @@ from api.schemas import (
     RedemptionPublic,
     ReserveRequest,
     Status,
+    Timestamp,
     TransitionRequest,
     ValidateRequest,
     redemption_json,
 )
 from ledger.commands import Activate, Archive, CreateCoupon, Deactivate, Redeem, Reserve, Transition, UpdateCoupon
 from ledger.domain import UNSET, Order
+from ledger.timestamps import format_timestamp
 
 router = APIRouter(prefix="/v1/coupons", tags=["coupons"])
 M = TypeVar("M", bound=BaseModel)
@@ -358,3 +362,64 @@ def coupon_events(
     page = events[:limit]
     next_cursor = encode_cursor(str(page[-1].version)) if len(events) > limit else None
     return EventPage(data=[EventPublic.from_event(e) for e in page], next_cursor=next_cursor)
+
+
+STATE_HEADERS = {
+    "Coupon-Version": {
+        "description": "The version the state is after (the last event at or before `at`).",
+        "schema": {"type": "integer"},
+    },
+    "Coupon-State-At": {
+        "description": "The moment the status and live holds are judged at: `at`, or the time of event `version`.",
+        "schema": {"type": "string", "format": "date-time"},
+    },
+    "Coupon-Archived": {
+        "description": "`true` when the coupon had been archived by then (its history stays readable).",
+        "schema": {"type": "string", "enum": ["true", "false"]},
+    },
+}
+
+
+@router.get(
+    "/{code}/state",
+    responses={200: {"description": "The coupon as it was then", "headers": STATE_HEADERS}, **errors(NOT_FOUND)},
+)
+def coupon_state(
+    code: CouponCode,
+    caller: CallerDep,
+    request: Request,
+    response: Response,
+    version: Annotated[
+        int | None, Query(ge=1, le=MAX_BIGINT, description="The state after this event (1: the creation).")
+    ] = None,
+    at: Annotated[
+        Timestamp | None,
+        Query(
+            description="The state at this moment: after the last event at or before it (RFC 3339; UTC if no offset)."
+        ),
+    ] = None,
+) -> CouponPublic:
+    """The coupon exactly as it was after its event `version`, or at the moment `at` (send exactly
+    one), rebuilt from its events (from a snapshot and at most one snapshot interval of events),
+    never from the read model. Its status and live holds are judged at that moment (for `version`:
+    the time of that event). An archived coupon's history stays readable: the versions from its
+    archiving on answer it with `Coupon-Archived: true`. `at` before the coupon existed is
+    COUPON_NOT_FOUND; `at` later than now, or a version past the last, is 422."""
+    if (version is None) == (at is None):
+        message = "send exactly one of version and at"
+        raise ApiError(
+            "VALIDATION_FAILED",
+            "Send exactly one of version and at.",
+            errors=[{"field": "version", "message": message}, {"field": "at", "message": message}],
+        )
+    ledger = caller.services.ledger
+    with throttle.guard(request, caller):
+        if version is not None:
+            then = ledger.coupon_after_version(caller.retailer_id, code, version)
+        else:
+            assert at is not None
+            then = ledger.coupon_at(caller.retailer_id, code, at)
+    response.headers["Coupon-Version"] = str(then.version)
+    response.headers["Coupon-State-At"] = format_timestamp(then.at)
+    response.headers["Coupon-Archived"] = "true" if then.archived else "false"
+    return CouponPublic.from_coupon(then.coupon, then.at)

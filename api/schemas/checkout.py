@@ -13,6 +13,7 @@ from pydantic import (
 )
 
 from api.schemas.common import MAX_INT32, MAX_JSON_BIGINT, Amount, Code, Int, Request, UtcTimestamp, not_null, text
+from api.shop.order_reads import PlacedOrder
 
 
 class ProductCreate(Request):
@@ -125,3 +126,41 @@ class OrderCreated(OrderWithCouponPublic):
     redemption_id are there exactly when the request had a coupon_code."""
 
     model_config = ConfigDict(json_schema_extra=_order_fields_only_required)
+
+
+class OrderLinePublic(BaseModel):
+    product_id: int
+    name: str
+    quantity: int
+    unit_price: Amount
+
+
+class OrderDetailPublic(OrderPublic):
+    """GET /v1/orders/{id}: the order, its lines when stored, and its coupon when it used one."""
+
+    items: list[OrderLinePublic] | None = Field(
+        description=(
+            "The lines at the prices paid, for an order placed from a checkout session; null for an order"
+            " placed from a cart (the seed's orders keep only their totals)."
+        )
+    )
+    session_id: str | None = Field(description="The checkout session the order was placed from, if any.")
+    coupon_code: str | None = Field(description="The coupon redeemed with the order; null without one.")
+    discount_amount: Amount | None = Field(description="The coupon's discount; null without a coupon.")
+    redemption_id: UUID | None = Field(description="The coupon's redemption (reversible); null without a coupon.")
+
+    @classmethod
+    def from_order(cls, order: PlacedOrder) -> OrderDetailPublic:
+        coupon = order.coupon
+        return cls(
+            id=order.id,
+            user_id=order.user_id,
+            subtotal=order.subtotal,
+            total=order.total,
+            created_at=order.created_at,
+            items=[OrderLinePublic(**vars(line)) for line in order.lines] if order.lines is not None else None,
+            session_id=order.session_id,
+            coupon_code=coupon.code if coupon is not None else None,
+            discount_amount=coupon.discount_amount if coupon is not None else None,
+            redemption_id=coupon.redemption_id if coupon is not None else None,
+        )

@@ -25,6 +25,7 @@ from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
 
 from api.shop.errors import SessionChanged, ShopError, invalid, out_of_stock
+from api.shop.order_reads import PlacedOrder, find_order
 from api.shop.records import read_session
 from api.shop.sessions import DEFAULT_SESSION_TTL, Sessions, retrying
 from api.shop.stock import (
@@ -82,6 +83,10 @@ class Checkout:
 
     def add_product(self, retailer_id: UUID, name: str, price: Decimal, stock: int) -> Product:
         return self.products.add(retailer_id, name, price, stock)
+
+    def get_order(self, retailer_id: UUID, order_id: str) -> PlacedOrder:
+        """The retailer's order ``order_id`` as sent (api/shop/order_reads.py); NOT_FOUND if none."""
+        return find_order(self.pool, retailer_id, order_id)
 
     def add_demo_products(self, retailer_id: UUID) -> None:
         self.products.add_demo(retailer_id)

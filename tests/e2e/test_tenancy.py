@@ -15,7 +15,18 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
+from api.app import create_app
+from api.settings import Settings
 from tests.support.http import Api, Sql, assert_error
+
+
+@pytest.fixture(scope="module")
+def app(e2e_database_url: str) -> FastAPI:
+    """The app, with a brute-force budget the walk below cannot spend: it looks up the owner's
+    code and a missing one on every route that takes a code, more failed lookups than one
+    shopper may make in a minute."""
+    return create_app(Settings(database_url=e2e_database_url, throttle_budget=1000))
+
 
 FOREIGN_REQUESTS = [
     ("GET", "/v1/coupons/THEIRS1", None),
@@ -263,6 +274,13 @@ FOREIGN_PROBES: dict[tuple[str, str], Probe] = {
     ("GET", "/v1/coupons/{code}/events"): not_found(
         "COUPON_NOT_FOUND", lambda api, ids: api.get(f"/v1/coupons/{ids.code.lower()}/events")
     ),
+    ("GET", "/v1/coupons/{code}/state"): all_of(
+        not_found("COUPON_NOT_FOUND", lambda api, ids: api.get(f"/v1/coupons/{ids.code}/state?version=1")),
+        not_found(
+            "COUPON_NOT_FOUND", lambda api, ids: api.get(f"/v1/coupons/{ids.code}/state?at=2999-01-01T00:00:00Z")
+        ),
+    ),
+    ("GET", "/v1/orders/{order_id}"): not_found("NOT_FOUND", lambda api, ids: api.get(f"/v1/orders/{ids.order_id}")),
     ("POST", "/v1/coupons/{code}/deactivate"): not_found(
         "COUPON_NOT_FOUND", lambda api, ids: api.post(f"/v1/coupons/{ids.code}/deactivate")
     ),
