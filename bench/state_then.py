@@ -96,6 +96,7 @@ def write_history(ledger: CouponLedger, retailer_id: UUID, events: int, chunk: i
                     final_total=SUBTOTAL - DISCOUNT,
                     order_id=None,
                     reservation_id=None,
+                    customer_id=None,
                 )
                 redemptions.append(redemption_id)
             keep(coupon, pending, snapshots)
