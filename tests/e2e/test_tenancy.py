@@ -223,6 +223,25 @@ def lists_only_its_own(path: str, items: Callable[[Any], list[dict[str, Any]]]) 
     return probe
 
 
+def digest_of_its_own(other: Api, _: Ids, owned: Owned) -> None:
+    """A digest covers the caller's own streams only: at the same position, the foreign retailer's
+    names itself and holds none of the owner's streams."""
+    mine = owned.api.get("/v1/audit/digest").json()
+    assert mine["streams"] > 0, "the owner has streams that could leak"
+    response = other.get("/v1/audit/digest", params={"position": mine["position"]})
+    assert response.status_code == 200, response.text
+    theirs = response.json()
+    assert theirs["retailer_id"] == str(other.retailer_id)
+    assert theirs["root"] != mine["root"]
+
+
+def same_public_key(other: Api, _: Ids, owned: Owned) -> None:
+    """The deployment's signing key: the same for everyone, and nothing of any retailer."""
+    response = other.get("/v1/audit/public-key")
+    assert response.status_code == 200, response.text
+    assert response.json() == owned.api.get("/v1/audit/public-key").json()
+
+
 def storefront_lists_only_its_own(other: Api, owner: Ids, owned: Owned) -> None:
     """The storefront's list (with each retailer's publishable key) holds none of the owner's coupons."""
     theirs = {c["code"] for c in owned.api.publishable.get("/v1/storefront/coupons").json()["data"]}
@@ -280,6 +299,11 @@ FOREIGN_PROBES: dict[tuple[str, str], Probe] = {
             "COUPON_NOT_FOUND", lambda api, ids: api.get(f"/v1/coupons/{ids.code}/state?at=2999-01-01T00:00:00Z")
         ),
     ),
+    ("GET", "/v1/coupons/{code}/proof"): not_found(
+        "COUPON_NOT_FOUND", lambda api, ids: api.get(f"/v1/coupons/{ids.code}/proof")
+    ),
+    ("GET", "/v1/audit/digest"): digest_of_its_own,
+    ("GET", "/v1/audit/public-key"): same_public_key,
     ("GET", "/v1/orders/{order_id}"): not_found("NOT_FOUND", lambda api, ids: api.get(f"/v1/orders/{ids.order_id}")),
     ("POST", "/v1/coupons/{code}/deactivate"): not_found(
         "COUPON_NOT_FOUND", lambda api, ids: api.post(f"/v1/coupons/{ids.code}/deactivate")
