@@ -17,7 +17,7 @@ from api.database import eventsourcing_env, open_ledger
 from ledger.application import SNAPSHOT_INTERVAL, CouponLedger
 from ledger.domain import Coupon
 from tests.support.commands import apply, create_campaign, create_coupon, reverse, update_coupon
-from tests.support.ledger import RETAILER, START, ManualClock, campaign_codes, item
+from tests.support.ledger import RETAILER, START, ManualClock, campaign_codes, data_of, item, served
 from tests.support.stored_events import assert_v1_history_reads_with_defaults, write_v1_history
 from tests.unit.test_coupon_lifecycle import TestUpdate as _Update
 from tests.unit.test_reversals_and_campaigns import TestCampaigns as _Campaigns
@@ -103,7 +103,7 @@ def test_the_new_terms_survive_the_store_and_a_snapshot_into_another_process(
     assert read.scope == {"category_ids": ["kitchen"], "excluded_product_ids": ["knife"]}
     assert (read.public, read.uses_count, read.version) == (True, 97, 101)
     updated = [e for e in other.coupon_events(RETAILER, "ROUNDTRIP") if e.type == "Coupon.Updated"]
-    assert [e.data for e in updated] == [{"changes": changes}]
+    assert [data_of(e) for e in updated] == [served({"changes": changes})]
     quote = apply(other, RETAILER, "ROUNDTRIP", None, items=cart, customer_id="alice").quote
     assert (quote.original_subtotal, quote.discount_amount) == (D("55.00"), D("3.13"))  # 12.5% of 25.00
     assert other.get_coupon(RETAILER, "ROUNDTRIP").uses_count == 98
