@@ -31,21 +31,55 @@ EVENT_ENVELOPE = frozenset({"originator_id", "originator_version", "timestamp", 
 _CENT = Decimal("0.01")
 
 
+def _amount(value: Decimal) -> str:
+    return format_amount(value) if value == value.quantize(_CENT) else str(value)
+
+
+def _mapping(value: Mapping[str, Any]) -> dict[str, Any]:
+    return {str(k): jsonable(v) for k, v in value.items()}
+
+
+def _sequence(value: list[Any] | tuple[Any, ...]) -> list[Any]:
+    return [jsonable(v) for v in value]
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+# By exact type (the common case, one lookup); subclasses fall back to the checks below.
+_SERVE: dict[type, Any] = {
+    type(None): _same,
+    bool: _same,
+    int: _same,
+    str: _same,
+    Decimal: _amount,
+    datetime: format_timestamp,
+    UUID: str,
+    dict: _mapping,
+    list: _sequence,
+    tuple: _sequence,
+}
+
+
 def jsonable(value: Any) -> Any:
     """An event's value as served: amounts with two places ("10.00"; more only if stored so),
     timestamps in UTC with Z, ids as strings, tuples as lists."""
-    if value is None or isinstance(value, (bool, int, str)):
+    serve = _SERVE.get(type(value))
+    if serve is not None:
+        return serve(value)
+    if isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, Decimal):
-        return format_amount(value) if value == value.quantize(_CENT) else str(value)
+        return _amount(value)
     if isinstance(value, datetime):
         return format_timestamp(value)
     if isinstance(value, UUID):
         return str(value)
     if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return _mapping(value)
     if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
+        return _sequence(value)
     raise TypeError(f"an event holds a value of type {type(value).__name__}, which has no served form")
 
 
@@ -59,11 +93,15 @@ def served_event(event: Any) -> dict[str, Any]:
     }
 
 
+# json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False), made once.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical(served: Mapping[str, Any]) -> str:
     """The hashed text of a served event: its four fields (not its hashes) as canonical JSON."""
     body = {"version": served["version"], "type": served["type"], "occurred_at": served["occurred_at"]}
     body["data"] = served["data"]
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(body)
 
 
 def event_hash(prev_hash: str, served: Mapping[str, Any]) -> str:
