@@ -1,5 +1,5 @@
-"""`coupon-ledger rebuild`: the read model (`coupons`, `reservations` and `campaigns`) projected again from the
-first event, in ONE transaction.
+"""`coupon-ledger rebuild`: the read model (`coupons`, `reservations`, `campaigns`, `redemptions` and
+`redemption_buckets`) projected again from the first event, in ONE transaction.
 
 The transaction takes the projection's batch lock (the one every batch takes, see
 `CouponsView.claim`), deletes the rows and the tracking record, projects the whole log a page at a
@@ -48,6 +48,8 @@ def rebuild(
         curs.execute("DELETE FROM reservations")
         curs.execute("DELETE FROM coupons")
         curs.execute("DELETE FROM campaigns")
+        curs.execute("DELETE FROM redemptions")
+        curs.execute("DELETE FROM redemption_buckets")
         curs.execute(
             SQL("DELETE FROM {}.{} WHERE application_name = %s").format(
                 Identifier(view.datastore.schema), Identifier(view.tracking_table_name)
