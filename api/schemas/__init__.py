@@ -5,6 +5,7 @@ Every public name of the modules is importable from here: ``from api.schemas imp
 
 from __future__ import annotations
 
+from api.schemas.analytics import DAILY_CSV_COLUMNS, DailyPage, DailyRow, SignedAmount, left_out
 from api.schemas.campaigns import (
     MAX_PREFIX_LENGTH,
     PREFIX_SCHEMA,
@@ -12,6 +13,7 @@ from api.schemas.campaigns import (
     CampaignPage,
     CampaignPrefix,
     CampaignPublic,
+    CampaignResults,
     CampaignTemplatePublic,
     in_template,
 )
@@ -95,7 +97,9 @@ from api.schemas.redemptions import (
     ConfirmedPublic,
     ItemIn,
     QuotePublic,
+    RedemptionPage,
     RedemptionPublic,
+    RedemptionRecord,
     ReversalPublic,
     ReverseRequest,
     ValidateRequest,
@@ -136,6 +140,7 @@ __all__ = [
     "CODE_SCHEMA",
     "CURSOR_SCHEMA",
     "CUSTOMER_ID_SCHEMA",
+    "DAILY_CSV_COLUMNS",
     "IDEMPOTENCY_KEY_PATTERN",
     "IDEMPOTENCY_KEY_SCHEMA",
     "ID_SCHEMA",
@@ -164,6 +169,7 @@ __all__ = [
     "CampaignPage",
     "CampaignPrefix",
     "CampaignPublic",
+    "CampaignResults",
     "CampaignTemplatePublic",
     "CheckoutItem",
     "CheckoutRequest",
@@ -179,6 +185,8 @@ __all__ = [
     "CouponRemovedPublic",
     "CouponTerms",
     "CustomerId",
+    "DailyPage",
+    "DailyRow",
     "DiscountType",
     "Error",
     "ErrorBody",
@@ -203,7 +211,9 @@ __all__ = [
     "ProductCreate",
     "ProductPublic",
     "QuotePublic",
+    "RedemptionPage",
     "RedemptionPublic",
+    "RedemptionRecord",
     "RefusalPublic",
     "ReleasePublic",
     "Request",
@@ -219,6 +229,7 @@ __all__ = [
     "SessionId",
     "SessionLinePublic",
     "SessionSync",
+    "SignedAmount",
     "Status",
     "StorefrontCoupon",
     "StorefrontCouponPage",
@@ -233,6 +244,7 @@ __all__ = [
     "check_text",
     "in_template",
     "json_schema_of",
+    "left_out",
     "not_null",
     "redemption_json",
     "shown_discount_value",

@@ -14,7 +14,7 @@ import pytest
 
 from api.database import apply_schema
 from ledger.application import CouponLedger
-from projections.analytics import DailyFigures, daily_figures
+from projections.analytics import daily_figures
 from projections.backfill import fill_backfills
 from projections.coupons import construct_view
 from projections.rebuild import rebuild
