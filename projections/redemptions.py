@@ -80,6 +80,8 @@ REDEMPTION_COLUMNS = (
 # A batch's new redemptions and their buckets, in one statement: the buckets are summed per
 # (retailer, bucket, coupon) before the upsert, which may then touch each bucket row once. A
 # redemption recorded before its campaign was (events of version 1) takes its coupon's campaign.
+# A redemption already in the table (its event projected again after the other tables alone were
+# reset) is left as it is and not counted again; so is a reversal already recorded.
 INSERT_REDEMPTIONS = f"""
 WITH new AS (
     INSERT INTO redemptions ({REDEMPTION_COLUMNS})
@@ -90,6 +92,7 @@ WITH new AS (
         AS u(id, retailer_id, coupon_id, code, campaign_id, customer_id, order_id, occurred_at,
              original_subtotal, discount_amount, final_total)
     LEFT JOIN coupons c ON c.id = u.coupon_id
+    ON CONFLICT (id) DO NOTHING
     RETURNING retailer_id, coupon_id, code, campaign_id, occurred_at, discount_amount, final_total
 )
 INSERT INTO redemption_buckets AS b
