@@ -7,7 +7,6 @@ import csv
 import io
 from datetime import date
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 from fastapi import APIRouter, Query
@@ -17,7 +16,7 @@ from api.deps import CallerDep
 from api.errors import ApiError
 from api.openapi import errors
 from api.read_model import wait_for_coupons_view
-from api.schemas import DAILY_CSV_COLUMNS, DailyPage, DailyRow, left_out
+from api.schemas import DAILY_CSV_COLUMNS, TIME_ZONE_SCHEMA, TIME_ZONES, DailyPage, DailyRow, left_out
 from projections.analytics import GroupBy, daily_figures
 
 router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
@@ -30,12 +29,13 @@ def invalid(field: str, message: str) -> ApiError:
     return ApiError("VALIDATION_FAILED", f"{field}: {message}", errors=[{"field": field, "message": message}])
 
 
+KNOWN_ZONES = frozenset(TIME_ZONES)
+
+
 def check_zone(tz: str) -> str:
     """An IANA zone name (Europe/Paris, Asia/Kolkata, UTC); anything else is a 422 naming tz."""
-    try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise invalid("tz", f"{tz!r} is not an IANA time zone (such as Europe/Paris or UTC)") from None
+    if tz not in KNOWN_ZONES:
+        raise invalid("tz", f"{tz[:100]!r} is not an IANA time zone (such as Europe/Paris or UTC)")
     return tz
 
 
@@ -65,10 +65,7 @@ def daily(
         Literal["coupon", "campaign", "retailer"],
         Query(description="coupon: a row per day and code; campaign: per day and campaign_id; retailer: per day."),
     ],
-    tz: Annotated[
-        str,
-        Query(max_length=100, description="The IANA time zone whose days are counted (default UTC)."),
-    ] = "UTC",
+    tz: Annotated[str, Query(json_schema_extra=TIME_ZONE_SCHEMA)] = "UTC",
     format_: Annotated[Literal["json", "csv"], Query(alias="format", description="json (default) or csv.")] = "json",
 ) -> Response:
     """Per local day from `from` to `to` (at most 366 days), in time zone `tz`: the day's

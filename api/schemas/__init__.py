@@ -5,7 +5,15 @@ Every public name of the modules is importable from here: ``from api.schemas imp
 
 from __future__ import annotations
 
-from api.schemas.analytics import DAILY_CSV_COLUMNS, DailyPage, DailyRow, SignedAmount, left_out
+from api.schemas.analytics import (
+    DAILY_CSV_COLUMNS,
+    TIME_ZONE_SCHEMA,
+    TIME_ZONES,
+    DailyPage,
+    DailyRow,
+    SignedAmount,
+    left_out,
+)
 from api.schemas.campaigns import (
     MAX_PREFIX_LENGTH,
     PREFIX_SCHEMA,
@@ -159,6 +167,8 @@ __all__ = [
     "STOREFRONT_VERIFY_EXAMPLES",
     "TIMESTAMP_PATTERN",
     "TIMESTAMP_SCHEMA",
+    "TIME_ZONES",
+    "TIME_ZONE_SCHEMA",
     "TRANSITION_EVENTS",
     "VALIDATE_EXAMPLES",
     "VALID_IDEMPOTENCY_KEY",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
+from importlib.resources import files
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -18,6 +19,16 @@ SignedAmount = Annotated[
     WithJsonSchema({"type": "string", "pattern": "^-?\\d+\\.\\d{2}$", "examples": ["120.00"]}),
 ]
 """A total that reversals may take below zero (a day that gave back more than it took)."""
+
+# The IANA zones, as the pinned tzdata package lists them (the names PostgreSQL knows as well).
+TIME_ZONES: tuple[str, ...] = tuple(sorted(files("tzdata").joinpath("zones").read_text().split()))
+TIME_ZONE_SCHEMA = {
+    "type": "string",
+    "enum": list(TIME_ZONES),
+    "default": "UTC",
+    "description": "The IANA time zone whose local days are counted (default UTC).",
+    "examples": ["Asia/Kolkata"],
+}
 
 DAILY_CSV_COLUMNS = ("day", "code", "campaign_id", "redemptions", "reversals", "discount_total", "revenue_total")
 

@@ -65,7 +65,8 @@ SEED = 20261121
 # (prices the request does not carry x quantities) exceeds numeric(14,2), an expiry that must
 # be later than starts_at (sent or stored) and, to activate, later than now, a discount cap on a
 # stored coupon that is not a percentage (PATCH). Inside a campaign's template too (coupon.expires_at).
-CROSS_RESOURCE_FIELDS = {"cursor", "items", "expires_at", "max_discount_amount"}
+# The last day of the daily figures (`to`): on or after `from` and at most 366 days on.
+CROSS_RESOURCE_FIELDS = {"cursor", "items", "expires_at", "max_discount_amount", "to"}
 # The fuzzing retailer's key: known before the document is read (schemathesis builds the
 # example cases, auth included, when it collects them), stored hashed by the fixture.
 API_KEY = "cl_fuzz_" + secrets.token_urlsafe(24)
