@@ -165,18 +165,16 @@ class RedemptionFilter:
     occurred_to: datetime | None = None  # inclusive
 
 
-LIST_REDEMPTIONS = f"""
-SELECT {REDEMPTION_COLUMNS} FROM redemptions
-WHERE retailer_id = %(retailer_id)s
-  AND (%(coupon_id)s::uuid IS NULL OR coupon_id = %(coupon_id)s)
-  AND (%(campaign_id)s::uuid IS NULL OR campaign_id = %(campaign_id)s)
-  AND (%(customer_id)s::text IS NULL OR customer_id = %(customer_id)s)
-  AND (%(from)s::timestamptz IS NULL OR occurred_at >= %(from)s)
-  AND (%(to)s::timestamptz IS NULL OR occurred_at <= %(to)s)
-  AND (%(after_at)s::timestamptz IS NULL OR (occurred_at, id) > (%(after_at)s, %(after_id)s::uuid))
-ORDER BY occurred_at, id
-LIMIT %(limit)s
-"""
+# The filters of GET /v1/redemptions: only those given are in the query, so that each query is
+# planned on the index that serves it (by retailer, coupon, campaign or customer, each in
+# (occurred_at, id) order).
+FILTERS = {
+    "coupon_id": "coupon_id = %(coupon_id)s",
+    "campaign_id": "campaign_id = %(campaign_id)s",
+    "customer_id": "customer_id = %(customer_id)s",
+    "occurred_from": "occurred_at >= %(occurred_from)s",
+    "occurred_to": "occurred_at <= %(occurred_to)s",
+}
 
 
 def list_redemptions(
@@ -187,19 +185,22 @@ def list_redemptions(
     limit: int,
 ) -> list[RedemptionRow]:
     """A retailer's redemptions, oldest first, after the (occurred_at, id) of the previous page's last."""
-    params = {
-        "retailer_id": retailer_id,
-        "coupon_id": where.coupon_id,
-        "campaign_id": where.campaign_id,
-        "customer_id": where.customer_id,
-        "from": where.occurred_from,
-        "to": where.occurred_to,
-        "after_at": after[0] if after else None,
-        "after_id": after[1] if after else None,
-        "limit": limit,
-    }
+    params: dict[str, object] = {"retailer_id": retailer_id, "limit": limit}
+    conditions = ["retailer_id = %(retailer_id)s"]
+    for name, condition in FILTERS.items():
+        value = getattr(where, name)
+        if value is not None:
+            conditions.append(condition)
+            params[name] = value
+    if after is not None:
+        conditions.append("(occurred_at, id) > (%(after_at)s, %(after_id)s)")
+        params.update(after_at=after[0], after_id=after[1])
+    query = (
+        f"SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE {' AND '.join(conditions)}"
+        " ORDER BY occurred_at, id LIMIT %(limit)s"
+    )
     with datastore.transaction(commit=False) as curs:
-        curs.execute(LIST_REDEMPTIONS, params)
+        curs.execute(query, params)
         return [RedemptionRow(**row) for row in curs.fetchall()]
 
 
