@@ -19,9 +19,10 @@ from projections.backfill import fill_backfills
 from projections.coupons import construct_view
 from projections.rebuild import rebuild
 from projections.redemptions import RedemptionFilter, list_redemptions
+from projections.runner import ProjectionLeader
 from tests.support.commands import apply, confirm, create_campaign, create_coupon, reserve, reverse
 from tests.support.ledger import campaign_codes
-from tests.support.postgres import ledger_with_clock, project_to_head
+from tests.support.postgres import ledger_with_clock, project_to_head, wait_for
 
 D = Decimal
 # 2031-03-01: New York is on EST (UTC-5) until 9 March; Kolkata is UTC+05:30 all year.
@@ -177,3 +178,28 @@ def test_a_database_from_before_the_redemptions_table_gets_every_past_redemption
 
     assert (rows(database_url, "redemptions", "id"), rows(database_url, "redemption_buckets", "1, 2, 3")) == live
     assert fill_backfills(timed, construct_view(env)) == []
+
+
+def test_the_projection_leader_fills_the_redemptions_of_a_database_from_before_and_goes_on(
+    env: dict[str, str], database_url: str, retailer_id: UUID, timed: CouponLedger, clock: Clock
+) -> None:
+    redeem_around_midnights(timed, retailer_id, clock)
+    project_to_head(env, database_url)
+    with psycopg.connect(database_url) as conn:  # the database as it was before the tables
+        conn.execute("DROP TABLE redemptions, redemption_buckets")
+    apply_schema(database_url)
+    clock.now += timedelta(days=1)
+    later = apply(timed, retailer_id, "MIDNIGHT", D("20.00"))  # after the tables: projected live
+
+    leader = ProjectionLeader(database_url, env, poll_interval=0.2).start()
+    try:
+        wait_for(lambda: len(rows(database_url, "redemptions", "id")) == 5, 15, message="the past redemptions")
+        project_to_head(env, database_url)
+    finally:
+        leader.stop()
+
+    view = construct_view(env)
+    found = list_redemptions(view.datastore, retailer_id, RedemptionFilter(), None, 10)
+    assert [r.id for r in found][-1] == later.redemption_id
+    assert sum(r.reversed_at is not None for r in found) == 1
+    assert rows(database_url, "read_model_backfills", "name") == []
