@@ -473,3 +473,61 @@ BEGIN
 END
 $$;
 CREATE INDEX IF NOT EXISTS campaigns_by_retailer ON campaigns (retailer_id, created_at DESC, id DESC);
+
+-- Read model: one row per use of a coupon (a Redemption: apply, confirm of a hold, checkout), with
+-- its reversal; and its figures per coupon and 15 minutes of UTC (every time zone's offset is a
+-- multiple of 15 minutes, so any zone's local days are sums of buckets). Written by the coupons
+-- projection in the same transactions and under the same tracking record as the coupons rows
+-- (projections/redemptions.py). Created once, guarded, so that a later start takes no lock; new
+-- tables, so creating them locks nothing else. On a database whose projection had already
+-- processed events, the tables start empty and the projection fills them from the first event
+-- before it goes on (`read_model_backfills`).
+CREATE TABLE IF NOT EXISTS read_model_backfills (
+    name text PRIMARY KEY,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+DO $$
+BEGIN
+    IF to_regclass('redemptions') IS NULL THEN
+        CREATE TABLE redemptions (
+            id uuid PRIMARY KEY,
+            retailer_id uuid NOT NULL,
+            coupon_id uuid NOT NULL,
+            code text NOT NULL,
+            campaign_id uuid,
+            customer_id text,
+            order_id text,
+            occurred_at timestamptz NOT NULL,
+            original_subtotal numeric(14, 2) NOT NULL,
+            discount_amount numeric(14, 2) NOT NULL,
+            final_total numeric(14, 2) NOT NULL,
+            reversed_at timestamptz
+        );
+        -- GET /v1/redemptions in (occurred_at, id) order: the retailer's, one coupon's (its
+        -- code names it), one campaign's, one customer's.
+        CREATE INDEX redemptions_by_retailer ON redemptions (retailer_id, occurred_at, id);
+        CREATE INDEX redemptions_by_coupon ON redemptions (coupon_id, occurred_at, id);
+        CREATE INDEX redemptions_by_campaign ON redemptions (campaign_id, occurred_at, id)
+            WHERE campaign_id IS NOT NULL;
+        CREATE INDEX redemptions_by_customer ON redemptions (retailer_id, customer_id, occurred_at, id)
+            WHERE customer_id IS NOT NULL;
+        CREATE TABLE redemption_buckets (
+            retailer_id uuid NOT NULL,
+            bucket_start timestamptz NOT NULL,
+            coupon_id uuid NOT NULL,
+            code text NOT NULL,
+            campaign_id uuid,
+            redemptions bigint NOT NULL,
+            reversals bigint NOT NULL,
+            discount_total numeric(20, 2) NOT NULL,
+            revenue_total numeric(20, 2) NOT NULL,
+            PRIMARY KEY (retailer_id, bucket_start, coupon_id)
+        );
+        IF EXISTS (
+            SELECT 1 FROM coupons_projection_tracking WHERE application_name <> '__migration__'
+        ) THEN
+            INSERT INTO read_model_backfills (name) VALUES ('redemptions') ON CONFLICT DO NOTHING;
+        END IF;
+    END IF;
+END;
+$$;

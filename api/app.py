@@ -15,7 +15,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.deps import publishable_key_may_call
 from api.errors import error_response, install_error_handlers, is_client_disconnect, payload_too_large, render_error
 from api.openapi import install_docs, install_openapi
-from api.routes import campaigns, checkout, coupons, digests, ops, redemptions, reservations, sessions, storefront
+from api.routes import (
+    analytics,
+    campaigns,
+    checkout,
+    coupons,
+    digests,
+    ops,
+    redemptions,
+    reservations,
+    sessions,
+    storefront,
+)
 from api.services import Services
 from api.settings import Settings
 
@@ -170,6 +181,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(redemptions.router)
     app.include_router(reservations.router)
     app.include_router(campaigns.router)
+    app.include_router(analytics.router)
     app.include_router(checkout.router)
     app.include_router(sessions.router)
     app.include_router(storefront.router)

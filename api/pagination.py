@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import datetime
 from typing import Annotated
+from uuid import UUID
 
 from fastapi import Query
 
@@ -55,3 +57,19 @@ def decode_version_cursor(cursor: str) -> int:
 
 # Absent for the first page; when sent, never empty (an empty cursor is 422 like any other bad one).
 Cursor = Annotated[str | None, Query(min_length=1, max_length=200, json_schema_extra=CURSOR_SCHEMA)]
+
+
+def encode_time_cursor(at: datetime, item_id: UUID) -> str:
+    """The cursor after an item of a list in (time, id) order."""
+    return encode_cursor(f"{at.isoformat()}|{item_id}")
+
+
+def decode_time_cursor(cursor: str) -> tuple[datetime, UUID]:
+    at, _, item_id = decode_cursor(cursor).partition("|")
+    try:
+        after = datetime.fromisoformat(at), UUID(item_id)
+    except ValueError:
+        raise bad_cursor() from None
+    if after[0].tzinfo is None:
+        raise bad_cursor()
+    return after

@@ -1,5 +1,6 @@
-"""What a run of events does to the `coupons` and `reservations` tables, coalesced into one
-INSERT and one UPDATE per table (`CouponChanges`), and the values the read model refuses."""
+"""What a run of events does to the `coupons`, `reservations`, `campaigns` and `redemptions` tables,
+coalesced into one INSERT and one UPDATE per table (`CouponChanges`), and the values the read model
+refuses."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
 
-from ledger.domain import Campaign, Coupon, Reservation
+from ledger.domain import Campaign, Coupon, Redemption, Reservation
 from ledger.timestamps import to_utc
 from projections.campaigns import CampaignRow
 from projections.coupon_rows import (
@@ -24,6 +25,7 @@ from projections.coupon_rows import (
     NewReservation,
     ReservationEnd,
 )
+from projections.redemptions import NewRedemption, RedemptionReversal
 
 # The Reservation events that end a hold, and the status each leaves it in.
 ENDING_EVENTS: dict[type[Any], str] = {
@@ -80,6 +82,10 @@ class CouponChanges:
     ReservationReleased, ReservationExpired) change no row: the same save records the
     Reservation's, which carry everything the row holds. Redeemed counts a use whether or not it
     confirms a hold.
+
+    Every use also records a Redemption: its Recorded event gives a `redemptions` row
+    (``redemptions``), its Reversed event that row's reversal (``reversals``, applied after the
+    batch's new rows).
     """
 
     created: dict[UUID, NewCoupon] = field(default_factory=dict)
@@ -87,6 +93,8 @@ class CouponChanges:
     holds: dict[UUID, NewReservation] = field(default_factory=dict)
     ended: dict[UUID, ReservationEnd] = field(default_factory=dict)
     campaigns: list[CampaignRow] = field(default_factory=list)  # `campaigns` rows: Campaign.Created
+    redemptions: list[NewRedemption] = field(default_factory=list)  # Redemption.Recorded
+    reversals: list[RedemptionReversal] = field(default_factory=list)  # Redemption.Reversed
 
     @classmethod
     def of(cls, events: Iterable[DomainEventProtocol[Any]]) -> CouponChanges:
@@ -160,6 +168,24 @@ class CouponChanges:
                 self._end_hold(event, ENDING_EVENTS[type(event)])
             case Campaign.Created():
                 self.campaigns.append(CampaignRow(event.originator_id, event.retailer_id, event.timestamp))
+            case Redemption.Recorded():
+                self.redemptions.append(
+                    NewRedemption(
+                        id=event.originator_id,
+                        retailer_id=event.retailer_id,
+                        coupon_id=event.coupon_id,
+                        code=event.code,
+                        campaign_id=event.campaign_id,
+                        customer_id=event.customer_id,
+                        order_id=event.order_id,
+                        occurred_at=event.timestamp,
+                        original_subtotal=event.original_subtotal,
+                        discount_amount=event.discount_amount,
+                        final_total=event.final_total,
+                    )
+                )
+            case Redemption.Reversed():
+                self.reversals.append(RedemptionReversal(event.originator_id, event.reversed_at))
 
     def _end_hold(self, event: Reservation.Confirmed | Reservation.Released | Reservation.Expired, status: str) -> None:
         redemption_id = event.redemption_id if isinstance(event, Reservation.Confirmed) else None

@@ -32,6 +32,7 @@ from projections.coupon_rows import (
     ReservationEnd,
     ReservationRow,
 )
+from projections.redemptions import write_redemptions
 
 # A coupon's live holds at %(now)s: held and not past expires_at (Reservation.is_live), recorded
 # as expired or not. Served by the partial index reservations_held_by_coupon.
@@ -86,6 +87,7 @@ class CouponsView(PostgresTrackingRecorder):
         self.insert_reservations(curs, list(changes.holds.values()))
         self.update_reservations(curs, list(changes.ended.values()))
         insert_campaigns(curs, changes.campaigns)
+        write_redemptions(curs, changes.redemptions, changes.reversals)
 
     def claim(self, curs: Cursor[DictRow], application_name: str, first_notification_id: int) -> None:
         """Make sure no event from ``first_notification_id`` on has been processed, and that no

@@ -37,6 +37,7 @@ from eventsourcing.projection import (
 from eventsourcing.utils import EnvType
 
 from ledger.application import CouponLedger
+from projections.backfill import fill_backfills
 from projections.coupons import CouponsProjection, CouponsView, UnwritableEvent
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,11 @@ class ProjectionLeader:
                 env=self.env,
                 max_batch_size=self.max_batch_size,
             ) as runner:
+                # Before the runner's first batch can commit (it waits on the batch lock): a table
+                # created on a database from before gets its past rows.
+                filled = fill_backfills(runner.app, runner.view)
+                if filled:
+                    log.info("filled %s from the event log", ", ".join(filled))
                 self.is_leader.set()
                 while not self._stopping.is_set() and not runner.is_interrupted.is_set():
                     runner.run_forever(timeout=self.poll_interval)  # re-raises the runner's error

@@ -4,4 +4,4 @@
 from __future__ import annotations
 
 # In the order their rows may be written (a table before those that refer to it).
-PROJECTED_TABLES: tuple[str, ...] = ("coupons", "reservations", "campaigns")
+PROJECTED_TABLES: tuple[str, ...] = ("coupons", "reservations", "campaigns", "redemptions", "redemption_buckets")

@@ -253,6 +253,17 @@ STEPS: list[tuple[str, str]] = [
     ("sh", post("/v1/redemptions/$R/reverse")),
     ("md", "The customer may use the coupon again:"),
     ("sh", post("/v1/coupons/validate", LAMP_ORDER)),
+    ("md", "### `GET /v1/redemptions`, `GET /v1/redemptions/{id}` — the redemption log"),
+    (
+        "md",
+        "Every use of the caller's coupons (apply with or without a key, the confirm of a hold, checkout),\n"
+        "oldest first, from the read model, with `reversed_at` once given back; filters `code`,\n"
+        "`campaign_id`, `customer_id`, `from` and `to` (timestamps, inclusive, on `occurred_at`); `limit`\n"
+        "(1 to 200, default 50) and `cursor` as for `GET /v1/coupons`. Like that list, it holds every use\n"
+        "acknowledged before the request. Another retailer's redemption is 404 `REDEMPTION_NOT_FOUND`.",
+    ),
+    ("sh", get("/v1/redemptions?code=lamps15&limit=2")),
+    ("sh", get("/v1/redemptions/$R")),
     ("md", "### `POST /v1/coupons/reserve` — hold a use while the shopper pays"),
     (
         "md",
@@ -424,6 +435,29 @@ STEPS: list[tuple[str, str]] = [
     ("md", "Its coupons, paginated like `GET /v1/coupons`, or every code as CSV:"),
     ("sh", get("/v1/campaigns/$C/coupons?limit=1")),
     ("sh", get("/v1/campaigns/$C/coupons?format=csv")),
+    (
+        "md",
+        "A campaign's `results` (in every campaign answer above) are read from the campaign itself:\n"
+        "`redeemed` and `discount_given` net of reversals, `budget_left` = `max_discount_total` less\n"
+        "`discount_given` (null without a `max_discount_total`).",
+    ),
+    ("md", "### `GET /v1/analytics/daily` — figures per local day"),
+    (
+        "md",
+        "`from` and `to` (local dates, inclusive, at most 366 days), `group_by` = `coupon` (a row per day\n"
+        "and `code`), `campaign` (per day and `campaign_id`, null for codes of no campaign) or `retailer`,\n"
+        "`tz` any IANA zone (default `UTC`), `format=csv` for the same rows as CSV with a header row. Each\n"
+        "row counts the day's redemptions and reversals; `discount_total` and `revenue_total` (final totals)\n"
+        "are those of the day's redemptions less those given back by the day's reversals, so a day may go\n"
+        "below zero. Days with nothing are left out. An unknown `tz`, `to` before `from`, a longer range or\n"
+        "another `group_by` is 422 `VALIDATION_FAILED` naming the field.",
+    ),
+    (
+        "sh",
+        "F=$(date -u -d yesterday +%F) T=$(date -u -d tomorrow +%F)\n"
+        + get("/v1/analytics/daily?from=$F&to=$T&group_by=coupon&tz=Asia/Kolkata"),
+    ),
+    ("sh", get("/v1/analytics/daily?from=$F&to=$T&group_by=retailer&tz=Asia/Kolkata&format=csv")),
     ("md", "### `GET /v1/products`, `POST /v1/products` — the existing catalogue"),
     (
         "md",
@@ -706,6 +740,7 @@ VOLATILE = [
     re.compile(r"SPRING-[A-Z0-9]{6}"),  # a campaign's random codes
     re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"),  # ids
     re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)"),  # timestamps
+    re.compile(r"\b\d{4}-\d\d-\d\d\b"),  # the day of the run (the daily figures)
     re.compile(r'"request_id":"[^"]*"'),
     re.compile(r"_secret_[A-Za-z0-9_-]+"),  # a session's client secret: random
     re.compile(r'"next_cursor":"[^"]*"'),

@@ -19,6 +19,7 @@ from api.schemas.coupons import CouponTerms, ScopePublic, shown_discount_value
 from ledger.campaigns import MAX_CAMPAIGN_CODES
 from ledger.domain import (
     GENERATED_LENGTH,
+    ZERO,
     Campaign,
     normalize_prefix,
 )
@@ -110,6 +111,26 @@ class CampaignTemplatePublic(BaseModel):
         )
 
 
+class CampaignResults(BaseModel):
+    """What the campaign's codes have done so far, read from the campaign itself (exact, current)."""
+
+    redeemed: int = Field(description="Redemptions of the campaign's codes, less those reversed.")
+    discount_given: Amount = Field(description="Discount given by the campaign's codes, less that given back.")
+    budget_left: Amount | None = Field(
+        description="max_discount_total less discount_given (never below 0; live holds are not taken off); "
+        "null when the campaign has no max_discount_total."
+    )
+
+    @classmethod
+    def of(cls, campaign: Campaign) -> CampaignResults:
+        budget = campaign.max_discount_total
+        return cls(
+            redeemed=campaign.redemptions,
+            discount_given=campaign.discount_total,
+            budget_left=None if budget is None else max(budget - campaign.discount_total, ZERO),
+        )
+
+
 class CampaignPublic(BaseModel):
     id: UUID
     name: str
@@ -122,6 +143,7 @@ class CampaignPublic(BaseModel):
     redemptions: int = Field(description="Redemptions of the campaign's codes, less those reversed.")
     discount_total: Amount = Field(description="Discount given by the campaign's codes, less that reversed.")
     created_at: UtcTimestamp
+    results: CampaignResults
 
     @classmethod
     def from_campaign(cls, campaign: Campaign) -> CampaignPublic:
@@ -137,6 +159,7 @@ class CampaignPublic(BaseModel):
             redemptions=campaign.redemptions,
             discount_total=campaign.discount_total,
             created_at=campaign.created_on,
+            results=CampaignResults.of(campaign),
         )
 
 

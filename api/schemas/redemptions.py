@@ -1,4 +1,4 @@
-"""Validating and redeeming a coupon on an order, and giving a redemption back."""
+"""Validating and redeeming a coupon on an order, giving a redemption back, and the redemption log."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from ledger.domain import (
     Quote,
 )
 from ledger.money import format_amount
+from projections.redemptions import RedemptionRow
 
 
 def _order_schema(examples: list[dict[str, Any]]) -> Callable[[dict[str, Any]], None]:
@@ -170,3 +171,57 @@ def redemption_json(redemption_id: UUID, quote: Quote) -> bytes:
         f'"final_total":"{format_amount(quote.final_total)}",'
         f'"free_shipping":{"true" if quote.free_shipping else "false"}}}'
     ).encode()
+
+
+class RedemptionRecord(BaseModel):
+    """A use of a coupon as the redemption log holds it (GET /v1/redemptions)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "redemption_id": "7d3a5c9e-1f2b-4c8d-9e0a-3b6f1d2c4e5a",
+                    "code": "SAVE10",
+                    "campaign_id": None,
+                    "customer_id": "cust-42",
+                    "order_id": "order-1001",
+                    "occurred_at": "2027-01-31T23:50:00Z",
+                    "original_subtotal": "100.00",
+                    "discount_amount": "10.00",
+                    "final_total": "90.00",
+                    "reversed_at": None,
+                }
+            ]
+        }
+    )
+
+    redemption_id: UUID
+    code: str
+    campaign_id: UUID | None = Field(description="The campaign the code belongs to; null for a coupon of its own.")
+    customer_id: str | None
+    order_id: str | None
+    occurred_at: UtcTimestamp
+    original_subtotal: Amount
+    discount_amount: Amount
+    final_total: Amount
+    reversed_at: UtcTimestamp | None = Field(description="When the use was given back; null while it stands.")
+
+    @classmethod
+    def from_row(cls, row: RedemptionRow) -> RedemptionRecord:
+        return cls(
+            redemption_id=row.id,
+            code=row.code,
+            campaign_id=row.campaign_id,
+            customer_id=row.customer_id,
+            order_id=row.order_id,
+            occurred_at=row.occurred_at,
+            original_subtotal=row.original_subtotal,
+            discount_amount=row.discount_amount,
+            final_total=row.final_total,
+            reversed_at=row.reversed_at,
+        )
+
+
+class RedemptionPage(BaseModel):
+    data: list[RedemptionRecord] = Field(description="The caller's redemptions, oldest first.")
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null on the last page.")

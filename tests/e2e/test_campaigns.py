@@ -86,6 +86,7 @@ def test_a_campaign_is_created_with_every_code_generated_from_its_template(api: 
         "redemptions",
         "discount_total",
         "created_at",
+        "results",
     }
     assert campaign["name"] == "Newsletter"
     assert campaign["prefix"] == "SPRING-"

@@ -67,8 +67,9 @@ SEED = 20261121
 # stored coupon that is not a percentage (PATCH). Inside a campaign's template too (coupon.expires_at).
 # A coupon's state then: a version past the coupon's last, a moment later than now, and exactly
 # one of the two query parameters (OpenAPI cannot require one of two parameters). A digest's or a
-# proof's log position past the newest one.
-CROSS_RESOURCE_FIELDS = {"cursor", "items", "expires_at", "max_discount_amount", "version", "at", "position"}
+# proof's log position past the newest one. The last day of the daily figures (`to`): on or after
+# `from` and at most 366 days on.
+CROSS_RESOURCE_FIELDS = {"cursor", "items", "expires_at", "max_discount_amount", "version", "at", "position", "to"}
 # The fuzzing retailer's key: known before the document is read (schemathesis builds the
 # example cases, auth included, when it collects them), stored hashed by the fixture.
 API_KEY = "cl_fuzz_" + secrets.token_urlsafe(24)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -242,6 +243,26 @@ def same_public_key(other: Api, _: Ids, owned: Owned) -> None:
     assert response.json() == owned.api.get("/v1/audit/public-key").json()
 
 
+def redemption_log_holds_only_its_own(other: Api, owner: Ids, owned: Owned) -> None:
+    """The redemption log (and its filter by the owner's code) holds none of the owner's uses."""
+    theirs = {r["redemption_id"] for r in owned.api.get("/v1/redemptions").json()["data"]}
+    assert owner.redemption_id in theirs, "the owner has a redemption that could leak"
+    for path in ("/v1/redemptions", f"/v1/redemptions?code={owner.code}"):
+        response = other.get(path)
+        assert response.status_code == 200, response.text
+        assert not {r["redemption_id"] for r in response.json()["data"]} & theirs
+
+
+def daily_figures_hold_only_its_own(other: Api, _: Ids, owned: Owned) -> None:
+    """The daily figures of today (every grouping, JSON and CSV) hold none of the owner's uses."""
+    today = datetime.now(UTC).date().isoformat()
+    for group_by in ("coupon", "campaign", "retailer"):
+        path = f"/v1/analytics/daily?from={today}&to={today}&group_by={group_by}"
+        assert owned.api.get(path).json()["data"], "the owner has figures that could leak"
+        assert other.get(path).json() == {"data": []}
+        assert len(other.get(f"{path}&format=csv").text.splitlines()) == 1  # the header alone
+
+
 def storefront_lists_only_its_own(other: Api, owner: Ids, owned: Owned) -> None:
     """The storefront's list (with each retailer's publishable key) holds none of the owner's coupons."""
     theirs = {c["code"] for c in owned.api.publishable.get("/v1/storefront/coupons").json()["data"]}
@@ -323,6 +344,11 @@ FOREIGN_PROBES: dict[tuple[str, str], Probe] = {
         "COUPON_NOT_FOUND", lambda api, ids: api.client.delete(f"/v1/coupons/{ids.code}", headers=api.headers)
     ),
     # The owner's checkout redemption: not found, and its use is not given back.
+    ("GET", "/v1/redemptions"): redemption_log_holds_only_its_own,
+    ("GET", "/v1/redemptions/{redemption_id}"): not_found(
+        "REDEMPTION_NOT_FOUND", lambda api, ids: api.get(f"/v1/redemptions/{ids.redemption_id}")
+    ),
+    ("GET", "/v1/analytics/daily"): daily_figures_hold_only_its_own,
     ("POST", "/v1/redemptions/{redemption_id}/reverse"): not_found(
         "REDEMPTION_NOT_FOUND",
         lambda api, ids: api.post(f"/v1/redemptions/{ids.redemption_id}/reverse", json={"reason": "not mine"}),
