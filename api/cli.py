@@ -178,7 +178,7 @@ def parser() -> argparse.ArgumentParser:
 
     command(
         "rebuild",
-        "rebuild the read model (coupons, reservations) from the event log, with a progress bar",
+        "rebuild every read model from the event log into fresh tables, with a progress bar",
         "Project the whole event log again into the coupons and reservations tables, in one transaction: "
         "readers see the old rows until it commits, the running projection waits and then carries on "
         "from the rebuilt position. On an event the read model cannot hold, nothing is changed (exit 1).",

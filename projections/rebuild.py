@@ -137,6 +137,8 @@ def swap(
                         SQL("INSERT INTO {} (application_name, notification_id) VALUES (%s, %s)").format(tracking),
                         (application_name, at),
                     )
+                # The rebuilt tables hold the whole log: none is waiting for its past rows any more.
+                curs.execute(SQL("DELETE FROM {}").format(Identifier(schema, "read_model_backfills")))
                 swap_in(curs, schema, tables, SCRATCH_SCHEMA, SWAP_LOCK_TIMEOUT)
             return at
         except Exception as error:
