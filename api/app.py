@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.deps import publishable_key_may_call
 from api.errors import error_response, install_error_handlers, is_client_disconnect, payload_too_large, render_error
 from api.openapi import install_docs, install_openapi
-from api.routes import campaigns, checkout, coupons, ops, redemptions, reservations, sessions, storefront
+from api.routes import audit, campaigns, checkout, coupons, ops, redemptions, reservations, sessions, storefront
 from api.services import Services
 from api.settings import Settings
 
@@ -172,6 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(checkout.router)
     app.include_router(sessions.router)
     app.include_router(storefront.router)
+    app.include_router(audit.router)
     app.include_router(ops.router)
     install_openapi(app)
     install_docs(app)

@@ -5,6 +5,7 @@ Every public name of the modules is importable from here: ``from api.schemas imp
 
 from __future__ import annotations
 
+from api.schemas.audit import LoggedEventPage, LoggedEventPublic
 from api.schemas.campaigns import (
     MAX_PREFIX_LENGTH,
     PREFIX_SCHEMA,
@@ -194,6 +195,8 @@ __all__ = [
     "InventoryHoldPublic",
     "ItemIn",
     "Lines",
+    "LoggedEventPage",
+    "LoggedEventPublic",
     "NewCode",
     "OrderCreated",
     "OrderPublic",
