@@ -4,15 +4,17 @@ whether the exporting process's memory grows with N (it must not: the export rea
 On a fresh database (DATABASE_URL's server, else an embedded PostgreSQL in a temporary folder,
 removed afterwards) it makes one retailer's history with the ledger's own save (coupons created
 through the writer, then redeemed directly on the aggregates, thousands of events per save: each
-event is written with its link in the hash chain, as any other), starts the real `coupon-ledger
-serve` (one worker), and streams the export with httpx, reading every line and checking the
-positions rise, while sampling the resident memory of the server's processes every 10 ms. It does
-so at SMALL events (twice: the first warms the worker up), then again once the history holds N.
+event is written with its link in the hash chain, as any other). At SMALL events, then again once
+the history holds N, it starts the real `coupon-ledger serve` (one API process), waits until its
+projection process has projected the history (so that it takes no CPU from the export), warms the
+API process up with an export of the log's last SMALL events (`after`), then streams the whole
+export with httpx, reading every line and checking the positions rise, while sampling the API
+process's resident memory every 10 ms.
 
-Printed per run: events, seconds, events/s, MB/s, the server's resident memory before the export
-and its peak during it, and the growth. Then, in this process (no HTTP), the Python allocations of
-the export's own pipeline (pages read, decoded, encoded as JSON lines) with tracemalloc: the peak
-at SMALL events and at N.
+Printed per run: events, seconds, events/s, MB/s, the API process's resident memory before the
+export and its peak during it, and the growth. Then, in this process (no HTTP), the Python
+allocations of the export's own pipeline (pages read, decoded, encoded as JSON lines), with
+tracemalloc: the peak at SMALL events and at N.
 
 It reports; it does not judge: exit 0 whatever the figures.
 
@@ -33,10 +35,11 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 import httpx
+import psycopg
 
 from api.database import apply_schema
 from api.exports import jsonl_chunks, logged_object
-from bench.capacity import StoreLedger, open_as, tree_memory_mb
+from bench.capacity import StoreLedger, memory_mb, open_as, wait_caught_up
 from bench.harness import Tenant, benchmark_server, create_ledger_retailer, fresh_database, ledger_server_command, log
 from bench.harness import running as running_server
 from ledger.commands import CreateCoupon
@@ -73,8 +76,12 @@ def grow_history(ledger: StoreLedger, coupons: list[Coupon], retailer_id: UUID, 
             log(f"history: {written:,} events ({written / (time.perf_counter() - started):,.0f}/s)")
 
 
+def rss_mb(pid: int) -> float:
+    return memory_mb(pid).get("VmRSS", 0.0)
+
+
 class MemorySampler(threading.Thread):
-    """The peak resident memory (MB) of a process and its children, sampled every 10 ms."""
+    """The peak resident memory (MB) of a process, sampled every 10 ms."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -84,7 +91,7 @@ class MemorySampler(threading.Thread):
 
     def run(self) -> None:
         while not self._done.is_set():
-            self.peak = max(self.peak, tree_memory_mb(self.pid)[0])
+            self.peak = max(self.peak, rss_mb(self.pid))
             self._done.wait(0.01)
 
     def stop(self) -> float:
@@ -93,15 +100,20 @@ class MemorySampler(threading.Thread):
         return self.peak
 
 
-def export_over_http(base_url: str, tenant: Tenant, pid: int, export_format: str) -> dict[str, float]:
-    before = tree_memory_mb(pid)[0]
+def export_over_http(base_url: str, tenant: Tenant, pid: int, export_format: str, after: int = 0) -> dict[str, float]:
+    before = rss_mb(pid)
     sampler = MemorySampler(pid)
     sampler.start()
     events, size, last = 0, 0, 0
     started = time.perf_counter()
     headers = {"Authorization": f"Bearer {tenant.api_key}"}
+    params: dict[str, str | int] = {"format": export_format, "after": after}
     with httpx.stream(
-        "GET", f"{base_url}/v1/audit/events", params={"format": export_format}, headers=headers, timeout=600
+        "GET",
+        f"{base_url}/v1/audit/events",
+        params=params,
+        headers=headers,
+        timeout=600,
     ) as response:
         response.raise_for_status()
         for line in response.iter_lines():
@@ -142,6 +154,26 @@ def report(label: str, run: dict[str, float]) -> None:
     )
 
 
+def max_position(url: str, retailer_id: UUID) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT max(notification_id) FROM ledger_events WHERE retailer_id = %s", (retailer_id,)
+        ).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def measure(url: str, tenant: Tenant, label: str, warm_up: int, export_format: str) -> None:
+    """On a fresh server: the projection caught up, a warm-up export of the last ``warm_up`` events, then the whole."""
+    with tempfile.TemporaryDirectory(prefix="bench-export-") as log_dir:
+        command = [*ledger_server_command(), "--workers", "1"]
+        with running_server("ledger", command, url, Path(log_dir)) as server:
+            log(f"projection caught up in {wait_caught_up(url, timeout=3600):.0f} s")
+            pid = server.process.pid  # with one worker, serve's own process answers the requests
+            after = max(0, max_position(url, tenant.retailer_id) - warm_up)
+            export_over_http(server.base_url, tenant, pid, export_format, after=after)
+            report(label, export_over_http(server.base_url, tenant, pid, export_format))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("events", type=int, help="events in the retailer's log for the large run")
@@ -156,17 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         coupons: list[Coupon] = []
         try:
             grow_history(ledger, coupons, tenant.retailer_id, args.small)
-            with tempfile.TemporaryDirectory(prefix="bench-export-") as log_dir:
-                command = [*ledger_server_command(), "--workers", "1"]
-                with running_server("ledger", command, url, Path(log_dir)) as server:
-                    pid = server.process.pid
-                    report("warm-up", export_over_http(server.base_url, tenant, pid, args.export_format))
-                    report("small", export_over_http(server.base_url, tenant, pid, args.export_format))
-                    small = pipeline_peak(ledger, tenant.retailer_id)
-                    started = time.perf_counter()
-                    grow_history(ledger, coupons, tenant.retailer_id, args.events)
-                    log(f"history of {args.events:,} events made in {time.perf_counter() - started:.0f} s")
-                    report("large", export_over_http(server.base_url, tenant, pid, args.export_format))
+            measure(url, tenant, "small", args.small, args.export_format)
+            small = pipeline_peak(ledger, tenant.retailer_id)
+            started = time.perf_counter()
+            grow_history(ledger, coupons, tenant.retailer_id, args.events)
+            log(f"history of {args.events:,} events made in {time.perf_counter() - started:.0f} s")
+            measure(url, tenant, "large", args.small, args.export_format)
             large = pipeline_peak(ledger, tenant.retailer_id)
             for events, peak in (small, large):
                 print(f"pipeline in-process: {events:>10,} events, tracemalloc peak {peak:6.2f} MB", flush=True)
