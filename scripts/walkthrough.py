@@ -620,6 +620,7 @@ VOLATILE = [
     re.compile(r'"request_id":"[^"]*"'),
     re.compile(r'""request_id"":""[^"]*""'),  # the same, inside a CSV cell
     re.compile(r"\b[0-9a-f]{64}\b"),  # an event's hashes: they cover its ids and timestamps
+    re.compile(r"key_[0-9a-f]{16}"),  # the public id of the demo key, in each event's actor
     re.compile(r"_secret_[A-Za-z0-9_-]+"),  # a session's client secret: random
     re.compile(r'"next_cursor":"[^"]*"'),
     re.compile(r"(?i)retry-after: \d+"),  # the brute-force wait: whole seconds, depends on timing
