@@ -17,6 +17,7 @@ from api.errors import error_response, install_error_handlers, is_client_disconn
 from api.openapi import install_docs, install_openapi
 from api.routes import (
     analytics,
+    audit,
     campaigns,
     checkout,
     coupons,
@@ -185,6 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(checkout.router)
     app.include_router(sessions.router)
     app.include_router(storefront.router)
+    app.include_router(audit.router)
     app.include_router(ops.router)
     install_openapi(app)
     install_docs(app)

@@ -17,6 +17,7 @@ import time
 import types
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -166,6 +167,18 @@ def read_with_fewer_retries(recorder: PostgresAggregateRecorder) -> None:
 
 Aggregate = Any  # any event-sourced aggregate of the application
 Work = Callable[[Connection[Any]], None]  # SQL to run in the transaction of a save
+
+
+@dataclass(frozen=True)
+class LoggedRow:
+    """A retailer's event as stored: its place in the log (notification_id), its stream's code
+    (None for a stream that belongs to no coupon, such as a campaign's), and its links (hex)."""
+
+    position: int
+    code: str | None
+    stored: StoredEvent
+    prev_hash: str
+    hash: str
 
 
 class WorkRefused(Exception):
@@ -375,6 +388,12 @@ class LedgerRecorder(PostgresApplicationRecorder):
             "SELECT originator_id, originator_version, topic, state, prev_hash, hash FROM {schema}.{events}"
             " WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version LIMIT %s"
         ).format(schema=schema, events=Identifier(self.events_table_name))
+        # Keyset on the index ledger_events_retailer_position: each page is one range scan.
+        self.retailer_events_statement = SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state, code, prev_hash, hash"
+            " FROM {schema}.{events} WHERE retailer_id = %s AND notification_id > %s"
+            " ORDER BY notification_id LIMIT %s"
+        ).format(schema=schema, events=Identifier(self.events_table_name))
 
     def insert_events(
         self,
@@ -467,6 +486,35 @@ class LedgerRecorder(PostgresApplicationRecorder):
                     bytes(row["hash"]).hex() if row["hash"] is not None else "",
                 )
                 for row in curs.fetchall()
+            ]
+
+    def select_retailer_events(self, retailer_id: UUID, after: int, limit: int) -> list[LoggedRow]:
+        """Up to ``limit`` events of every stream the retailer owns, in log order (notification_id)
+        after position ``after``, each with its position, its stream's code and its stored hashes.
+        One short statement on an autocommit connection: a reader holds no transaction between pages."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.retailer_events_statement, (retailer_id, after, limit), binary=True, prepare=True)
+            rows = curs.fetchall()
+            for row in rows:
+                if row["hash"] is None or row["prev_hash"] is None:
+                    raise UnchainedStream(
+                        f"event {row['originator_version']} of stream {row['originator_id']} has no hash:"
+                        " the store must be chained (coupon-ledger migrate)"
+                    )
+            return [
+                LoggedRow(
+                    position=row["notification_id"],
+                    code=row["code"],
+                    stored=StoredEvent(
+                        originator_id=row["originator_id"],
+                        originator_version=row["originator_version"],
+                        topic=row["topic"],
+                        state=bytes(row["state"]),
+                    ),
+                    prev_hash=bytes(row["prev_hash"]).hex(),
+                    hash=bytes(row["hash"]).hex(),
+                )
+                for row in rows
             ]
 
     def _insert(

@@ -1,8 +1,9 @@
-"""/v1/coupons: manage, validate and redeem coupons; the audit trail of one coupon."""
+"""/v1/coupons: manage, validate and redeem coupons; the audit trail of one coupon (a JSON page, or
+streamed whole as JSON lines or CSV: api/exports.py)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
@@ -12,6 +13,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from api import throttle
 from api.deps import CallerDep, get_caller
 from api.errors import ApiError
+from api.exports import EVENT_COLUMNS, STREAMED_CONTENT, event_object, streamed
 from api.openapi import REFUSED, errors
 from api.pagination import Cursor, decode_code_cursor, decode_version_cursor, encode_cursor
 from api.read_model import wait_for_coupons_view
@@ -40,6 +42,7 @@ from api.schemas import (
 )
 from ledger.commands import Activate, Archive, CreateCoupon, Deactivate, Redeem, Reserve, Transition, UpdateCoupon
 from ledger.domain import UNSET, Order
+from ledger.exports import coupon_event_pages
 from ledger.timestamps import format_timestamp
 
 router = APIRouter(prefix="/v1/coupons", tags=["coupons"])
@@ -348,17 +351,34 @@ async def transition_coupon(
     return CouponPublic.from_coupon(coupon, ledger.clock())
 
 
-@router.get("/{code}/events", responses=errors(NOT_FOUND))
+@router.get(
+    "/{code}/events",
+    response_model=EventPage,
+    responses={200: {"content": STREAMED_CONTENT}, **errors(NOT_FOUND)},
+)
 def coupon_events(
     code: CouponCode,
     caller: CallerDep,
     request: Request,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    limit: Annotated[int, Query(ge=1, le=500, description="Events per JSON page (not used by jsonl and csv).")] = 100,
     cursor: Cursor = None,
-) -> EventPage:
+    export_format: Annotated[
+        Literal["json", "jsonl", "csv"],
+        Query(
+            alias="format",
+            description="json: a page of `limit` events. jsonl (application/x-ndjson) or csv (text/csv):"
+            " the whole history (after `cursor`, if sent), streamed.",
+        ),
+    ] = "json",
+) -> EventPage | Response:
     after = decode_version_cursor(cursor) if cursor else 0
+    ledger = caller.services.ledger
+    if export_format != "json":
+        with throttle.guard(request, caller):
+            pages = coupon_event_pages(ledger, caller.retailer_id, code, after_version=after)
+        return streamed(pages, export_format, EVENT_COLUMNS, event_object)
     with throttle.guard(request, caller):
-        events = caller.services.ledger.coupon_events(caller.retailer_id, code, after_version=after, limit=limit + 1)
+        events = ledger.coupon_events(caller.retailer_id, code, after_version=after, limit=limit + 1)
     page = events[:limit]
     next_cursor = encode_cursor(str(page[-1].version)) if len(events) > limit else None
     return EventPage(data=[EventPublic.from_event(e) for e in page], next_cursor=next_cursor)

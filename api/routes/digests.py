@@ -12,7 +12,7 @@ from api.deps import CallerDep
 from api.errors import ApiError
 from api.openapi import errors
 from api.schemas import PATH_CODE_PATTERN
-from api.schemas.audit import DigestPublic, ProofPublic, PublicKeyPublic
+from api.schemas.digests import DigestPublic, ProofPublic, PublicKeyPublic
 from ledger.errors import CouponNotFound
 from ledger.timestamps import format_timestamp
 

@@ -14,6 +14,7 @@ from api.schemas.analytics import (
     SignedAmount,
     left_out,
 )
+from api.schemas.audit import LoggedEventPage, LoggedEventPublic
 from api.schemas.campaigns import (
     MAX_PREFIX_LENGTH,
     PREFIX_SCHEMA,
@@ -214,6 +215,8 @@ __all__ = [
     "InventoryHoldPublic",
     "ItemIn",
     "Lines",
+    "LoggedEventPage",
+    "LoggedEventPublic",
     "NewCode",
     "OrderCreated",
     "OrderDetailPublic",
