@@ -4,6 +4,7 @@ walk covers every route of the app, so a route added later is covered or named a
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -236,6 +237,17 @@ def digest_of_its_own(other: Api, _: Ids, owned: Owned) -> None:
     assert theirs["root"] != mine["root"]
 
 
+def log_holds_only_its_own(other: Api, _: Ids, owned: Owned) -> None:
+    """The retailer-wide export (jsonl and a JSON page) holds none of the owner's streams."""
+    theirs = {json.loads(line)["stream"] for line in owned.api.get("/v1/audit/events").text.splitlines()}
+    assert theirs, "the owner has events that could leak"
+    response = other.get("/v1/audit/events")
+    assert response.status_code == 200, response.text
+    assert not {json.loads(line)["stream"] for line in response.text.splitlines()} & theirs
+    page = other.get("/v1/audit/events", params={"format": "json"}).json()
+    assert not {event["stream"] for event in page["data"]} & theirs
+
+
 def same_public_key(other: Api, _: Ids, owned: Owned) -> None:
     """The deployment's signing key: the same for everyone, and nothing of any retailer."""
     response = other.get("/v1/audit/public-key")
@@ -324,6 +336,7 @@ FOREIGN_PROBES: dict[tuple[str, str], Probe] = {
         "COUPON_NOT_FOUND", lambda api, ids: api.get(f"/v1/coupons/{ids.code}/proof")
     ),
     ("GET", "/v1/audit/digest"): digest_of_its_own,
+    ("GET", "/v1/audit/events"): log_holds_only_its_own,
     ("GET", "/v1/audit/public-key"): same_public_key,
     ("GET", "/v1/orders/{order_id}"): not_found("NOT_FOUND", lambda api, ids: api.get(f"/v1/orders/{ids.order_id}")),
     ("POST", "/v1/coupons/{code}/deactivate"): not_found(
