@@ -57,7 +57,10 @@ def owner_of(event: Any) -> tuple[UUID | None, str | None] | UUID:
     owner it shares (a customer's uses of a coupon)."""
     retailer_id = getattr(event, "retailer_id", None)
     if retailer_id is not None:
-        return retailer_id, getattr(event, "code", None)
+        code = getattr(event, "code", None)
+        # The owner's code is a label (the hash covers the event's own data): PostgreSQL's text
+        # cannot hold NUL, which only an event written past every check could carry.
+        return retailer_id, code.replace("\x00", "\ufffd") if isinstance(code, str) else None
     coupon_id = getattr(event, "coupon_id", None)
     if isinstance(coupon_id, UUID):
         return coupon_id

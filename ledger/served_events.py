@@ -31,6 +31,14 @@ EVENT_ENVELOPE = frozenset({"originator_id", "originator_version", "timestamp", 
 _CENT = Decimal("0.01")
 
 
+def _timestamp(value: datetime) -> str:
+    """In UTC with Z; one that UTC cannot hold (past year 9999 there) as written, with its offset."""
+    try:
+        return format_timestamp(value)
+    except OverflowError:
+        return value.isoformat()
+
+
 def _amount(value: Decimal) -> str:
     return format_amount(value) if value == value.quantize(_CENT) else str(value)
 
@@ -54,7 +62,7 @@ _SERVE: dict[type, Any] = {
     int: _same,
     str: _same,
     Decimal: _amount,
-    datetime: format_timestamp,
+    datetime: _timestamp,
     UUID: str,
     dict: _mapping,
     list: _sequence,
@@ -73,7 +81,7 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, Decimal):
         return _amount(value)
     if isinstance(value, datetime):
-        return format_timestamp(value)
+        return _timestamp(value)
     if isinstance(value, UUID):
         return str(value)
     if isinstance(value, Mapping):
@@ -88,7 +96,7 @@ def served_event(event: Any) -> dict[str, Any]:
     return {
         "version": event.originator_version,
         "type": type(event).__qualname__,
-        "occurred_at": format_timestamp(event.timestamp),
+        "occurred_at": _timestamp(event.timestamp),
         "data": {k: jsonable(v) for k, v in event.__dict__.items() if k not in EVENT_ENVELOPE},
     }
 

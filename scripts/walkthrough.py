@@ -781,6 +781,7 @@ VOLATILE = [
     re.compile(r"retry after \d+ seconds"),
     re.compile(r"\b[0-9a-f]{64}(?:[0-9a-f]{64})?\b"),  # hashes, roots, signatures, public keys
     re.compile(r"\b(?:key|ed25519)_[0-9a-f]{16}\b"),  # key ids
+    re.compile(r'"leaf_index":\d+|"path":\[[^\]]*\]'),  # a stream's place among random ids
     re.compile(r"MCowBQYDK2VwAyEA[A-Za-z0-9+/=]+"),  # the public key as PEM
 ]
 

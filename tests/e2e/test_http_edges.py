@@ -156,6 +156,7 @@ def paged_paths(api: Api, campaign_id: str) -> Iterator[tuple[Api, str]]:
     yield api, f"/v1/campaigns/{campaign_id}/coupons"
     yield api, "/v1/campaigns"
     yield api.publishable, "/v1/storefront/coupons"
+    yield api, "/v1/redemptions"
 
 
 def test_an_empty_cursor_is_refused_naming_cursor_on_every_paged_route(api: Api, campaign_id: str) -> None:
@@ -180,6 +181,7 @@ def test_every_paged_route_of_the_document_takes_a_cursor(client: TestClient) ->
         "/v1/campaigns/{campaign_id}/coupons",
         "/v1/campaigns",
         "/v1/storefront/coupons",
+        "/v1/redemptions",
     }  # the routes test_an_empty_cursor_is_refused_naming_cursor_on_every_paged_route calls
 
 

@@ -187,6 +187,7 @@ def crafted_redemption(
         final_total=D("50.00") - discount,
         order_id=None,
         reservation_id=None,
+        customer_id=customer_id,
     )
     redemption = Redemption(
         id=redemption_id,
