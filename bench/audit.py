@@ -8,8 +8,8 @@ bench.verify_memory does: every coupon one stream, plus the campaigns'), then pr
   coupon's proof (each reads every head once);
 - verify: wall time and peak resident memory of `coupon-ledger verify` (every chain recomputed);
 - rebuild: events per second of `rebuild()` into fresh tables;
-- the retailer's export: events per second of /v1/audit/events as jsonl, and the exporting
-  process's memory (bench.export);
+- the retailer's export: `python -m bench.export E` (events per second of /v1/audit/events as jsonl
+  through a real server, and the exporting process's memory at 10,000 events and at E);
 - state then: `python -m bench.state_then M` on a coupon with M events (default 1,000,000).
 
 The write path's cost (redemptions per second with the hash chain on) is the harness's:
@@ -17,7 +17,7 @@ The write path's cost (redemptions per second with the hash chain on) is the har
 
 It reports; it does not judge: exit 0 whatever the figures.
 
-Usage: python -m bench.audit --coupons 1000000 --state-events 1000000
+Usage: python -m bench.audit --coupons 1000000 --state-events 1000000 --export-events 1000000
 """
 
 from __future__ import annotations
@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.audit", description=__doc__.split("\n\n")[0])
     parser.add_argument("--coupons", type=int, default=1_000_000, help="coupons (streams) in the store")
     parser.add_argument("--state-events", type=int, default=1_000_000, help="events of the state-then coupon (0: skip)")
+    parser.add_argument("--export-events", type=int, default=1_000_000, help="events of the exported log (0: skip)")
     args = parser.parse_args(argv)
     with benchmark_server("audit") as (server, where), fresh_database(server, "bench_audit") as url:
         log(f"PostgreSQL: {where}")
@@ -98,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         rebuild_figures(url)
     if args.state_events:
         subprocess.run([sys.executable, "-m", "bench.state_then", str(args.state_events)], check=False)
+    if args.export_events:
+        subprocess.run([sys.executable, "-m", "bench.export", str(args.export_events)], check=False)
     return 0
 
 
