@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -19,12 +18,12 @@ from api.deps import CallerDep
 from api.errors import ApiError
 from api.idempotency import IDEMPOTENCY_CONFLICTS, REPLAYED_RESPONSE_HEADER, Claim, IdempotencyDep, IdempotencyStore
 from api.openapi import errors
-from api.pagination import Cursor, bad_cursor, decode_code_cursor, decode_cursor, encode_cursor
+from api.pagination import Cursor, decode_code_cursor, decode_time_cursor, encode_cursor, encode_time_cursor
 from api.read_model import wait_for_coupons_view
 from api.schemas import CampaignCreate, CampaignPage, CampaignPublic, CouponPage, CouponPublic, in_template
 from ledger.campaigns import CampaignPlan, campaign_id_for, create_campaign_async
 from ledger.errors import CampaignNotFound, IdempotencyKeyReused, InvalidCoupon
-from projections.campaigns import CampaignRow, list_campaigns
+from projections.campaigns import list_campaigns
 from projections.coupons import CouponRow
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
@@ -133,28 +132,13 @@ def list_campaigns_route(
     """The caller's campaigns, newest first, each as GET /v1/campaigns/{id} answers it; a page at a
     time (pass next_cursor as cursor). Reflects every campaign started before the request."""
     services = caller.services
-    after = decode_campaign_cursor(cursor) if cursor else None
+    after = decode_time_cursor(cursor) if cursor else None
     wait_for_coupons_view(services, "Campaigns")
     rows = list_campaigns(services.coupons_view.datastore, caller.retailer_id, after, limit + 1)
     page = rows[:limit]
-    next_cursor = encode_campaign_cursor(page[-1]) if len(rows) > limit else None
+    next_cursor = encode_time_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
     data = [CampaignPublic.from_campaign(services.ledger.get_campaign(caller.retailer_id, r.id)) for r in page]
     return CampaignPage(data=data, next_cursor=next_cursor)
-
-
-def encode_campaign_cursor(row: CampaignRow) -> str:
-    return encode_cursor(f"{row.created_at.isoformat()}|{row.id}")
-
-
-def decode_campaign_cursor(cursor: str) -> tuple[datetime, UUID]:
-    created_at, _, campaign_id = decode_cursor(cursor).partition("|")
-    try:
-        after = datetime.fromisoformat(created_at), UUID(campaign_id)
-    except ValueError:
-        raise bad_cursor() from None
-    if after[0].tzinfo is None:
-        raise bad_cursor()
-    return after
 
 
 @router.get("/{campaign_id}", responses=errors(NOT_FOUND))
