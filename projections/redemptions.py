@@ -55,20 +55,9 @@ class RedemptionReversal:
 
 
 @dataclass(frozen=True)
-class RedemptionRow:
-    """A row of the `redemptions` read model."""
+class RedemptionRow(NewRedemption):
+    """A row of the `redemptions` read model: the use, and when it was given back."""
 
-    id: UUID
-    retailer_id: UUID
-    coupon_id: UUID
-    code: str
-    campaign_id: UUID | None
-    customer_id: str | None
-    order_id: str | None
-    occurred_at: datetime
-    original_subtotal: Decimal
-    discount_amount: Decimal
-    final_total: Decimal
     reversed_at: datetime | None
 
 
