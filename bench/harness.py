@@ -321,11 +321,22 @@ async def create_coupons_over_http(base_url: str, api_key: str, codes: list[str]
     ) as client:
 
         async def create(code: str) -> None:
-            async with limit:
-                body = {"code": code, "discount_type": "percentage", "discount_value": "10"}
-                response = await client.post("/v1/coupons", json=body)
-            if response.status_code != 201:
+            body = {"code": code, "discount_type": "percentage", "discount_value": "10"}
+            for attempt in range(1, 4):
+                try:
+                    async with limit:
+                        response = await client.post("/v1/coupons", json=body)
+                except httpx.TransportError as error:
+                    # The connection went before the answer came (a kept-alive connection the server
+                    # closed as it was reused): the coupon may or may not have been created.
+                    log(f"creating {code}: {error!r}; trying again ({attempt} of 3)")
+                    continue
+                if response.status_code == 201:
+                    return
+                if attempt > 1 and response.status_code == 409 and "COUPON_CODE_TAKEN" in response.text:
+                    return  # made by the attempt whose answer was lost: every code is the bench's own
                 raise RuntimeError(f"creating {code}: {response.status_code} {response.text}")
+            raise RuntimeError(f"creating {code}: no answer in 3 attempts")
 
         await asyncio.gather(*(create(code) for code in codes))
 

@@ -20,7 +20,7 @@ from uuid import UUID
 
 from eventsourcing.application import LRUCache
 
-from ledger.served_events import ZERO_HASH, event_hash, served_event
+from ledger.served_events import ZERO_HASH, hash_of_event
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class HashChain:
                 if head is None or head.version != version - 1:
                     raise UnchainedStream(f"stream {stream} has no hash at version {version - 1}")
                 prev, retailer_id, code = head.hash, head.retailer_id, head.code
-            digest = event_hash(prev, served_event(event))
+            digest = hash_of_event(prev, event)
             heads[stream] = Head(version, digest, retailer_id, code)
             retailer_ids.append(retailer_id)
             codes.append(code)

@@ -20,6 +20,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+import orjson
+
 from ledger.money import format_amount
 from ledger.timestamps import format_timestamp
 
@@ -115,3 +117,34 @@ def canonical(served: Mapping[str, Any]) -> str:
 def event_hash(prev_hash: str, served: Mapping[str, Any]) -> str:
     """The event's ``hash``: sha256 of the previous event's hash (hex) followed by its canonical text."""
     return hashlib.sha256((prev_hash + canonical(served)).encode("utf-8")).hexdigest()
+
+
+# The same canonical text by orjson, for the writer (ledger/hash_chain.py), which hashes every event
+# it stores: sorted keys, no spaces, non-ASCII as is, the same escapes. Amounts and timestamps go
+# through the served converters (``default``); what it cannot take as served (a value of a type the
+# events endpoint has no form for, a non-string key, an integer past 64 bits) falls back to
+# ``event_hash`` over ``served_event``, which is the definition.
+_ORJSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _served_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return _amount(value)
+    if isinstance(value, datetime):
+        return _timestamp(value)
+    raise TypeError(type(value).__name__)
+
+
+def hash_of_event(prev_hash: str, event: Any) -> str:
+    """``event_hash(prev_hash, served_event(event))``, in less than half the time."""
+    body = {
+        "version": event.originator_version,
+        "type": type(event).__qualname__,
+        "occurred_at": _timestamp(event.timestamp),
+        "data": {k: v for k, v in event.__dict__.items() if k not in EVENT_ENVELOPE},
+    }
+    try:
+        text = orjson.dumps(body, default=_served_default, option=_ORJSON_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return event_hash(prev_hash, served_event(event))
+    return hashlib.sha256(prev_hash.encode("ascii") + text).hexdigest()

@@ -14,6 +14,7 @@ from projections.verify.audit import Audit
 from projections.verify.chains import ChainAudit, check_cut, check_digest, check_links
 from projections.verify.orders import check_orders
 from projections.verify.read_model import check_coupons, check_reservations, check_unprojected
+from projections.verify.redemption_rows import check_buckets, check_redemption_rows, check_unprojected_redemptions
 from projections.verify.state import Report
 from projections.verify.store import EventStore
 
@@ -61,4 +62,7 @@ def verify(
     check_coupons(audit, view, ledger.name)
     check_reservations(audit, view, ledger.name)
     check_unprojected(audit, store)
+    check_redemption_rows(audit, view, ledger.name)
+    check_unprojected_redemptions(audit, view)
+    check_buckets(audit, view)
     return report
