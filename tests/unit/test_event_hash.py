@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from ledger.application import CouponLedger
 from ledger.domain import FIXED, PERCENTAGE
-from ledger.served_events import ZERO_HASH, EVENT_ENVELOPE, event_hash, hash_of_event, served_event
+from ledger.served_events import EVENT_ENVELOPE, ZERO_HASH, event_hash, hash_of_event, served_event
 from tests.support.commands import apply, archive, create_campaign, create_coupon, deactivate, release, reserve, reverse
 from tests.support.ledger import RETAILER, D
 
