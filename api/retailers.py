@@ -285,11 +285,13 @@ class Retailers:
         return found
 
     def _note_use(self, key_hash: str, now: float) -> None:
-        # A key's first use, then one a ``record_use_every``, is queued for ``record_uses``; the
-        # others cost a dict lookup. (Two threads may both queue one: a set keeps it once.)
+        # A key's first use, then one a ``record_use_every``, is queued for ``record_uses`` (under
+        # the lock, so that it is not added to a set record_uses has just taken); the others cost
+        # a dict lookup. Two threads may both queue one: a set keeps it once.
         if self._next_use_record.get(key_hash, 0.0) <= now:
-            self._next_use_record[key_hash] = now + self.record_use_every
-            self._used.add(key_hash)
+            with self._lock:
+                self._next_use_record[key_hash] = now + self.record_use_every
+                self._used.add(key_hash)
 
     def record_uses(self) -> int:
         """Write last_used_at of the keys used since the last call (one statement for all of
