@@ -253,6 +253,59 @@ BEGIN
     END IF;
 END;
 $$;
+-- A key's history, and what people see of it (`coupon-ledger retailer keys`): its public id (the
+-- start of its hash, the id events record as the actor; computed by the database, so keys from
+-- before have it too), the start of the key itself to recognise it by (`cl_Ab3x`: 4 of its 43
+-- random characters; NULL for keys made before it was kept), when it was last used (written by each
+-- API process at most about once a minute per key) and when it was revoked (a revoked key stays,
+-- as history; it no longer authenticates). Guarded like `kind`: a later start takes no lock.
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_attribute WHERE attrelid = 'api_keys'::regclass AND attname = 'revoked_at'
+    ) THEN
+        ALTER TABLE api_keys
+            ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now(),
+            ADD COLUMN IF NOT EXISTS key_id text GENERATED ALWAYS AS ('key_' || left(key_hash, 16)) STORED,
+            ADD COLUMN IF NOT EXISTS prefix text,
+            ADD COLUMN IF NOT EXISTS last_used_at timestamptz,
+            ADD COLUMN IF NOT EXISTS revoked_at timestamptz;
+    END IF;
+    -- `retailer revoke NAME KEY_ID` finds a key by its id; `retailer keys NAME` lists a retailer's.
+    IF to_regclass('api_keys_key_id') IS NULL THEN
+        CREATE UNIQUE INDEX api_keys_key_id ON api_keys (key_id);
+    END IF;
+    IF to_regclass('api_keys_retailer_created') IS NULL THEN
+        CREATE INDEX api_keys_retailer_created ON api_keys (retailer_id, created_at);
+    END IF;
+END;
+$$;
+-- Every API process caches the keys it has checked, and listens on this channel to forget one the
+-- moment it stops being valid: revoked, deleted, or moved to another retailer or kind. The trigger
+-- sends the key's id in the same transaction, so whatever revokes a key (the CLI, or SQL by hand)
+-- reaches every listening process when it commits (api/key_listener.py).
+CREATE OR REPLACE FUNCTION api_keys_notify_revoked() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' OR NEW.revoked_at IS DISTINCT FROM OLD.revoked_at OR NEW.key_hash <> OLD.key_hash
+        OR NEW.retailer_id <> OLD.retailer_id OR NEW.kind <> OLD.kind
+    THEN
+        PERFORM pg_notify('api_key_revoked', OLD.key_id);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_trigger WHERE tgrelid = 'api_keys'::regclass AND tgname = 'api_keys_revoked'
+    ) THEN
+        CREATE TRIGGER api_keys_revoked
+            AFTER UPDATE OR DELETE ON api_keys  -- no column list: columns can still be dropped
+            FOR EACH ROW EXECUTE FUNCTION api_keys_notify_revoked();
+    END IF;
+END;
+$$;
 
 -- The existing Cartly checkout, exactly as in the seed (each row's retailer_id is added below).
 CREATE TABLE IF NOT EXISTS products (

@@ -1,5 +1,5 @@
-"""The `coupon-ledger` command line: serve, project, migrate, retailer create / key, campaign create, rebuild,
-verify."""
+"""The `coupon-ledger` command line: serve, project, migrate, retailer create / key / keys / revoke, campaign
+create, rebuild, verify."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from types import FrameType
 
 from api.commands.campaign import cmd_campaign_create
 from api.commands.data import cmd_migrate, cmd_project, cmd_rebuild, cmd_verify
-from api.commands.retailer import cmd_retailer_create, cmd_retailer_key
+from api.commands.retailer import cmd_retailer_create, cmd_retailer_key, cmd_retailer_keys, cmd_retailer_revoke
 from api.commands.serve import cmd_serve
 from api.database import NoStore, require_existing_store
 from api.retailers import normalize_retailer_name
@@ -120,8 +120,8 @@ def parser() -> argparse.ArgumentParser:
         description="Issue a new secret API key (with --publishable, a publishable key) for the retailer of "
         'this name and print one JSON line with it, {"retailer_id", "api_key" or "publishable_key", '
         '"revoked_keys"} (shown only here). Keys are stored as hashes, so a lost key cannot be shown again: '
-        "issue a new one, and with --revoke-others make every older key of the same kind stop working "
-        "(within 30 s on running servers); keys of the other kind keep working.",
+        "issue a new one, and with --revoke-others revoke every older key of the same kind (they stop working "
+        "on running servers within a second, and stay listed by `retailer keys`); keys of the other kind keep working.",
         formatter_class=HelpFormatter,
     )
     key.add_argument("name", type=retailer_name, help="the retailer's name, as given to `retailer create`")
@@ -136,6 +136,30 @@ def parser() -> argparse.ArgumentParser:
         help="revoke every other key of this retailer of the same kind (a leaked key)",
     )
     key.set_defaults(func=cmd_retailer_key)
+    keys = retailer_commands.add_parser(
+        "keys",
+        help="list a retailer's keys (never the keys themselves)",
+        description='Print one JSON line per key of the retailer of this name, oldest first: {"key_id", "kind", '
+        '"prefix", "created_at", "last_used_at", "revoked_at"} (times in ISO 8601 UTC, null when not yet). '
+        "key_id is the id events record as the actor and `retailer revoke` takes; prefix is the start of the key "
+        "(cl_Ab3x), to recognise it by (null for keys made before it was kept); last_used_at is written by each "
+        "server at most about once a minute. Unknown name: exit 1.",
+        formatter_class=HelpFormatter,
+    )
+    keys.add_argument("name", type=retailer_name, help="the retailer's name, as given to `retailer create`")
+    keys.set_defaults(func=cmd_retailer_keys)
+    revoke = retailer_commands.add_parser(
+        "revoke",
+        help="revoke one of a retailer's keys: running servers refuse it within a second",
+        description='Revoke the key of this id (as `retailer keys` lists it) and print one JSON line {"key_id", '
+        '"revoked_at"}. Every running server answers it 401 within a second; the key stays listed, with when it '
+        "was revoked. Revoking a revoked key changes nothing (its first revocation time is printed). A name or "
+        "key id that is not the retailer's: exit 1.",
+        formatter_class=HelpFormatter,
+    )
+    revoke.add_argument("name", type=retailer_name, help="the retailer's name, as given to `retailer create`")
+    revoke.add_argument("key_id", metavar="KEY_ID", help="the key's id: key_ and 16 hex digits")
+    revoke.set_defaults(func=cmd_retailer_revoke)
 
     campaign = command("campaign", "manage campaigns (codes generated in bulk)")
     campaign_commands = campaign.add_subparsers(dest="campaign_command", required=True, metavar="ACTION")
@@ -195,7 +219,15 @@ def parser() -> argparse.ArgumentParser:
 
 # The commands that only read or add to existing data: they never create an empty embedded store
 # (serve, migrate and retailer create may).
-READS_EXISTING_STORE = {cmd_project, cmd_retailer_key, cmd_campaign_create, cmd_rebuild, cmd_verify}
+READS_EXISTING_STORE = {
+    cmd_project,
+    cmd_retailer_key,
+    cmd_retailer_keys,
+    cmd_retailer_revoke,
+    cmd_campaign_create,
+    cmd_rebuild,
+    cmd_verify,
+}
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -9,6 +9,7 @@ from psycopg_pool import ConnectionPool
 
 from api.database import apply_schema, eventsourcing_env, open_ledger, release_database, resolve_database
 from api.idempotency import IdempotencyStore
+from api.key_listener import KeyListener
 from api.retailers import Retailers
 from api.settings import Settings
 from api.shop.orders import Checkout
@@ -59,6 +60,7 @@ class Services:
     signer: DigestSigner
     embedded: bool = False
     sweeper: Sweeper | None = None
+    key_listener: KeyListener | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -104,6 +106,8 @@ class Services:
             signer=DigestSigner.load_or_create(pool),
             embedded=embedded,
         )
+        # Until it listens, and whenever it cannot, every request's key is looked up in the database.
+        services.key_listener = KeyListener(url, services.retailers).start()
         if settings.run_projections:  # where the projection runs, so does the sweeper (one sweeps per database)
             services.sweeper = Sweeper(
                 url, ledger, services.coupons_view, interval=settings.sweep_interval, chores=services.chores()
@@ -131,6 +135,8 @@ class Services:
 
     def close(self) -> None:
         try:
+            if self.key_listener is not None:
+                self.key_listener.stop()
             if self.sweeper is not None:
                 self.sweeper.stop()
             if self.leader is not None:
