@@ -147,7 +147,8 @@ def archive_contents(file: Path) -> list[str]:
         raise NotAnArchive(f"{file} is not a file")
     done = _run([str(client_program("pg_restore")), "--list", str(file)], dict(os.environ))
     if done.returncode != 0:
-        raise NotAnArchive(f"{file} is not an archive of `coupon-ledger backup`: {done.stderr.strip()}")
+        why = done.stderr.strip() or f"pg_restore --list exited with {done.returncode}"
+        raise NotAnArchive(f"{file} is not an archive of `coupon-ledger backup` (or is damaged): {why}")
     lines = done.stdout.splitlines()
     if not any(f" TABLE DATA public {EVENTS_TABLE} " in f"{line} " for line in lines):
         raise NotAnArchive(f"{file} is a PostgreSQL archive, but holds no coupon-ledger event log")

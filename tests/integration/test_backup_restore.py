@@ -134,6 +134,12 @@ def test_a_restored_store_holds_everything_and_proves_the_digest_taken_before_th
             listed = client.get("/v1/coupons", params={"limit": 100}, headers=headers).json()["data"]
             assert listed == store["coupons"]
             assert [c["uses_count"] for c in listed if c["code"] == "SAVE10"] == [1]
+            # The restored store takes new writes after the archive's position, its chains go on.
+            body = {"code": "SAVE10", "subtotal": "80.00"}
+            assert client.post("/v1/coupons/apply", json=body, headers=headers).status_code == 201
+        assert head(target) > summary["position"]
+        verified = run_cli(target, "verify", "--digest", str(digest_file))
+        assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def test_restore_refuses_a_store_that_holds_events_unless_told_to_replace_it(
@@ -152,6 +158,17 @@ def test_restore_refuses_a_store_that_holds_events_unless_told_to_replace_it(
         assert "already holds" in refused.stderr and "--replace" in refused.stderr
         assert refused.stdout == ""
         assert table_fingerprints(target) == before
+
+        # All or nothing: a restore that fails half-way (an analyst's view stops the events table
+        # from being dropped) leaves the store as it was.
+        with psycopg.connect(target, autocommit=True) as conn:
+            conn.execute("CREATE VIEW analyst_counts AS SELECT count(*) FROM ledger_events")
+        failed = run_cli(target, "restore", "--replace", str(archive))
+        assert failed.returncode == 1
+        assert "nothing was changed" in failed.stderr and "analyst_counts" in failed.stderr
+        assert table_fingerprints(target) == before
+        with psycopg.connect(target, autocommit=True) as conn:
+            conn.execute("DROP VIEW analyst_counts")
 
         replaced = run_cli(target, "restore", "--replace", str(archive))
 
@@ -174,7 +191,9 @@ def test_backup_refuses_to_overwrite_a_file_and_restore_refuses_what_is_not_an_a
     not_archive = tmp_path / "notes.txt"
     not_archive.write_text("hello")
     before = table_fingerprints(database_url)
-    for path in (not_archive, tmp_path / "missing.dump"):
+    damaged = tmp_path / "damaged.dump"
+    damaged.write_bytes((tmp_path / "kept.dump").read_bytes()[:2000])
+    for path in (not_archive, tmp_path / "missing.dump", damaged):
         result = run_cli(database_url, "restore", "--replace", str(path))
         assert result.returncode == 2, result.stderr
         assert str(path) in result.stderr
