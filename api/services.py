@@ -9,6 +9,7 @@ from psycopg_pool import ConnectionPool
 
 from api.database import apply_schema, eventsourcing_env, open_ledger, release_database, resolve_database
 from api.idempotency import IdempotencyStore
+from api.replica import ReplicaReads
 from api.retailers import Retailers
 from api.settings import Settings
 from api.shop.orders import Checkout
@@ -59,6 +60,8 @@ class Services:
     signer: DigestSigner
     embedded: bool = False
     sweeper: Sweeper | None = None
+    replica: ReplicaReads | None = None
+    """The read models on DATABASE_REPLICA_URL, if set (api/read_model.py decides when to use it)."""
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -104,6 +107,10 @@ class Services:
             signer=DigestSigner.load_or_create(pool),
             embedded=embedded,
         )
+        if settings.database_replica_url:
+            services.replica = ReplicaReads(
+                settings.database_replica_url, ledger.name, wait_seconds=settings.replica_wait_seconds
+            )
         if settings.run_projections:  # where the projection runs, so does the sweeper (one sweeps per database)
             services.sweeper = Sweeper(
                 url, ledger, services.coupons_view, interval=settings.sweep_interval, chores=services.chores()
@@ -136,6 +143,8 @@ class Services:
             if self.leader is not None:
                 self.leader.stop()
             self.coupons_view.datastore.close()
+            if self.replica is not None:
+                self.replica.close()
             self.ledger.close()
             self.pool.close()
         finally:
