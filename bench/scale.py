@@ -6,7 +6,9 @@ coupons without a limit, and measures with ``wrk`` (bench/wrk_apply.lua, as benc
 
 1. redemptions (POST /v1/coupons/apply, a random coupon of the set, a fresh Idempotency-Key each)
    through one ``coupon-ledger serve``, then through two ``serve`` processes on two ports sharing
-   the database (one wrk per port, the connections split between them; the rates are summed);
+   the database (one wrk per port, the connections split between them; the rates are summed), and
+   through two processes of which each redeems only its own half of the coupons (no coupon is
+   written by both: what the cross-node version conflicts cost shows as the difference);
 2. list reads (GET /v1/coupons?limit=50, each reflecting every write acknowledged before it) from
    a ``serve`` on the primary alone, then from a ``serve`` with DATABASE_REPLICA_URL.
 
@@ -48,6 +50,8 @@ from bench.harness import (
 )
 from tests.support.replica import ReplicatedPostgres, replicated_postgres
 
+HALF_PREFIXES = ("A", "B")  # the two halves of the set, for two nodes that never write the same coupon
+
 
 @dataclass(frozen=True)
 class Figure:
@@ -60,14 +64,15 @@ class Figure:
 
 
 def measure(
-    wrk: str, servers: list[ServerProcess], path: str, config: Config, args: list[str], run_id: str
+    wrk: str, servers: list[ServerProcess], path: str, config: Config, args: list[list[str]], run_id: str
 ) -> list[Measurement]:
-    """A warm-up, then the measured run: one wrk per server at once, the connections split between them."""
+    """A warm-up, then the measured run: one wrk per server at once (with that server's ``args``),
+    the connections split between them."""
     share = replace(config, connections=max(1, config.connections // len(servers)), wrk_threads=1)
     with concurrent.futures.ThreadPoolExecutor(len(servers)) as pool:
         for phase, seconds in (("warmup", config.http_warmup), ("run", config.http_seconds)):
             futures = [
-                pool.submit(run_wrk, wrk, f"{s.base_url}{path}", seconds, share, [*args, f"{run_id}-{phase}-{i}"])
+                pool.submit(run_wrk, wrk, f"{s.base_url}{path}", seconds, share, [*args[i], f"{run_id}-{phase}-{i}"])
                 for i, s in enumerate(servers)
             ]
             results = [f.result() for f in futures]
@@ -85,8 +90,16 @@ def figure(name: str, results: list[Measurement], note: str = "") -> Figure:
     )
 
 
-def redemptions(wrk: str, url: str, tenant: Tenant, config: Config, nodes: int, log_dir: Path) -> Figure:
-    args = [tenant.api_key, "uniform", "UNUSED", UNIFORM_PREFIX, str(config.coupons)]
+def redemptions(
+    wrk: str, url: str, tenant: Tenant, config: Config, nodes: int, log_dir: Path, halves: bool = False
+) -> Figure:
+    """Redemptions of a random coupon of the set through ``nodes`` serve processes; with ``halves``,
+    each of two nodes redeems only its own half of the set (no coupon written by both)."""
+    if halves:
+        half = str(config.coupons // 2)
+        args = [[tenant.api_key, "uniform", "UNUSED", prefix, half] for prefix in HALF_PREFIXES]
+    else:
+        args = [[tenant.api_key, "uniform", "UNUSED", UNIFORM_PREFIX, str(config.coupons)]] * nodes
     servers = [ServerProcess(f"node{i}", ledger_server_command(), url, log_dir) for i in range(nodes)]
     try:
         for server in servers:
@@ -97,6 +110,8 @@ def redemptions(wrk: str, url: str, tenant: Tenant, config: Config, nodes: int, 
         for server in servers:
             server.stop()
     label = "1 serve process" if nodes == 1 else f"{nodes} serve processes, one database"
+    if halves:
+        label += ", each its own half of the coupons"
     return figure(f"redemptions, {label}", results)
 
 
@@ -114,7 +129,7 @@ def reads(
 ) -> Figure:
     env = {"DATABASE_REPLICA_URL": pair.standby.url(dbname)} if replica else None
     name = "replica" if replica else "primary"
-    args = [tenant.api_key, "list", "UNUSED", UNIFORM_PREFIX, "1"]
+    args = [[tenant.api_key, "list", "UNUSED", UNIFORM_PREFIX, "1"]]
     before = standby_coupon_scans(pair, dbname)
     with running(f"reads-{name}", ledger_server_command(), pair.primary.url(dbname), log_dir, env) as server:
         wait_for_read_model(server, tenant)
@@ -128,10 +143,10 @@ def reads(
 
 def report(figures: list[Figure], config: Config, header: list[str]) -> str:
     lines = [*header, ""]
-    lines.append(f"| {'what':<62} | {'ok/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6} |")
-    lines.append(f"|{'-' * 64}|{'-' * 10}|{'-' * 9}|{'-' * 9}|{'-' * 8}|")
+    lines.append(f"| {'what':<80} | {'ok/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6} |")
+    lines.append(f"|{'-' * 82}|{'-' * 10}|{'-' * 9}|{'-' * 9}|{'-' * 8}|")
     for f in figures:
-        lines.append(f"| {f.name:<62} | {f.ok_per_s:>8.0f} | {f.p50_ms:>7.1f} | {f.p99_ms:>7.1f} | {f.errors:>6} |")
+        lines.append(f"| {f.name:<80} | {f.ok_per_s:>8.0f} | {f.p50_ms:>7.1f} | {f.p99_ms:>7.1f} | {f.errors:>6} |")
     lines.extend(f"- {f.name}: {f.note}" for f in figures if f.note)
     return "\n".join(lines)
 
@@ -170,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         url = pair.primary.url(dbname)
         apply_schema(url)
         tenant = create_ledger_retailer(url)
-        create_ledger_coupons_in_process(url, tenant.retailer_id, Coupons(config.coupons).uniform())
+        halves = [f"{prefix}{i:05d}" for prefix in HALF_PREFIXES for i in range(config.coupons // 2)]
+        create_ledger_coupons_in_process(url, tenant.retailer_id, Coupons(config.coupons).uniform() + halves)
         header = [
             f"bench.scale on {platform.node()} ({os.cpu_count()} cores), PostgreSQL {postgres_version(url)}"
             f" (primary and streaming hot standby on this machine), wrk {wrk_version(wrk)}",
@@ -178,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             f" connections in all, {config.coupons} coupons; logs in {log_dir}",
         ]
         log(header[0])
-        for nodes in (1, 2):
-            figures.append(redemptions(wrk, url, tenant, config, nodes, log_dir))
+        for nodes, halved in ((1, False), (2, False), (2, True)):
+            figures.append(redemptions(wrk, url, tenant, config, nodes, log_dir, halved))
             log(f"{figures[-1].name}: {figures[-1].ok_per_s:.0f}/s")
         pair.wait_replayed()
         for replica in (False, True):
