@@ -43,11 +43,6 @@ def read_view(services: Services, what: str) -> CouponsView:
     return services.coupons_view
 
 
-def wait_for_coupons_view(services: Services, what: str) -> None:
-    """Return once the primary's read model holds every event stored so far."""
-    wait_on_primary(services, what, log_head(services, what))
-
-
 def log_head(services: Services, what: str) -> int | None:
     """The event log's head, from the primary (None: no event yet): what a read must reflect. 503
     if projecting stopped."""
