@@ -10,6 +10,7 @@ from psycopg_pool import ConnectionPool
 from api.database import apply_schema, eventsourcing_env, open_ledger, release_database, resolve_database
 from api.idempotency import IdempotencyStore
 from api.key_listener import KeyListener
+from api.replica import ReplicaReads
 from api.retailers import Retailers
 from api.settings import Settings
 from api.shop.orders import Checkout
@@ -61,6 +62,8 @@ class Services:
     embedded: bool = False
     sweeper: Sweeper | None = None
     key_listener: KeyListener | None = None
+    replica: ReplicaReads | None = None
+    """The read models on DATABASE_REPLICA_URL, if set (api/read_model.py decides when to use it)."""
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -108,6 +111,10 @@ class Services:
         )
         # Until it listens, and whenever it cannot, every request's key is looked up in the database.
         services.key_listener = KeyListener(url, services.retailers).start()
+        if settings.database_replica_url:
+            services.replica = ReplicaReads(
+                settings.database_replica_url, ledger.name, wait_seconds=settings.replica_wait_seconds
+            )
         if settings.run_projections:  # where the projection runs, so does the sweeper (one sweeps per database)
             services.sweeper = Sweeper(
                 url, ledger, services.coupons_view, interval=settings.sweep_interval, chores=services.chores()
@@ -142,6 +149,8 @@ class Services:
             if self.leader is not None:
                 self.leader.stop()
             self.coupons_view.datastore.close()
+            if self.replica is not None:
+                self.replica.close()
             self.ledger.close()
             self.pool.close()
         finally:

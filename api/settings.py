@@ -18,6 +18,13 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "COUPON_LEDGER_DATABASE_URL")
     )
+    # A streaming replica (hot standby) of DATABASE_URL: the read-model routes read from it once it
+    # has replayed every write acknowledged before the request (api/replica.py); none by default.
+    database_replica_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_REPLICA_URL", "COUPON_LEDGER_DATABASE_REPLICA_URL")
+    )
+    # How long a read waits for the replica to replay what it needs before it reads from the primary.
+    replica_wait_seconds: float = Field(default=0.25, ge=0, le=10)
     data_dir: Path = Path(".coupon-ledger")
     read_wait_timeout: float = 5.0
     max_body_bytes: int = 64 * 1024

@@ -221,16 +221,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def child_env(database_url: str) -> dict[str, str]:
+def child_env(database_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.endswith("PERSISTENCE_MODULE")}
     env["DATABASE_URL"] = database_url
+    env.update(extra or {})
     return env
 
 
 class ServerProcess:
     """One HTTP server process on its own port, its output in a log file."""
 
-    def __init__(self, name: str, command: list[str], database_url: str, log_dir: Path) -> None:
+    def __init__(
+        self, name: str, command: list[str], database_url: str, log_dir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -239,7 +242,7 @@ class ServerProcess:
         self.process = subprocess.Popen(
             [*command, "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=ROOT,
-            env=child_env(database_url),
+            env=child_env(database_url, env),
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -273,8 +276,10 @@ class ServerProcess:
 
 
 @contextmanager
-def running(name: str, command: list[str], database_url: str, log_dir: Path) -> Iterator[ServerProcess]:
-    server = ServerProcess(name, command, database_url, log_dir)
+def running(
+    name: str, command: list[str], database_url: str, log_dir: Path, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    server = ServerProcess(name, command, database_url, log_dir, env)
     try:
         started = time.perf_counter()
         server.wait_healthy()

@@ -6,6 +6,7 @@
 --   zero-padded to 5 digits (the harness creates the coupons under those codes).
 --   MODE "sweep": the uniform codes in turn, each thread from its own offset (the warm-up, so
 --   that every coupon has been used once before the measured run).
+--   MODE "list": every request is GET /v1/coupons?limit=50 (bench/scale.py's read throughput).
 -- Every request carries a fresh Idempotency-Key: RUN_ID, the wrk thread's number, a counter.
 -- done() prints one line, "BENCH_RESULT {json}", that the harness parses.
 
@@ -37,6 +38,9 @@ end
 
 function request()
    sent = sent + 1
+   if mode == "list" then
+      return wrk.format("GET", "/v1/coupons?limit=50", headers)
+   end
    local code = hot_code
    if mode == "uniform" then
       code = string.format("%s%05d", uniform_prefix, math.random(0, uniform_count - 1))

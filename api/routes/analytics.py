@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from api.deps import CallerDep
 from api.errors import ApiError
 from api.openapi import errors
-from api.read_model import wait_for_coupons_view
+from api.read_model import read_model
 from api.schemas import DAILY_CSV_COLUMNS, TIME_ZONE_SCHEMA, TIME_ZONES, DailyPage, DailyRow, left_out
 from projections.analytics import GroupBy, daily_figures
 
@@ -79,10 +79,13 @@ def daily(
     if (last - first).days + 1 > MAX_DAYS:
         raise invalid("to", f"the range may span at most {MAX_DAYS} days")
     services = caller.services
-    wait_for_coupons_view(services, "Analytics")
     grouping: GroupBy = group_by
     try:
-        found = daily_figures(services.coupons_view.datastore, caller.retailer_id, first, last, zone, grouping)
+        found = read_model(
+            services,
+            "Analytics",
+            lambda view: daily_figures(view.datastore, caller.retailer_id, first, last, zone, grouping),
+        )
     except psycopg.errors.InvalidParameterValue:  # a zone Python knows and PostgreSQL does not
         raise invalid("tz", f"{tz!r} is not a time zone the database knows") from None
     rows = [DailyRow.of(f, group_by) for f in found]

@@ -19,7 +19,7 @@ from api.errors import ApiError
 from api.idempotency import IDEMPOTENCY_CONFLICTS, REPLAYED_RESPONSE_HEADER, Claim, IdempotencyDep, IdempotencyStore
 from api.openapi import errors
 from api.pagination import Cursor, decode_code_cursor, decode_time_cursor, encode_cursor, encode_time_cursor
-from api.read_model import wait_for_coupons_view
+from api.read_model import read_model, read_view
 from api.schemas import CampaignCreate, CampaignPage, CampaignPublic, CouponPage, CouponPublic, in_template
 from ledger.campaigns import CampaignPlan, campaign_id_for, create_campaign_async
 from ledger.errors import CampaignNotFound, IdempotencyKeyReused, InvalidCoupon
@@ -133,8 +133,9 @@ def list_campaigns_route(
     time (pass next_cursor as cursor). Reflects every campaign started before the request."""
     services = caller.services
     after = decode_time_cursor(cursor) if cursor else None
-    wait_for_coupons_view(services, "Campaigns")
-    rows = list_campaigns(services.coupons_view.datastore, caller.retailer_id, after, limit + 1)
+    rows = read_model(
+        services, "Campaigns", lambda view: list_campaigns(view.datastore, caller.retailer_id, after, limit + 1)
+    )
     page = rows[:limit]
     next_cursor = encode_time_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
     data = [CampaignPublic.from_campaign(services.ledger.get_campaign(caller.retailer_id, r.id)) for r in page]
@@ -183,17 +184,20 @@ def campaign_coupons(
     services = caller.services
     campaign = services.ledger.get_campaign(caller.retailer_id, campaign_id_of(campaign_id))
     after = decode_code_cursor(cursor) if cursor else None
-    wait_for_coupons_view(services, "The campaign's coupons")
     now = services.ledger.clock()
     if format_ == "csv":
-        rows = services.coupons_view.campaign_coupons(caller.retailer_id, campaign.id, now)
+        rows = read_view(services, "The campaign's coupons").campaign_coupons(caller.retailer_id, campaign.id, now)
         return StreamingResponse(
             csv_chunks(rows),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="campaign-{campaign.id}.csv"'},
         )
-    found = services.coupons_view.list_coupons(
-        caller.retailer_id, now=now, status=None, after_code=after, limit=limit + 1, campaign_id=campaign.id
+    found = read_model(
+        services,
+        "The campaign's coupons",
+        lambda view: view.list_coupons(
+            caller.retailer_id, now=now, status=None, after_code=after, limit=limit + 1, campaign_id=campaign.id
+        ),
     )
     page = found[:limit]
     next_cursor = encode_cursor(page[-1].code) if len(found) > limit else None

@@ -16,7 +16,7 @@ from api.errors import ApiError
 from api.exports import EVENT_COLUMNS, STREAMED_CONTENT, event_object, streamed
 from api.openapi import REFUSED, errors
 from api.pagination import Cursor, decode_code_cursor, decode_version_cursor, encode_cursor
-from api.read_model import wait_for_coupons_view
+from api.read_model import read_model
 from api.schemas import (
     MAX_BIGINT,
     PATH_CODE_PATTERN,
@@ -109,14 +109,18 @@ def list_coupons(
     cursor: Cursor = None,
 ) -> CouponPage:
     services = caller.services
-    wait_for_coupons_view(services, "Coupons")
-    rows = services.coupons_view.list_coupons(
-        caller.retailer_id,
-        now=services.ledger.clock(),
-        status=status,
-        after_code=decode_code_cursor(cursor) if cursor else None,
-        limit=limit + 1,
-        campaign_id=campaign_id,
+    after_code = decode_code_cursor(cursor) if cursor else None
+    rows = read_model(
+        services,
+        "Coupons",
+        lambda view: view.list_coupons(
+            caller.retailer_id,
+            now=services.ledger.clock(),
+            status=status,
+            after_code=after_code,
+            limit=limit + 1,
+            campaign_id=campaign_id,
+        ),
     )
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1].code) if len(rows) > limit else None

@@ -12,7 +12,7 @@ from api.deps import CallerDep
 from api.errors import ApiError
 from api.openapi import errors
 from api.pagination import Cursor, decode_time_cursor, encode_time_cursor
-from api.read_model import wait_for_coupons_view
+from api.read_model import read_model
 from api.schemas import CustomerId, NewCode, RedemptionPage, RedemptionRecord, ReversalPublic, ReverseRequest, Timestamp
 from ledger.commands import Reverse
 from ledger.domain import coupon_id_for
@@ -62,8 +62,11 @@ def list_redemptions_route(
         occurred_from=occurred_from,
         occurred_to=occurred_to,
     )
-    wait_for_coupons_view(services, "Redemptions")
-    rows = list_redemptions(services.coupons_view.datastore, caller.retailer_id, where, after, limit + 1)
+    rows = read_model(
+        services,
+        "Redemptions",
+        lambda view: list_redemptions(view.datastore, caller.retailer_id, where, after, limit + 1),
+    )
     page = rows[:limit]
     next_cursor = encode_time_cursor(page[-1].occurred_at, page[-1].id) if len(rows) > limit else None
     return RedemptionPage(data=[RedemptionRecord.from_row(r) for r in page], next_cursor=next_cursor)
@@ -77,8 +80,7 @@ def get_redemption_route(redemption_id: RedemptionId, caller: CallerDep) -> Rede
     except ValueError:
         raise not_found(redemption_id) from None
     services = caller.services
-    wait_for_coupons_view(services, "Redemptions")
-    row = get_redemption(services.coupons_view.datastore, caller.retailer_id, parsed)
+    row = read_model(services, "Redemptions", lambda view: get_redemption(view.datastore, caller.retailer_id, parsed))
     if row is None:
         raise not_found(redemption_id)
     return RedemptionRecord.from_row(row)

@@ -22,7 +22,7 @@ from api.deps import Caller, StorefrontCallerDep
 from api.errors import ApiError
 from api.openapi import REFUSED, errors
 from api.pagination import Cursor, decode_code_cursor, encode_cursor
-from api.read_model import wait_for_coupons_view
+from api.read_model import read_model
 from api.schemas import (
     StorefrontCoupon,
     StorefrontCouponPage,
@@ -146,14 +146,18 @@ def list_storefront_coupons(
     `Vary: Authorization`, a strong `ETag`; `If-None-Match` with it (or `*`) is 304 without a body.
     Takes a publishable or a secret key."""
     services = caller.services
-    wait_for_coupons_view(services, "Coupons")
-    rows = services.coupons_view.list_coupons(
-        caller.retailer_id,
-        now=services.ledger.clock(),
-        status="active",
-        after_code=decode_code_cursor(cursor) if cursor else None,
-        limit=limit + 1,
-        public_only=True,
+    after_code = decode_code_cursor(cursor) if cursor else None
+    rows = read_model(
+        services,
+        "Coupons",
+        lambda view: view.list_coupons(
+            caller.retailer_id,
+            now=services.ledger.clock(),
+            status="active",
+            after_code=after_code,
+            limit=limit + 1,
+            public_only=True,
+        ),
     )
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1].code) if len(rows) > limit else None

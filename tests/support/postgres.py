@@ -246,7 +246,13 @@ class Server:
     server in ``data_dir``."""
 
     def __init__(
-        self, url: str | None, log_dir: Path, name: str, data_dir: Path | None = None, args: tuple[str, ...] = ()
+        self,
+        url: str | None,
+        log_dir: Path,
+        name: str,
+        data_dir: Path | None = None,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -254,7 +260,7 @@ class Server:
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
             [CLI, "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
-            env=cli_env(url, data_dir),
+            env={**cli_env(url, data_dir), **(env or {})},
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -336,10 +342,10 @@ class Cluster:
         self.log_dir = log_dir
         self.servers: list[Server] = []
 
-    def start(self, count: int) -> list[Server]:
+    def start(self, count: int, args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> list[Server]:
         new = []
         for _ in range(count):
-            new.append(Server(self.url, self.log_dir, f"server-{len(self.servers)}"))
+            new.append(Server(self.url, self.log_dir, f"server-{len(self.servers)}", args=args, env=env))
             self.servers.append(new[-1])
         for server in new:
             server.wait_healthy()
