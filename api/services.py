@@ -30,6 +30,8 @@ from ledger.event_store import (
 from projections.coupons import CouponsView, construct_view
 from projections.runner import ProjectionLeader
 from projections.sweeper import Chore, Sweeper
+from projections.webhooks import Webhooks
+from projections.webhooks.store import WebhookStore
 
 
 def cleanup_chores(pool: ConnectionPool, ledger: CouponLedger, settings: Settings) -> list[Chore]:
@@ -57,8 +59,10 @@ class Services:
     leader: ProjectionLeader | None
     audit_log: AuditLog
     signer: DigestSigner
+    webhook_store: WebhookStore
     embedded: bool = False
     sweeper: Sweeper | None = None
+    webhooks: Webhooks | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -102,12 +106,14 @@ class Services:
             leader=leader,
             audit_log=AuditLog(ledger.recorder),  # type: ignore[arg-type]
             signer=DigestSigner.load_or_create(pool),
+            webhook_store=WebhookStore(pool),
             embedded=embedded,
         )
         if settings.run_projections:  # where the projection runs, so does the sweeper (one sweeps per database)
             services.sweeper = Sweeper(
                 url, ledger, services.coupons_view, interval=settings.sweep_interval, chores=services.chores()
             ).start()
+            services.webhooks = Webhooks(url, env, settings.webhook_dispatch()).start()
         return services
 
     def chores(self) -> list[Chore]:
@@ -131,6 +137,8 @@ class Services:
 
     def close(self) -> None:
         try:
+            if self.webhooks is not None:
+                self.webhooks.stop()
             if self.sweeper is not None:
                 self.sweeper.stop()
             if self.leader is not None:
