@@ -55,7 +55,7 @@ def create_endpoint(body: EndpointCreate, caller: CallerDep) -> EndpointCreated:
     """A new endpoint: the events of the kinds it names, made after now, are POSTed to its URL,
     signed with its secret (shown only in this answer)."""
     store = caller.services.webhook_store
-    row = store.create_endpoint(caller.retailer_id, str(body.url), list(body.events), body.description)
+    row = store.create_endpoint(caller.retailer_id, body.url, list(body.events), body.description)
     return EndpointCreated.from_new(row)
 
 

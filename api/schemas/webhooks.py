@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from api.schemas.common import Request, UtcTimestamp, text
 from projections.webhooks.events import EVENT_KINDS
@@ -22,6 +23,31 @@ EventKind = Literal[
 ]
 assert set(EventKind.__args__) == set(EVENT_KINDS)  # type: ignore[attr-defined]
 DeliveryStatus = Literal["pending", "succeeded", "failed"]
+
+
+# An http(s) URL with a host name or IPv4 address, an optional port (1-65535) and any printable
+# ASCII after it: exactly what the documented pattern admits, so that the document and the check agree.
+PORT = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+URL_PATTERN = f"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9]([A-Za-z0-9.-]{{0,251}}[A-Za-z0-9])?(:{PORT})?([/?#][!-~]*)?$"
+URL_SCHEMA = {
+    "type": "string",
+    "maxLength": 2048,
+    "pattern": URL_PATTERN,
+    "description": "Where to POST the events: an http or https URL.",
+    "examples": ["https://shop.example.com/hooks/coupons"],
+}
+_URL = re.compile(URL_PATTERN)
+
+
+def _check_url(value: str) -> str:
+    """As a JSON Schema validator reads the pattern (``$`` also matches before a final newline,
+    which is then dropped)."""
+    if not _URL.match(value):
+        raise ValueError("must be an http or https URL with a host (a name or an IPv4 address)")
+    return value.removesuffix("\n")
+
+
+WebhookUrl = Annotated[str, Field(max_length=2048), AfterValidator(_check_url), WithJsonSchema(URL_SCHEMA)]
 
 
 def _no_duplicates(kinds: list[str]) -> list[str]:
@@ -44,7 +70,7 @@ class EndpointCreate(Request):
         },
     )
 
-    url: HttpUrl = Field(description="Where to POST the events: an http or https URL.")
+    url: WebhookUrl
     events: Annotated[list[EventKind], Field(min_length=1, max_length=len(EVENT_KINDS)), AfterValidator(_no_duplicates)]
     description: text(1, 500, "stock and CRM") | None = None  # type: ignore[valid-type]
 

@@ -167,7 +167,7 @@ class Dispatcher:
         }
         try:
             response = client.post(delivery["url"], content=body, headers=headers)
-        except httpx.HTTPError as error:
+        except Exception as error:  # refused, timed out, or a URL the client cannot use
             return Outcome(False, None, f"{type(error).__name__}: {error}"[:MAX_ERROR_LENGTH])
         if 200 <= response.status_code < 300:
             return Outcome(True, response.status_code, None)
