@@ -18,6 +18,7 @@ from psycopg_pool import ConnectionPool
 from ledger.application import CouponLedger
 from ledger.domain import FIXED, PERCENTAGE, coupon_id_for
 from projections.runner import BatchingProjectionRunner
+from projections.webhooks.dispatcher import Dispatcher, DispatchSettings
 from projections.webhooks.events import EVENT_KINDS
 from projections.webhooks.projection import WebhooksProjection, WebhooksView
 from projections.webhooks.store import WebhookStore
@@ -30,7 +31,7 @@ from tests.support.commands import (
     reserve,
     reverse,
 )
-from tests.support.postgres import head
+from tests.support.postgres import free_port, head, wait_for
 
 
 @pytest.fixture
@@ -140,3 +141,33 @@ def test_a_batch_already_projected_is_refused_and_writes_nothing(
         with pytest.raises(IntegrityError):
             runner.view.record_batch(batch)
     assert len(rows(database_url, endpoint.id)) == 1
+
+
+def test_a_delivery_retried_past_its_window_is_failed_and_the_next_one_goes(
+    ledger: CouponLedger, env: dict[str, str], database_url: str, retailer_id: UUID, store: WebhookStore
+) -> None:
+    refusing = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens: every attempt is refused
+    endpoint = store.create_endpoint(retailer_id, refusing, ["coupon.created", "coupon.deactivated"], None)
+    create_coupon(ledger, retailer_id, "GIVEUP", PERCENTAGE, Decimal("10"))
+    deactivate(ledger, retailer_id, "GIVEUP")
+    project_webhooks_to_head(env, database_url)
+    settings = DispatchSettings(
+        workers=2, poll_interval=0.05, timeout=1, retry_base=0.05, retry_max=0.1, retry_window=1
+    )
+    dispatcher = Dispatcher(database_url, settings).start()
+    try:
+        listed = wait_for(
+            lambda: (
+                (d := store.deliveries(retailer_id, endpoint.id, None, None, 10))
+                and all(x.status == "failed" for x in d)
+                and d
+            ),
+            30,
+        )
+    finally:
+        dispatcher.stop()
+    first, second = sorted(listed, key=lambda d: d.event_type != "coupon.created")
+    assert first.attempts >= 2 and second.attempts >= 1
+    for delivery in listed:
+        assert delivery.next_attempt_at is None and delivery.delivered_at is None
+        assert delivery.last_status_code is None and "ConnectError" in (delivery.last_error or "")
