@@ -148,22 +148,23 @@ class ProjectionLeader:
         env: EnvType,
         poll_interval: float = 1.0,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-        projection_class: type[Projection[Any]] = CouponsProjection,
-        view_class: type[TrackingRecorder] = CouponsView,
+        projection_class: type[Projection[Any]] | None = None,
+        view_class: type[TrackingRecorder] | None = None,
         lock_key: int = LEADER_LOCK_KEY,
     ) -> None:
         self.conninfo = conninfo
         self.env = dict(env)
         self.poll_interval = poll_interval
         self.max_batch_size = max_batch_size
-        self.projection_class = projection_class
-        self.view_class = view_class
+        # Looked up when called (not when defined), the coupons projection unless told otherwise.
+        self.projection_class = projection_class or CouponsProjection
+        self.view_class = view_class or CouponsView
         self.lock_key = lock_key
         self.is_leader = threading.Event()
         self.stopped_on: UnwritableEvent | None = None
         """The event projecting stopped at, if it met one the read model cannot hold."""
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"{projection_class.name}-leader", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{self.projection_class.name}-leader", daemon=True)
 
     def start(self) -> ProjectionLeader:
         self._thread.start()
