@@ -71,7 +71,16 @@ class EndpointCreate(Request):
     )
 
     url: WebhookUrl
-    events: Annotated[list[EventKind], Field(min_length=1, max_length=len(EVENT_KINDS)), AfterValidator(_no_duplicates)]
+    events: Annotated[
+        list[EventKind],
+        Field(
+            min_length=1,
+            max_length=len(EVENT_KINDS),
+            description="The kinds of event to send, each once.",
+            json_schema_extra={"uniqueItems": True},
+        ),
+        AfterValidator(_no_duplicates),
+    ]
     description: text(1, 500, "stock and CRM") | None = None  # type: ignore[valid-type]
 
 
