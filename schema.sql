@@ -572,9 +572,9 @@ CREATE TABLE IF NOT EXISTS webhook_campaign_state (
     retailer_id uuid NOT NULL,
     name text NOT NULL,
     max_redemptions integer,
-    max_discount_total numeric(20, 2),
+    max_discount_total numeric,
     redemptions integer NOT NULL,
-    discount_total numeric(20, 2) NOT NULL
+    discount_total numeric NOT NULL
 );
 
 -- The outbox: one row per (endpoint, webhook event), made by the webhooks projection in the

@@ -21,6 +21,7 @@ the log ``position`` of the source event.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -107,19 +108,30 @@ def webhook_event_id(originator_id: UUID, originator_version: int, kind: str) ->
     return "evt_" + uuid5(NAMESPACE, f"webhook/{originator_id}/{originator_version}/{kind}").hex
 
 
+# Whether any endpoint asked for a kind of a retailer's events at a position: if none did, the
+# webhook event is not made (the state is kept all the same).
+Wanted = Callable[[UUID, str, int], bool]
+
+
 class WebhookEvents:
     """Turns events of the log, in log order, into webhook events, keeping the state of the
     coupons and campaigns they touch. ``coupons`` and ``campaigns`` start with what the tables
     hold of those the run touches; ``changed_*`` name the ones to write back."""
 
-    def __init__(self, coupons: dict[UUID, CouponState], campaigns: dict[UUID, CampaignState]) -> None:
+    def __init__(
+        self,
+        coupons: dict[UUID, CouponState],
+        campaigns: dict[UUID, CampaignState],
+        wanted: Wanted = lambda retailer_id, kind, position: True,
+    ) -> None:
         self.coupons = coupons
         self.campaigns = campaigns
+        self.wanted = wanted
         self.changed_coupons: set[UUID] = set()
         self.changed_campaigns: set[UUID] = set()
 
     def of(self, event: Any, position: int) -> list[WebhookEvent]:
-        """The webhook events of one event of the log at ``position`` (none for most)."""
+        """The webhook events of one event of the log at ``position`` that some endpoint wants."""
         if isinstance(event, COUPON_EVENTS):
             return self._of_coupon_event(event, position)
         if isinstance(event, CAMPAIGN_EVENTS):
@@ -133,7 +145,7 @@ class WebhookEvents:
                 coupon_id, event.retailer_id, event.code, event.campaign_id, event.max_uses, 0
             )
             self.changed_coupons.add(coupon_id)
-            return [self._coupon_event(COUPON_CREATED, event, position, 0)]
+            return self._coupon_event(COUPON_CREATED, event, position, 0)
         state = self.coupons.get(coupon_id)
         if state is None:  # an event of a coupon whose creation is not in the log: nothing to say
             return []
@@ -143,19 +155,19 @@ class WebhookEvents:
                 self.changed_coupons.add(coupon_id)
             return []
         if isinstance(event, Coupon.Deactivated):
-            return [self._coupon_event(COUPON_DEACTIVATED, event, position, 0)]
+            return self._coupon_event(COUPON_DEACTIVATED, event, position, 0)
         if isinstance(event, Coupon.RedemptionReversed):
             state.uses -= 1
             self.changed_coupons.add(coupon_id)
-            return [self._coupon_event(REDEMPTION_REVERSED, event, position, 0)]
+            return self._coupon_event(REDEMPTION_REVERSED, event, position, 0)
         if isinstance(event, Coupon.ReservationExpired):
-            return [self._coupon_event(HOLD_EXPIRED, event, position, 0)]
+            return self._coupon_event(HOLD_EXPIRED, event, position, 0)
         assert isinstance(event, Coupon.Redeemed)
         state.uses += 1
         self.changed_coupons.add(coupon_id)
-        made = [self._coupon_event(REDEMPTION_CREATED, event, position, 0)]
+        made = self._coupon_event(REDEMPTION_CREATED, event, position, 0)
         if state.max_uses is not None and state.uses == state.max_uses:
-            made.append(
+            made.extend(
                 self._coupon_event(
                     COUPON_EXHAUSTED,
                     event,
@@ -194,6 +206,8 @@ class WebhookEvents:
         state.discount_total += event.discount_amount
         if was_exhausted or not state.is_exhausted():
             return []
+        if not self.wanted(state.retailer_id, CAMPAIGN_BUDGET_EXHAUSTED, position):
+            return []
         data = {
             "campaign_id": str(campaign_id),
             "name": state.name,
@@ -204,14 +218,15 @@ class WebhookEvents:
             "discount_total": jsonable(state.discount_total),
             "position": position,
         }
-        return [
-            self._make(CAMPAIGN_BUDGET_EXHAUSTED, event, state.retailer_id, campaign_id, position, 0, data),
-        ]
+        return [self._make(CAMPAIGN_BUDGET_EXHAUSTED, event, state.retailer_id, campaign_id, position, 0, data)]
 
     def _coupon_event(
         self, kind: str, event: Any, position: int, ordinal: int, data: dict[str, Any] | None = None
-    ) -> WebhookEvent:
+    ) -> list[WebhookEvent]:
+        """The webhook event of ``kind``, if an endpoint wants it (else none: its body is not made)."""
         state = self.coupons[event.originator_id]
+        if not self.wanted(state.retailer_id, kind, position):
+            return []
         if data is None:
             data = served_event(event)["data"]
             data.pop("retailer_id", None)
@@ -222,7 +237,7 @@ class WebhookEvents:
             **data,
             "position": position,
         }
-        return self._make(kind, event, state.retailer_id, state.coupon_id, position, ordinal, full)
+        return [self._make(kind, event, state.retailer_id, state.coupon_id, position, ordinal, full)]
 
     @staticmethod
     def _make(

@@ -11,6 +11,7 @@ event_id) is unique besides. It only reads the log: sending is the dispatcher's 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID, uuid5
@@ -19,12 +20,13 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from eventsourcing.projection import Projection
-from eventsourcing.utils import Environment, EnvType
+from eventsourcing.utils import Environment, EnvType, get_topic
 from psycopg import Cursor
 from psycopg.rows import DictRow
 
 from ledger.domain import NAMESPACE
 from ledger.event_store import bound_waits, fewer_retries
+from projections.coupons import cannot_write
 from projections.coupons_view import BATCH_LOCK_CLASS
 from projections.webhooks.events import (
     CAMPAIGN_EVENTS,
@@ -34,6 +36,8 @@ from projections.webhooks.events import (
     WebhookEvent,
     WebhookEvents,
 )
+
+log = logging.getLogger(__name__)
 
 
 def delivery_id(endpoint_id: UUID, event_id: str) -> UUID:
@@ -50,15 +54,15 @@ class WebhooksView(PostgresTrackingRecorder):
         super().__init__(datastore, **kwargs)
         bound_waits(datastore)
 
-    def record_batch(self, batch: Sequence[tuple[DomainEventProtocol[Any], Tracking]]) -> int:
+    def record_batch(self, batch: Sequence[tuple[DomainEventProtocol[Any], Tracking]], skip: bool = False) -> int:
         """Write a batch's deliveries, the state it changed and its tracking record (that of its
         last event) in one transaction; how many deliveries it made. Raises IntegrityError,
-        writing nothing, if any event of the batch was already processed."""
+        writing nothing, if any event of the batch was already processed. With ``skip``, the
+        tracking record alone (an event whose webhooks cannot be stored)."""
         last = batch[-1][1]
         with self.datastore.transaction(commit=True) as curs:
             self.claim(curs, last.application_name, batch[0][1].notification_id)
-            made = self.webhook_events(curs, batch)
-            count = self.insert_deliveries(curs, made)
+            count = 0 if skip else self.write_webhook_events(curs, batch)
             self._insert_tracking(curs, last)
         return count
 
@@ -76,19 +80,35 @@ class WebhooksView(PostgresTrackingRecorder):
                 f" (tracking is at {position}): another runner is projecting the same events"
             )
 
-    def webhook_events(
+    def write_webhook_events(
         self, curs: Cursor[DictRow], batch: Sequence[tuple[DomainEventProtocol[Any], Tracking]]
-    ) -> list[WebhookEvent]:
-        """The batch's webhook events, in log order; the coupon and campaign state it changed is written."""
+    ) -> int:
+        """The batch's deliveries and the coupon and campaign state it changed; how many deliveries."""
         coupon_ids = list({e.originator_id for e, _ in batch if isinstance(e, COUPON_EVENTS)})
         campaign_ids = list({e.originator_id for e, _ in batch if isinstance(e, CAMPAIGN_EVENTS)})
         if not coupon_ids and not campaign_ids:
-            return []
-        events = WebhookEvents(self.read_coupons(curs, coupon_ids), self.read_campaigns(curs, campaign_ids))
+            return 0
+        endpoints = self.live_endpoints(curs)
+        wanted_kinds: dict[UUID, list[tuple[str, int]]] = {}
+        for endpoint in endpoints:
+            wanted_kinds.setdefault(endpoint["retailer_id"], []).extend(
+                (kind, endpoint["from_position"]) for kind in endpoint["events"]
+            )
+
+        def wanted(retailer_id: UUID, kind: str, position: int) -> bool:
+            return any(k == kind and since < position for k, since in wanted_kinds.get(retailer_id, ()))
+
+        events = WebhookEvents(self.read_coupons(curs, coupon_ids), self.read_campaigns(curs, campaign_ids), wanted)
         made = [made for event, tracking in batch for made in events.of(event, tracking.notification_id)]
         self.write_coupons(curs, [events.coupons[i] for i in events.changed_coupons])
         self.write_campaigns(curs, [events.campaigns[i] for i in events.changed_campaigns])
-        return made
+        return self.insert_deliveries(curs, made, endpoints)
+
+    @staticmethod
+    def live_endpoints(curs: Cursor[DictRow]) -> list[DictRow]:
+        """Every endpoint not deleted (a few per retailer at most): read once per batch."""
+        curs.execute("SELECT id, retailer_id, events, from_position FROM webhook_endpoints WHERE disabled_at IS NULL")
+        return curs.fetchall()
 
     @staticmethod
     def read_coupons(curs: Cursor[DictRow], ids: list[UUID]) -> dict[UUID, CouponState]:
@@ -152,18 +172,11 @@ class WebhooksView(PostgresTrackingRecorder):
             ),
         )
 
-    def insert_deliveries(self, curs: Cursor[DictRow], made: list[WebhookEvent]) -> int:
+    @staticmethod
+    def insert_deliveries(curs: Cursor[DictRow], made: list[WebhookEvent], endpoints: list[DictRow]) -> int:
         """A row per (endpoint, webhook event) for each live endpoint of the event's retailer that
         asked for its kind and was created before the event's position; none made twice."""
         if not made:
-            return 0
-        curs.execute(
-            "SELECT id, retailer_id, events, from_position FROM webhook_endpoints"
-            " WHERE retailer_id = ANY(%s) AND disabled_at IS NULL",
-            (list({m.retailer_id for m in made}),),
-        )
-        endpoints = curs.fetchall()
-        if not endpoints:
             return 0
         rows = [
             (endpoint["id"], event)
@@ -202,8 +215,29 @@ class WebhooksProjection(Projection[WebhooksView]):
     name = "webhooks_projection"
 
     def process_events(self, batch: Sequence[tuple[DomainEventProtocol[Any], Tracking]]) -> None:
-        if batch:
+        """Unlike the coupons projection, an event whose rows the database refuses (possible only
+        for one written past the API's checks) does not stop it: that event makes no webhook
+        (logged, naming it), and the others still go out."""
+        if not batch:
+            return
+        try:
             self.view.record_batch(batch)
+        except Exception as error:
+            if not cannot_write(error):
+                raise
+            if len(batch) > 1:
+                for item in batch:
+                    self.process_events([item])
+                return
+            event = batch[0][0]
+            log.error(
+                "webhooks projection skips event originator_id=%s originator_version=%s topic=%s: %s",
+                event.originator_id,
+                event.originator_version,
+                get_topic(type(event)),
+                error,
+            )
+            self.view.record_batch(batch, skip=True)
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         self.process_events([(domain_event, tracking)])

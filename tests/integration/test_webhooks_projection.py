@@ -5,6 +5,7 @@ per endpoint; projecting the same events again makes no second row."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -16,7 +17,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from psycopg_pool import ConnectionPool
 
 from ledger.application import CouponLedger
-from ledger.domain import FIXED, PERCENTAGE, coupon_id_for
+from ledger.domain import FIXED, PERCENTAGE, Coupon, coupon_id_for
 from projections.runner import BatchingProjectionRunner
 from projections.webhooks.dispatcher import Dispatcher, DispatchSettings
 from projections.webhooks.events import EVENT_KINDS
@@ -171,3 +172,32 @@ def test_a_delivery_retried_past_its_window_is_failed_and_the_next_one_goes(
     for delivery in listed:
         assert delivery.next_attempt_at is None and delivery.delivered_at is None
         assert delivery.last_status_code is None and "ConnectError" in (delivery.last_error or "")
+
+
+def test_an_event_whose_webhooks_cannot_be_stored_is_skipped_naming_it_and_the_others_go_out(
+    ledger: CouponLedger,
+    env: dict[str, str],
+    database_url: str,
+    retailer_id: UUID,
+    store: WebhookStore,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    endpoint = store.create_endpoint(retailer_id, "http://127.0.0.1:9/hook", ["coupon.created"], None)
+    create_coupon(ledger, retailer_id, "BEFORE", PERCENTAGE, Decimal("10"))
+    poisoned = Coupon(  # past every check of the API: a code PostgreSQL text cannot hold
+        retailer_id=retailer_id,
+        code="NUL\x001",
+        discount_type="fixed",
+        discount_value=Decimal("5.00"),
+        min_order_value=None,
+        expires_at=None,
+        max_uses=None,
+        is_active=True,
+    )
+    ledger.save(poisoned)
+    create_coupon(ledger, retailer_id, "AFTER", PERCENTAGE, Decimal("10"))
+    with caplog.at_level(logging.ERROR, logger="projections.webhooks.projection"):
+        project_webhooks_to_head(env, database_url)
+    assert [data["code"] for _, data in rows(database_url, endpoint.id)] == ["BEFORE", "AFTER"]
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "projections.webhooks.projection"]
+    assert f"originator_id={poisoned.id}" in line and "originator_version=1" in line
