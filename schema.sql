@@ -604,4 +604,4 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
 CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS webhook_deliveries_in_order
     ON webhook_deliveries (endpoint_id, subject_id, position, ordinal) WHERE status = 'pending';
-CREATE INDEX IF NOT EXISTS webhook_deliveries_by_retailer ON webhook_deliveries (retailer_id, created_at, id);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_by_retailer ON webhook_deliveries (retailer_id, position, ordinal, id);

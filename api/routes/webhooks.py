@@ -12,7 +12,8 @@ from fastapi import APIRouter, Path, Query
 from api.deps import CallerDep
 from api.errors import ApiError
 from api.openapi import errors
-from api.pagination import Cursor, decode_time_cursor, encode_time_cursor
+from api.pagination import Cursor, bad_cursor, decode_cursor, decode_time_cursor, encode_cursor, encode_time_cursor
+from api.schemas import MAX_BIGINT
 from api.schemas.webhooks import (
     DeliveryPage,
     DeliveryPublic,
@@ -33,6 +34,7 @@ DeliveryIdPath = Annotated[
     str, Path(description="The delivery's id; anything else is NOT_FOUND.", json_schema_extra=UUID_PATH)
 ]
 NOT_FOUND = {404: ["NOT_FOUND"]}
+MAX_SMALLINT = 32_767
 
 
 def _endpoint_not_found(raw: str) -> ApiError:
@@ -41,6 +43,21 @@ def _endpoint_not_found(raw: str) -> ApiError:
 
 def _delivery_not_found(raw: str) -> ApiError:
     return ApiError("NOT_FOUND", f"Webhook delivery {raw} does not exist.", delivery_id=raw)
+
+
+def decode_delivery_cursor(cursor: str) -> tuple[int, int, UUID]:
+    """(position, ordinal, id) of the previous page's last delivery; 422 naming cursor if it is not one."""
+    parts = decode_cursor(cursor).split("|")
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts[:2]):
+        raise bad_cursor()
+    position, ordinal = int(parts[0]), int(parts[1])
+    try:
+        delivery_id = UUID(parts[2])
+    except ValueError:
+        raise bad_cursor() from None
+    if position > MAX_BIGINT or ordinal > MAX_SMALLINT:
+        raise bad_cursor()
+    return position, ordinal, delivery_id
 
 
 def _uuid(raw: str, not_found: ApiError) -> UUID:
@@ -102,11 +119,13 @@ def list_deliveries(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Cursor = None,
 ) -> DeliveryPage:
-    """The caller's deliveries, oldest first, with their attempts and last outcome; a page at a time."""
-    after = decode_time_cursor(cursor) if cursor else None
+    """The caller's deliveries in the order of the events they carry, with their attempts and last
+    outcome; a page at a time."""
+    after = decode_delivery_cursor(cursor) if cursor else None
     rows = caller.services.webhook_store.deliveries(caller.retailer_id, endpoint_id, status, after, limit + 1)
     page = rows[:limit]
-    next_cursor = encode_time_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
+    last = page[-1] if page else None
+    next_cursor = encode_cursor(f"{last.position}|{last.ordinal}|{last.id}") if last and len(rows) > limit else None
     return DeliveryPage(data=[DeliveryPublic.from_row(r) for r in page], next_cursor=next_cursor)
 
 

@@ -150,5 +150,5 @@ class DeliveryPublic(BaseModel):
 
 
 class DeliveryPage(BaseModel):
-    data: list[DeliveryPublic] = Field(description="The caller's deliveries, oldest first.")
+    data: list[DeliveryPublic] = Field(description="The caller's deliveries, in the order of their events in the log.")
     next_cursor: str | None = Field(description="Pass as cursor for the next page; null on the last page.")

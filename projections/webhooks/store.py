@@ -44,12 +44,14 @@ class DeliveryRow:
     next_attempt_at: datetime | None
     created_at: datetime
     delivered_at: datetime | None
+    position: int  # of the source event in the log: deliveries are listed in log order
+    ordinal: int
 
 
 ENDPOINT_COLUMNS = "id, retailer_id, url, events, description, secret, created_at, disabled_at"
 DELIVERY_COLUMNS = (
     "id, endpoint_id, event_id, event_type, status, attempts, last_status_code, last_error, next_attempt_at,"
-    " created_at, delivered_at"
+    " created_at, delivered_at, position, ordinal"
 )
 
 
@@ -124,23 +126,26 @@ class WebhookStore:
         retailer_id: UUID,
         endpoint_id: UUID | None,
         status: str | None,
-        after: tuple[datetime, UUID] | None,
+        after: tuple[int, int, UUID] | None,
         limit: int,
     ) -> list[DeliveryRow]:
-        """The retailer's deliveries, oldest first, of one endpoint and one status when given."""
+        """The retailer's deliveries in log order (position, ordinal, then id), after the previous
+        page's last, of one endpoint and one status when given."""
         with self.pool.connection() as conn, conn.cursor(row_factory=class_row(DeliveryRow)) as curs:
             curs.execute(
                 f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE retailer_id = %(retailer_id)s"
                 " AND (%(endpoint_id)s::uuid IS NULL OR endpoint_id = %(endpoint_id)s)"
                 " AND (%(status)s::text IS NULL OR status = %(status)s)"
-                " AND (%(after_at)s::timestamptz IS NULL OR (created_at, id) > (%(after_at)s, %(after_id)s::uuid))"
-                " ORDER BY created_at, id LIMIT %(limit)s",
+                " AND (%(after_position)s::bigint IS NULL"
+                " OR (position, ordinal, id) > (%(after_position)s, %(after_ordinal)s::smallint, %(after_id)s::uuid))"
+                " ORDER BY position, ordinal, id LIMIT %(limit)s",
                 {
                     "retailer_id": retailer_id,
                     "endpoint_id": endpoint_id,
                     "status": status,
-                    "after_at": after[0] if after else None,
-                    "after_id": after[1] if after else None,
+                    "after_position": after[0] if after else None,
+                    "after_ordinal": after[1] if after else None,
+                    "after_id": after[2] if after else None,
                     "limit": limit,
                 },
             )

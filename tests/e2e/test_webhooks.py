@@ -252,3 +252,32 @@ def test_an_endpoint_gets_no_event_from_before_it_was_created(
     wait_for(lambda: receiver.received, 20)
     time.sleep(0.5)
     assert [b["data"]["code"] for b in receiver.bodies()] == ["LATE1"]
+
+
+def test_deliveries_and_endpoints_are_paged_in_order(api: Api, receiver: Receiver) -> None:
+    endpoint = create_endpoint(api, receiver.url, ["coupon.created"])
+    second = create_endpoint(api, receiver.url, ["coupon.deactivated"])
+    codes = [f"PAGED{n}" for n in range(5)]
+    for code in codes:
+        api.create_coupon(code)
+    wait_for(lambda: len(deliveries(api, endpoint_id=endpoint["id"])) == 5, 20)
+    seen, cursor = [], None
+    while True:
+        page = api.get(
+            "/v1/webhooks/deliveries",
+            params={"endpoint_id": endpoint["id"], "limit": 2, **({"cursor": cursor} if cursor else {})},
+        ).json()
+        seen.extend(page["data"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 5 and len({d["id"] for d in seen}) == 5
+    by_event = {b["id"]: b["data"]["code"] for b in receiver.bodies()}
+    assert [by_event[d["event_id"]] for d in seen] == codes  # log order
+    first = api.get("/v1/webhooks/endpoints", params={"limit": 1}).json()
+    rest = api.get("/v1/webhooks/endpoints", params={"limit": 1, "cursor": first["next_cursor"]}).json()
+    assert [e["id"] for e in first["data"] + rest["data"]] == [endpoint["id"], second["id"]]
+    assert rest["next_cursor"] is None
+    for bad in ("bm90IGEgY3Vyc29y", first["next_cursor"]):  # not a cursor; an endpoint list's cursor
+        assert "cursor" in assert_validation_failed(api.get("/v1/webhooks/deliveries", params={"cursor": bad}))
+    assert "status" in assert_validation_failed(api.get("/v1/webhooks/deliveries", params={"status": "lost"}))
