@@ -166,9 +166,11 @@ class Dispatcher:
             EVENT_ID_HEADER: delivery["event_id"],
         }
         try:
-            response = client.post(delivery["url"], content=body, headers=headers)
+            # Only the status counts: the answer's body is not read (a slow one holds no worker).
+            with client.stream("POST", delivery["url"], content=body, headers=headers) as response:
+                status = response.status_code
         except Exception as error:  # refused, timed out, or a URL the client cannot use
             return Outcome(False, None, f"{type(error).__name__}: {error}"[:MAX_ERROR_LENGTH])
-        if 200 <= response.status_code < 300:
-            return Outcome(True, response.status_code, None)
-        return Outcome(False, response.status_code, f"HTTP {response.status_code}")
+        if 200 <= status < 300:
+            return Outcome(True, status, None)
+        return Outcome(False, status, f"HTTP {status}")
