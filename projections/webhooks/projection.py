@@ -106,8 +106,12 @@ class WebhooksView(PostgresTrackingRecorder):
 
     @staticmethod
     def live_endpoints(curs: Cursor[DictRow]) -> list[DictRow]:
-        """Every endpoint not deleted (a few per retailer at most): read once per batch."""
-        curs.execute("SELECT id, retailer_id, events, from_position FROM webhook_endpoints WHERE disabled_at IS NULL")
+        """Every endpoint not deleted (a few per retailer at most), read once per batch and held
+        (FOR SHARE) until it commits: a delete waits for the batch, then fails the deliveries the
+        batch made for it too, so none is left pending for a deleted endpoint."""
+        curs.execute(
+            "SELECT id, retailer_id, events, from_position FROM webhook_endpoints WHERE disabled_at IS NULL FOR SHARE"
+        )
         return curs.fetchall()
 
     @staticmethod
