@@ -584,3 +584,77 @@ BEGIN
     END IF;
 END;
 $$;
+
+-- Webhooks (projections/webhooks/). A retailer's endpoints; the secret is kept as it was made,
+-- not hashed: the server signs every delivery with it (HMAC needs the key itself). An endpoint
+-- gets the events after the log position it was created at (from_position), until it is deleted
+-- (disabled_at): none from before it existed, however far behind the projection is.
+CREATE TABLE IF NOT EXISTS webhook_endpoints (
+    id uuid PRIMARY KEY,
+    retailer_id uuid NOT NULL,
+    url text NOT NULL,
+    events text[] NOT NULL,
+    description text,
+    secret text NOT NULL,
+    created_at timestamptz NOT NULL,
+    disabled_at timestamptz,
+    from_position bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_endpoints_by_retailer ON webhook_endpoints (retailer_id, created_at, id);
+
+-- Tracking records of the webhooks projection (the library's single-row layout, like the coupons').
+CREATE TABLE IF NOT EXISTS webhooks_projection_tracking (
+    application_name text,
+    notification_id bigint,
+    PRIMARY KEY (application_name)
+);
+INSERT INTO webhooks_projection_tracking VALUES ('__migration__', 1) ON CONFLICT DO NOTHING;
+
+-- What the webhooks projection needs to know of a coupon and a campaign to tell when a use
+-- exhausts it; written by it alone, under its own tracking record.
+CREATE TABLE IF NOT EXISTS webhook_coupon_state (
+    coupon_id uuid PRIMARY KEY,
+    retailer_id uuid NOT NULL,
+    code text NOT NULL,
+    campaign_id uuid,
+    max_uses integer,
+    uses integer NOT NULL
+);
+CREATE TABLE IF NOT EXISTS webhook_campaign_state (
+    campaign_id uuid PRIMARY KEY,
+    retailer_id uuid NOT NULL,
+    name text NOT NULL,
+    max_redemptions integer,
+    max_discount_total numeric,
+    redemptions integer NOT NULL,
+    discount_total numeric NOT NULL
+);
+
+-- The outbox: one row per (endpoint, webhook event), made by the webhooks projection in the
+-- transaction of its tracking record; (endpoint_id, event_id) is unique, so projecting the same
+-- events again makes no second row. subject_id is the coupon (or campaign) the event is about:
+-- an endpoint's deliveries of one subject go out in log order (position, ordinal).
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id uuid PRIMARY KEY,
+    endpoint_id uuid NOT NULL REFERENCES webhook_endpoints (id),
+    retailer_id uuid NOT NULL,
+    event_id text NOT NULL,
+    event_type text NOT NULL,
+    subject_id uuid NOT NULL,
+    position bigint NOT NULL,
+    ordinal smallint NOT NULL,
+    payload text NOT NULL,
+    status text NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+    attempts integer NOT NULL DEFAULT 0,
+    last_status_code integer,
+    last_error text,
+    next_attempt_at timestamptz,
+    retry_from timestamptz NOT NULL, -- made or queued again: retried for a window from then
+    created_at timestamptz NOT NULL,
+    delivered_at timestamptz,
+    UNIQUE (endpoint_id, event_id)
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS webhook_deliveries_in_order
+    ON webhook_deliveries (endpoint_id, subject_id, position, ordinal) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS webhook_deliveries_by_retailer ON webhook_deliveries (retailer_id, position, ordinal, id);

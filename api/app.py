@@ -27,6 +27,7 @@ from api.routes import (
     reservations,
     sessions,
     storefront,
+    webhooks,
 )
 from api.services import Services
 from api.settings import Settings
@@ -187,6 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(storefront.router)
     app.include_router(audit.router)
+    app.include_router(webhooks.router)
     app.include_router(ops.router)
     install_openapi(app)
     install_docs(app)

@@ -362,7 +362,7 @@ def eventsourcing_env(url: str, pool_size: int = 4, max_overflow: int = 12) -> d
     # The library reads NAME_KEY before KEY, so pin these under every name: db functions
     # let subscribers skip events, and a cache that is not fast-forwarded conflicts forever
     # once another process writes (DESIGN.md section 2).
-    for prefix in ("", "LEDGER_", "COUPONS_PROJECTION_"):
+    for prefix in ("", "LEDGER_", "COUPONS_PROJECTION_", "WEBHOOKS_PROJECTION_"):
         env[prefix + "POSTGRES_ENABLE_DB_FUNCTIONS"] = "n"
         env[prefix + "AGGREGATE_CACHE_FASTFORWARD"] = "y"
     return env

@@ -32,6 +32,8 @@ from ledger.event_store import (
 from projections.coupons import CouponsView, construct_view
 from projections.runner import ProjectionLeader
 from projections.sweeper import Chore, Sweeper
+from projections.webhooks import Webhooks
+from projections.webhooks.store import WebhookStore
 
 
 def cleanup_chores(pool: ConnectionPool, ledger: CouponLedger, settings: Settings) -> list[Chore]:
@@ -59,11 +61,13 @@ class Services:
     leader: ProjectionLeader | None
     audit_log: AuditLog
     signer: DigestSigner
+    webhook_store: WebhookStore
     embedded: bool = False
     sweeper: Sweeper | None = None
     key_listener: KeyListener | None = None
     replica: ReplicaReads | None = None
     """The read models on DATABASE_REPLICA_URL, if set (api/read_model.py decides when to use it)."""
+    webhooks: Webhooks | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -107,6 +111,7 @@ class Services:
             leader=leader,
             audit_log=AuditLog(ledger.recorder),  # type: ignore[arg-type]
             signer=DigestSigner.load_or_create(pool),
+            webhook_store=WebhookStore(pool),
             embedded=embedded,
         )
         # Until it listens, and whenever it cannot, every request's key is looked up in the database.
@@ -119,6 +124,7 @@ class Services:
             services.sweeper = Sweeper(
                 url, ledger, services.coupons_view, interval=settings.sweep_interval, chores=services.chores()
             ).start()
+            services.webhooks = Webhooks(url, env, settings.webhook_dispatch()).start()
         return services
 
     def chores(self) -> list[Chore]:
@@ -144,6 +150,8 @@ class Services:
         try:
             if self.key_listener is not None:
                 self.key_listener.stop()
+            if self.webhooks is not None:
+                self.webhooks.stop()
             if self.sweeper is not None:
                 self.sweeper.stop()
             if self.leader is not None:

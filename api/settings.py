@@ -9,6 +9,8 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from projections.webhooks.dispatcher import DispatchSettings
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -49,8 +51,28 @@ class Settings(BaseSettings):
     # in a window before it is answered 429 RATE_LIMITED.
     throttle_budget: int = Field(default=20, ge=1, le=1_000_000)
     throttle_window: int = Field(default=60, ge=1, le=86_400, description="seconds")
+    # Webhooks (projections/webhooks/): the dispatcher's worker threads in the projection process
+    # (0: none sends), how often an idle one looks for due deliveries, the HTTP timeout, and the
+    # retries: the first after webhook_retry_base_seconds, doubling up to webhook_retry_max_seconds
+    # (jittered), for webhook_retry_window_seconds from when the delivery was made, then failed.
+    webhook_workers: int = Field(default=2, ge=0, le=64)
+    webhook_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    webhook_retry_base_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    webhook_retry_max_seconds: float = Field(default=3600.0, gt=0, le=86_400)
+    webhook_retry_window_seconds: float = Field(default=86_400.0, gt=0, le=7 * 86_400)
     # Peers whose X-Forwarded-For is believed: comma-separated IPs or CIDRs (none by default).
     trusted_proxies: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
+
+    def webhook_dispatch(self) -> DispatchSettings:
+        return DispatchSettings(
+            workers=self.webhook_workers,
+            poll_interval=self.webhook_poll_seconds,
+            timeout=self.webhook_timeout_seconds,
+            retry_base=self.webhook_retry_base_seconds,
+            retry_max=self.webhook_retry_max_seconds,
+            retry_window=self.webhook_retry_window_seconds,
+        )
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -139,22 +139,32 @@ class BatchingProjectionRunner(ProjectionRunner[TApplication, TView]):
 
 
 class ProjectionLeader:
+    """Runs one projection (the coupons one unless told otherwise) in one process per database:
+    the process that holds the projection's advisory lock (``lock_key``)."""
+
     def __init__(
         self,
         conninfo: str,
         env: EnvType,
         poll_interval: float = 1.0,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        projection_class: type[Projection[Any]] | None = None,
+        view_class: type[TrackingRecorder] | None = None,
+        lock_key: int = LEADER_LOCK_KEY,
     ) -> None:
         self.conninfo = conninfo
         self.env = dict(env)
         self.poll_interval = poll_interval
         self.max_batch_size = max_batch_size
+        # Looked up when called (not when defined), the coupons projection unless told otherwise.
+        self.projection_class = projection_class or CouponsProjection
+        self.view_class = view_class or CouponsView
+        self.lock_key = lock_key
         self.is_leader = threading.Event()
         self.stopped_on: UnwritableEvent | None = None
         """The event projecting stopped at, if it met one the read model cannot hold."""
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="projection-leader", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{self.projection_class.name}-leader", daemon=True)
 
     def start(self) -> ProjectionLeader:
         self._thread.start()
@@ -183,21 +193,22 @@ class ProjectionLeader:
 
     def _lead_while_holding_lock(self) -> None:
         with psycopg.connect(self.conninfo, autocommit=True) as lock_conn:
-            row = lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)).fetchone()
+            row = lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (self.lock_key,)).fetchone()
             if not row or not row[0]:
                 return
             with BatchingProjectionRunner(
                 application_class=CouponLedger,
-                projection_class=CouponsProjection,
-                view_class=CouponsView,
+                projection_class=self.projection_class,
+                view_class=self.view_class,
                 env=self.env,
                 max_batch_size=self.max_batch_size,
             ) as runner:
                 # Before the runner's first batch can commit (it waits on the batch lock): a table
                 # created on a database from before gets its past rows.
-                filled = fill_backfills(runner.app, runner.view)
-                if filled:
-                    log.info("filled %s from the event log", ", ".join(filled))
+                if isinstance(runner.view, CouponsView):
+                    filled = fill_backfills(runner.app, runner.view)
+                    if filled:
+                        log.info("filled %s from the event log", ", ".join(filled))
                 self.is_leader.set()
                 while not self._stopping.is_set() and not runner.is_interrupted.is_set():
                     runner.run_forever(timeout=self.poll_interval)  # re-raises the runner's error

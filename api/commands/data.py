@@ -27,6 +27,7 @@ from projections.rebuild import RebuildRunning, rebuild
 from projections.runner import ProjectionLeader
 from projections.sweeper import Sweeper
 from projections.verify import verify
+from projections.webhooks import Webhooks
 
 
 def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
@@ -61,11 +62,14 @@ def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
         sweeper = Sweeper(
             url, ledger, view, interval=settings.sweep_interval, chores=cleanup_chores(pool, ledger, settings)
         ).start()
+        # The webhooks: their projection (its own runner and leader) and the dispatcher.
+        webhooks = Webhooks(url, env, settings.webhook_dispatch()).start()
         try:
             while not stop.wait(0.5):
                 if args.parent is not None and os.getppid() != args.parent:
                     break  # serve is gone (even killed): do not project on as an orphan
         finally:
+            webhooks.stop()
             sweeper.stop()
             leader.stop()
             view.datastore.close()

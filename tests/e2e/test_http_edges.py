@@ -157,6 +157,8 @@ def paged_paths(api: Api, campaign_id: str) -> Iterator[tuple[Api, str]]:
     yield api, "/v1/campaigns"
     yield api.publishable, "/v1/storefront/coupons"
     yield api, "/v1/redemptions"
+    yield api, "/v1/webhooks/endpoints"
+    yield api, "/v1/webhooks/deliveries"
 
 
 def test_an_empty_cursor_is_refused_naming_cursor_on_every_paged_route(api: Api, campaign_id: str) -> None:
@@ -182,6 +184,8 @@ def test_every_paged_route_of_the_document_takes_a_cursor(client: TestClient) ->
         "/v1/campaigns",
         "/v1/storefront/coupons",
         "/v1/redemptions",
+        "/v1/webhooks/endpoints",
+        "/v1/webhooks/deliveries",
     }  # the routes test_an_empty_cursor_is_refused_naming_cursor_on_every_paged_route calls
 
 

@@ -20,6 +20,7 @@ from fastapi.routing import iter_route_contexts
 from api.app import create_app
 from api.settings import Settings
 from tests.support.http import Api, Sql, assert_error
+from tests.support.postgres import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def test_a_retailer_cannot_replay_another_retailers_redemption(api: Api, other_a
 @dataclass(frozen=True)
 class Ids:
     """The tenant-owned ids a route can take: a coupon code, a product id, an order id, a redemption id,
-    a campaign id, a checkout session id, a reservation id."""
+    a campaign id, a checkout session id, a reservation id, a webhook endpoint and one of its deliveries."""
 
     code: str
     product_id: int
@@ -118,6 +119,8 @@ class Ids:
     campaign_id: str
     session_id: str
     reservation_id: str
+    webhook_endpoint_id: str
+    webhook_delivery_id: str
 
 
 MISSING_CAMPAIGN = "00000000-0000-4000-8000-00000000ca4e"
@@ -135,6 +138,8 @@ def missing_like(owner: Ids) -> Ids:
         campaign_id=MISSING_CAMPAIGN,
         session_id="never-synced-cart",
         reservation_id=str(UUID("00000000-0000-4000-8000-0000000000e5")),
+        webhook_endpoint_id=str(UUID("00000000-0000-4000-8000-0000000000e9")),
+        webhook_delivery_id=str(UUID("00000000-0000-4000-8000-0000000000d1")),
     )
 
 
@@ -168,6 +173,7 @@ class Owned:
             "reservation": self.api.get(f"/v1/reservations/{self.ids.reservation_id}").json(),
             "campaign_coupons": self.api.get(f"/v1/campaigns/{self.ids.campaign_id}/coupons?format=csv").text,
             "session": self.api.get(f"/v1/checkout/sessions/{self.ids.session_id}").json(),
+            "webhook_endpoint": self.api.get(f"/v1/webhooks/endpoints/{self.ids.webhook_endpoint_id}").json(),
         }
 
 
@@ -188,6 +194,8 @@ def _masked(value: Any, ids: Ids) -> Any:
             (ids.session_id, "<session>"),
             (ids.campaign_id, "<campaign>"),
             (ids.reservation_id, "<reservation>"),
+            (ids.webhook_endpoint_id, "<webhook endpoint>"),
+            (ids.webhook_delivery_id, "<webhook delivery>"),
             (ids.code, "<code>"),
             (str(ids.product_id), "<product>"),
             (str(ids.order_id), "<order>"),
@@ -282,6 +290,16 @@ def storefront_lists_only_its_own(other: Api, owner: Ids, owned: Owned) -> None:
     response = other.publishable.get("/v1/storefront/coupons")
     assert response.status_code == 200, response.text
     assert not {c["code"] for c in response.json()["data"]} & theirs
+
+
+def deliveries_only_its_own(other: Api, owner: Ids, owned: Owned) -> None:
+    """The webhook delivery list (and its filter by the owner's endpoint) holds none of the owner's."""
+    theirs = {d["id"] for d in owned.api.get("/v1/webhooks/deliveries").json()["data"]}
+    assert owner.webhook_delivery_id in theirs, "the owner has a delivery that could leak"
+    for path in ("/v1/webhooks/deliveries", f"/v1/webhooks/deliveries?endpoint_id={owner.webhook_endpoint_id}"):
+        response = other.get(path)
+        assert response.status_code == 200, response.text
+        assert not {d["id"] for d in response.json()["data"]} & theirs
 
 
 def all_of(*probes: Probe) -> Probe:
@@ -449,6 +467,23 @@ FOREIGN_PROBES: dict[tuple[str, str], Probe] = {
             "/v1/storefront/coupons/verify", json={"code": ids.code, "cart_subtotal": "100"}
         ),
     ),
+    ("GET", "/v1/webhooks/endpoints"): lists_only_its_own("/v1/webhooks/endpoints", lambda body: body["data"]),
+    ("GET", "/v1/webhooks/endpoints/{endpoint_id}"): not_found(
+        "NOT_FOUND", lambda api, ids: api.get(f"/v1/webhooks/endpoints/{ids.webhook_endpoint_id}")
+    ),
+    ("DELETE", "/v1/webhooks/endpoints/{endpoint_id}"): not_found(
+        "NOT_FOUND", lambda api, ids: api.delete(f"/v1/webhooks/endpoints/{ids.webhook_endpoint_id}")
+    ),
+    ("GET", "/v1/webhooks/deliveries"): deliveries_only_its_own,
+    ("GET", "/v1/webhooks/deliveries/{delivery_id}"): not_found(
+        "NOT_FOUND", lambda api, ids: api.get(f"/v1/webhooks/deliveries/{ids.webhook_delivery_id}")
+    ),
+    ("POST", "/v1/webhooks/deliveries/{delivery_id}/resend"): not_found(
+        "NOT_FOUND", lambda api, ids: api.post(f"/v1/webhooks/deliveries/{ids.webhook_delivery_id}/resend")
+    ),
+    ("POST", "/v1/webhooks/endpoints"): creates_its_own(
+        "/v1/webhooks/endpoints", lambda ids: {"url": "http://127.0.0.1:9/hook", "events": ["coupon.created"]}
+    ),
     ("POST", "/v1/products"): creates_its_own(
         "/v1/products", lambda ids: {"name": f"Copy of {ids.product_id}", "price": "1.00", "stock": 1}
     ),
@@ -488,6 +523,9 @@ def test_every_route_is_walked_by_the_foreign_retailer_walk(app: FastAPI) -> Non
 def test_another_retailer_walking_every_route_with_the_owners_ids_finds_nothing_and_changes_nothing(
     app: FastAPI, api: Api, other_api: Api, sql: Sql
 ) -> None:
+    # An endpoint nothing listens at (its deliveries stay pending, retried): the coupon makes one.
+    endpoint = api.post("/v1/webhooks/endpoints", json={"url": "http://127.0.0.1:9/hook", "events": ["coupon.created"]})
+    assert endpoint.status_code == 201, endpoint.text
     api.create_coupon("OWNED-1", max_uses=5, public=True)
     product = api.add_product("Owner's lamp", "20.00", 5)
     order = api.post(
@@ -523,6 +561,10 @@ def test_another_retailer_walking_every_route_with_the_owners_ids_finds_nothing_
         campaign_id=campaign.json()["id"],
         session_id="owners-cart",
         reservation_id=hold.json()["reservation_id"],
+        webhook_endpoint_id=endpoint.json()["id"],
+        webhook_delivery_id=wait_for(
+            lambda: api.get("/v1/webhooks/deliveries").json()["data"], 20, message="the owner's delivery"
+        )[0]["id"],
     )
     owned = Owned(api, owner, sql)
     before = owned.snapshot()
