@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from datetime import UTC, datetime
+from time import perf_counter
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -317,10 +318,10 @@ class BatchWriter:
             works = [c for c in saving if c.work is not None]
             try:
                 if events or works:
-                    started = time.perf_counter()
+                    started = perf_counter()
                     done = self._save(events, self._snapshots(batch, saving), works)
                     if m is not None:
-                        m.save_seconds.observe(time.perf_counter() - started)
+                        m.save_seconds.observe(perf_counter() - started)
                 else:
                     done = {}
             except WorkRefused as refused:
