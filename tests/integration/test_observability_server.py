@@ -5,6 +5,7 @@ its route template, status and request id, and no key or coupon code anywhere.""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -208,3 +209,63 @@ def test_metrics_and_the_access_log_can_be_turned_off(database_url: str, tmp_pat
     lines = [json.loads(line) for line in server.stderr().splitlines() if line.strip()]
     assert lines  # start-up and shutdown lines, as JSON
     assert not [line for line in lines if line.get("logger") == "coupon_ledger.access"]
+
+
+def worker_pids(serve_pid: int) -> list[int]:
+    """serve's uvicorn workers: its children started by multiprocessing's spawn."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            argv = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if stat[0] != "Z" and int(stat[1]) == serve_pid and b"spawn_main" in argv:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def test_a_replaced_worker_is_marked_dead_and_its_counts_still_add_up(
+    database_url: str, retailer: dict[str, str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "metrics"  # given by the operator: emptied at start
+    folder.mkdir()
+    (folder / "counter_1.db").write_bytes(b"a previous run's")
+    server = Serve(database_url, tmp_path, "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": str(folder)})
+    try:
+        wait_for(server.healthy, 60, message="serve healthy")
+        assert not (folder / "counter_1.db").exists()
+
+        def two_workers() -> list[int] | None:
+            found = worker_pids(server.process.pid)
+            return found if len(found) == 2 else None
+
+        workers = wait_for(two_workers, 30, message="two workers")
+        key = retailer["api_key"]
+        code = f"KILLED{uuid4().hex[:6].upper()}"
+        body = {"code": code, "discount_type": "percentage", "discount_value": "10"}
+        assert httpx.post(f"{server.base_url}/v1/coupons", json=body, headers=auth(key), timeout=30).status_code == 201
+        for _ in range(6):
+            applied = httpx.post(
+                f"{server.base_url}/v1/coupons/apply", json={"code": code, "subtotal": "20"}, headers=auth(key)
+            )
+            assert applied.status_code == 201, applied.text
+        assert all((folder / f"gauge_livesum_{pid}.db").exists() for pid in workers)
+
+        victim = workers[0]
+        os.kill(victim, signal.SIGKILL)
+
+        def replaced() -> list[int] | None:
+            now = worker_pids(server.process.pid)
+            return now if len(now) == 2 and victim not in now else None
+
+        replacement = next(pid for pid in wait_for(replaced, 30, message="a new worker") if pid not in workers)
+        wait_for(lambda: not (folder / f"gauge_livesum_{victim}.db").exists(), 10, message="the dead worker marked")
+        wait_for(lambda: (folder / f"gauge_livesum_{replacement}.db").exists(), 30, message="the new worker's gauges")
+        for _ in range(4):
+            found = samples(httpx.get(f"{server.base_url}/metrics", timeout=10).text)
+            assert value(found, "coupon_ledger_redemptions_total") == 6  # the dead worker's share included
+    finally:
+        server.stop()
