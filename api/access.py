@@ -19,9 +19,9 @@ from __future__ import annotations
 import os
 from typing import Any, Final
 
-import structlog
 from starlette.types import Scope
 
+from api.logs import access_logger
 from ledger.metrics import Metrics
 
 METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -43,7 +43,7 @@ def route_template(scope: Scope) -> str:
 
 class RequestObserver:
     def __init__(self, access_log: bool, metrics: Metrics | None) -> None:
-        self.log = structlog.get_logger("coupon_ledger.access") if access_log else None
+        self.log = access_logger("coupon_ledger.access") if access_log else None
         self.pid = os.getpid()  # which worker served it, with --workers N
         self.metrics = metrics
         self._counted: dict[tuple[str, str, int], Any] = {}

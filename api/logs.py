@@ -57,9 +57,10 @@ def mask_code(code: str) -> str:
 def mask_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """structlog processor: mask secrets in every string value of the line (nested ones too)."""
     for key, value in event_dict.items():
-        if isinstance(value, str):
+        kind = type(value)
+        if kind is str:
             event_dict[key] = mask_text(value)
-        elif isinstance(value, MutableMapping | list | tuple):
+        elif kind is dict or kind is list or kind is tuple or isinstance(value, MutableMapping):
             event_dict[key] = _masked(value)
     return event_dict
 
@@ -126,11 +127,20 @@ def configure_logging(settings: Settings | None = None, stream: TextIO | None = 
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
         )
     )
+    # What a line never shows, so never gathered (the logging docs' "Optimization" section): the
+    # process and thread of a record (a system call each), and the caller's frame. An access line
+    # costs about half as much CPU without them.
+    logging.logProcesses = False
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.log_level)
+    global _access
+    _access = _AccessLog(handler, [mask_secrets, renderer], logging.getLevelNamesMapping()[settings.log_level])
     # uvicorn's loggers log through the root (serve passes no log_config of uvicorn's own); its
     # access log is off: api/access.py writes one line per request instead.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.asgi"):
@@ -150,6 +160,50 @@ def configure_logging(settings: Settings | None = None, stream: TextIO | None = 
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught
     threading.excepthook = _log_uncaught_in_thread
+
+
+class _HandlerSink:
+    """structlog's logger for the access lines: writes a rendered line through the one handler (its
+    lock, its stream), so that access lines and all the others never interleave."""
+
+    def __init__(self, handler: logging.StreamHandler[TextIO]) -> None:
+        self.handler = handler
+
+    def msg(self, line: str) -> None:
+        handler = self.handler
+        handler.acquire()
+        try:
+            handler.stream.write(line + "\n")
+            handler.flush()
+        finally:
+            handler.release()
+
+    info = msg
+
+
+class _AccessLog:
+    def __init__(self, handler: logging.StreamHandler[TextIO], final: list[Processor], level: int) -> None:
+        self.sink = _HandlerSink(handler)
+        self.processors: list[Processor] = [
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *final,
+        ]
+        self.wrapper = structlog.make_filtering_bound_logger(level)
+
+
+_access: _AccessLog | None = None
+
+
+def access_logger(name: str) -> Any:
+    """The logger of the access lines (api/access.py): the same lines as every other logger's, but
+    rendered by structlog alone and written straight through the handler, without the standard
+    library's records in between (a third of the CPU per line). Before configure_logging: structlog's
+    default logger."""
+    if _access is None:
+        return structlog.get_logger(name)
+    bound = structlog.wrap_logger(_access.sink, processors=_access.processors, wrapper_class=_access.wrapper)
+    return bound.bind(logger=name)
 
 
 def _log_uncaught(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:

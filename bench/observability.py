@@ -202,7 +202,7 @@ def report(outcomes: list[Outcome], config: Config, seconds: int, header: list[s
     lines = [*header, ""]
     lines.append(
         f"{'run':<4}{'obs':<5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'2xx (wrk)':>11}{'counter +':>11}"
-        f"{'db uses +':>11}{'agree':>7}{'log lines':>11}{'JSON':>8}{'access':>8}{'requests':>10}"
+        f"{'db uses +':>11}{'agree':>7}{'log lines':>11}{'JSON':>8}{'access':>8}{'requests':>10}{'extra':>7}"
     )
     for number, o in enumerate(outcomes, 1):
         m = o.measured
@@ -214,7 +214,7 @@ def report(outcomes: list[Outcome], config: Config, seconds: int, header: list[s
         lines.append(
             f"{number:<4}{'on' if o.observed else 'off':<5}{m.ok_per_s:>9.1f}{m.p50_ms:>9.2f}{m.p99_ms:>9.2f}"
             f"{m.ok:>11}{counted:>11}{o.recorded_delta:>11}{agree:>7}{o.lines:>11}{o.json_lines:>8}"
-            f"{o.access_lines:>8}{o.requests_seen:>10}"
+            f"{o.access_lines:>8}{o.requests_seen:>10}{o.access_lines - o.requests_seen if o.observed else '-':>7}"
         )
     on = [o.measured.ok_per_s for o in outcomes if o.observed]
     off = [o.measured.ok_per_s for o in outcomes if not o.observed]
@@ -230,11 +230,40 @@ def report(outcomes: list[Outcome], config: Config, seconds: int, header: list[s
     lines.append(
         f"agree: wrk's 2xx <= counter increase <= wrk's 2xx + {config.connections} (requests in flight when wrk"
         f" stops are answered after it stopped counting); db uses +: the coupon's uses_count over the {seconds} s"
-        " run (after the warm-up); access: access lines in stderr, requests: wrk's requests (warm-up included)"
-        " plus this script's probes and scrapes (equal when every request has its line; wrk's in-flight"
-        " requests at its end add lines wrk did not count)"
+        " run (after the warm-up); access: access lines in stderr; requests: wrk's requests (warm-up included)"
+        " plus this script's probes and scrapes; extra = access - requests: the requests in flight when each of"
+        f" the two wrk runs stopped (at most 2 x {config.connections}), answered and logged but not counted by wrk"
     )
     return "\n".join(lines)
+
+
+def observer_cost(calls: int = 20_000) -> str:
+    """CPU time per request of api.access.RequestObserver (what RequestContext adds when a request
+    ends), measured in a fresh process in multiprocess mode (as under serve), logging to a file."""
+    code = f"""
+import os, tempfile, time
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp()
+from api.access import RequestObserver
+from api.logs import configure_logging
+from api.settings import Settings
+from ledger.metrics import metrics
+log = open(os.path.join(tempfile.mkdtemp(), "stderr"), "w")
+configure_logging(Settings(log_format="json"), log)
+scope = {{"method": "POST", "path": "/v1/coupons/apply", "client": ("127.0.0.1", 5000),
+          "state": {{"request_id": "0" * 32, "route_template": "/v1/coupons/apply", "key_id": "key_0123456789abcdef"}}}}
+for name, observer in [("metrics", RequestObserver(False, metrics())), ("access line", RequestObserver(True, None)),
+                       ("both", RequestObserver(True, metrics()))]:
+    for _ in range(1000):
+        observer.finished(scope, 201, 0.004)
+    began = time.process_time()
+    for _ in range({calls}):
+        observer.finished(scope, 201, 0.004)
+    print(f"{{name}}: {{(time.process_time() - began) / {calls} * 1e6:.1f}} us")
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return f"(could not measure: {done.stderr.strip()[-300:]})"
+    return "; ".join(done.stdout.split("\n")).strip("; ")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
             for observed in (True, False) if pair % 2 == 0 else (False, True):
                 outcomes.append(one_run(url, tenant, observed, args, config, wrk, log_dir))
     header.append(f"wall time {time.perf_counter() - started:.0f} s; server logs in {log_dir}")
-    print(report(outcomes, config, args.seconds, header), flush=True)
+    text = report(outcomes, config, args.seconds, header)
+    cost = observer_cost()
+    print(f"{text}\nCPU per request of the observer (multiprocess mode, JSON lines to a file): {cost}", flush=True)
     return 0
 
 

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.contextvars import clear_contextvars
 
+import api.logs
 from api.app import create_app
 from api.logs import configure_logging
 from api.settings import Settings
@@ -86,7 +87,8 @@ def test_live_holds_are_read_from_the_read_model_at_scrape_time(api: Api, client
 
 
 @pytest.fixture
-def logged() -> Iterator[io.StringIO]:
+def logged(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    monkeypatch.setattr(api.logs, "_access", None)  # put back afterwards: later apps log as before
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     hooks = (sys.excepthook, threading.excepthook)

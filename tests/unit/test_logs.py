@@ -16,13 +16,15 @@ import pytest
 import structlog
 from structlog.contextvars import bind_contextvars, clear_contextvars
 
-from api.logs import configure_logging, mask_code, mask_text
+import api.logs
+from api.logs import access_logger, configure_logging, mask_code, mask_text
 from api.settings import Settings
 
 
 @pytest.fixture
-def stream() -> Iterator[io.StringIO]:
+def stream(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     """configure_logging on a StringIO; the process's logging as it was afterwards."""
+    monkeypatch.setattr(api.logs, "_access", None)  # put back afterwards: later apps log as before
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     hooks = (sys.excepthook, threading.excepthook)
@@ -50,14 +52,16 @@ def test_stdlib_and_structlog_lines_are_json_with_the_request_id_bound_to_the_re
     bind_contextvars(request_id="req-123")
     logging.getLogger("uvicorn.error").warning("started %d workers", 2)
     structlog.get_logger("coupon_ledger.access").info("request", status=201)
+    access_logger("coupon_ledger.access").info("request", status=202, request_id="req-123")
     clear_contextvars()
     logging.getLogger("eventsourcing").warning("outside any request")
-    first, second, third = lines(stream)
+    first, second, access, third = lines(stream)
     assert first["event"] == "started 2 workers" and first["level"] == "warning" and first["logger"] == "uvicorn.error"
     assert first["request_id"] == "req-123" and second["request_id"] == "req-123"
     assert second["event"] == "request" and second["status"] == 201
+    assert access == {**access, "event": "request", "status": 202, "level": "info", "logger": "coupon_ledger.access"}
     assert "request_id" not in third
-    assert all(line["timestamp"].endswith("Z") for line in (first, second, third))
+    assert all(line["timestamp"].endswith("Z") for line in (first, second, access, third))
 
 
 def test_an_exception_is_rendered_into_the_same_line(stream: io.StringIO) -> None:
@@ -125,7 +129,7 @@ def test_without_a_format_json_unless_stderr_is_a_terminal(stream: io.StringIO) 
 def test_the_level_setting_filters_every_logger(stream: io.StringIO) -> None:
     configure_logging(Settings(log_level="warning"), stream)
     logging.getLogger("uvicorn.error").info("not shown")
-    structlog.get_logger("coupon_ledger.access").info("not shown either")
+    access_logger("coupon_ledger.access").info("not shown either")
     logging.getLogger("uvicorn.error").error("shown")
     assert [line["event"] for line in lines(stream)] == ["shown"]
 
