@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -61,6 +62,7 @@ class Outcome:
     json_lines: int
     access_lines: int
     requests_seen: int  # wrk's requests (2xx and not) plus the scrapes and probes of the run
+    cpu_per_request: float  # seconds of CPU (user + system) the serve process spent per request of the run
 
 
 class Server:
@@ -108,6 +110,12 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), whatever else runs on the machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def redemptions_counted(server: Server) -> float | None:
@@ -171,7 +179,9 @@ def one_run(
         warm = run_wrk(wrk, target, args.warmup, config, [tenant.api_key, "hot", *codes, f"{run_id}-warm"])
         recorded_before = recorded_uses(server, tenant)
         before = redemptions_counted(server)
+        cpu_before = cpu_seconds(server.process.pid)
         measured = run_wrk(wrk, target, args.seconds, config, [tenant.api_key, "hot", *codes, run_id])
+        cpu = cpu_seconds(server.process.pid) - cpu_before
         after = redemptions_counted(server)
         recorded_after = recorded_uses(server, tenant)
     finally:
@@ -188,6 +198,7 @@ def one_run(
         json_lines,
         access,
         wrk_requests + server.requests,
+        cpu / max(1, measured.ok + measured.errors),
     )
     state = "on " if observed else "off"
     print(
@@ -203,6 +214,7 @@ def report(outcomes: list[Outcome], config: Config, seconds: int, header: list[s
     lines.append(
         f"{'run':<4}{'obs':<5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'2xx (wrk)':>11}{'counter +':>11}"
         f"{'db uses +':>11}{'agree':>7}{'log lines':>11}{'JSON':>8}{'access':>8}{'requests':>10}{'extra':>7}"
+        f"{'cpu us/req':>12}"
     )
     for number, o in enumerate(outcomes, 1):
         m = o.measured
@@ -215,6 +227,7 @@ def report(outcomes: list[Outcome], config: Config, seconds: int, header: list[s
             f"{number:<4}{'on' if o.observed else 'off':<5}{m.ok_per_s:>9.1f}{m.p50_ms:>9.2f}{m.p99_ms:>9.2f}"
             f"{m.ok:>11}{counted:>11}{o.recorded_delta:>11}{agree:>7}{o.lines:>11}{o.json_lines:>8}"
             f"{o.access_lines:>8}{o.requests_seen:>10}{o.access_lines - o.requests_seen if o.observed else '-':>7}"
+            f"{o.cpu_per_request * 1e6:>12.0f}"
         )
     on = [o.measured.ok_per_s for o in outcomes if o.observed]
     off = [o.measured.ok_per_s for o in outcomes if not o.observed]
@@ -224,6 +237,12 @@ def report(outcomes: list[Outcome], config: Config, seconds: int, header: list[s
         lines.append(
             f"mean req/s with metrics + access log on: {mean_on:.1f}; off: {mean_off:.1f}; "
             f"on/off = {mean_on / mean_off:.3f} ({(mean_on / mean_off - 1) * 100:+.1f}%)"
+        )
+        cpu_on = statistics.mean(o.cpu_per_request for o in outcomes if o.observed) * 1e6
+        cpu_off = statistics.mean(o.cpu_per_request for o in outcomes if not o.observed) * 1e6
+        lines.append(
+            f"mean CPU of the serve process per request (user + system, /proc; less sensitive to the machine's"
+            f" other load than req/s): on {cpu_on:.0f} us, off {cpu_off:.0f} us, difference {cpu_on - cpu_off:+.0f} us"
         )
     every_json = all(o.lines == o.json_lines for o in outcomes)
     lines.append(f"every stderr line of every run parsed as JSON: {'yes' if every_json else 'NO'}")
