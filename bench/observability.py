@@ -68,12 +68,17 @@ class Outcome:
 class Server:
     """`coupon-ledger serve` with stderr (the logs) in a file of its own."""
 
-    def __init__(self, url: str, log_dir: Path, observed: bool, workers: int) -> None:
+    def __init__(self, url: str, log_dir: Path, observed: bool, workers: int, what: str = "both") -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.stderr_path = log_dir / f"serve-{self.port}.stderr"
-        flag = "on" if observed else "off"
-        env = {**child_env(url), "COUPON_LEDGER_METRICS": flag, "COUPON_LEDGER_ACCESS_LOG": flag}
+        metrics_on = observed and what in ("both", "metrics")
+        access_on = observed and what in ("both", "access")
+        env = {
+            **child_env(url),
+            "COUPON_LEDGER_METRICS": "on" if metrics_on else "off",
+            "COUPON_LEDGER_ACCESS_LOG": "on" if access_on else "off",
+        }
         env.pop("COUPON_LEDGER_LOG_FORMAT", None)  # stderr is a file: JSON
         with self.stderr_path.open("w") as stderr:
             self.process = subprocess.Popen(
@@ -169,7 +174,7 @@ def parse_log(path: Path) -> tuple[int, int, int]:
 def one_run(
     url: str, tenant: Tenant, observed: bool, args: argparse.Namespace, config: Config, wrk: str, log_dir: Path
 ) -> Outcome:
-    server = Server(url, log_dir, observed, args.workers)
+    server = Server(url, log_dir, observed, args.workers, args.observe)
     try:
         server.wait_healthy()
         create_hot_coupon(server, tenant)
@@ -292,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=2, help="on/off pairs of runs, alternating (default 2)")
     parser.add_argument("--workers", type=int, default=1, help="serve --workers (default 1)")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--observe", choices=("both", "metrics", "access"), default="both", help="what the 'on' runs turn on"
+    )
     args = parser.parse_args(argv)
     wrk = ensure_wrk()
     config = Config(
@@ -323,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
             "coupon-ledger observability: metrics and access log under load, and their cost",
             machine_line(server_url, where, wrk),
             f"each run: a fresh `serve --workers {args.workers}`, {args.warmup} s warm-up, {args.seconds} s of wrk"
-            f" ({args.connections} connections, 2 threads) on one coupon, /metrics scraped before and after",
+            f" ({args.connections} connections, 2 threads) on one coupon, /metrics scraped before and after;"
+            f" on = {'metrics and access log' if args.observe == 'both' else args.observe + ' only'}",
         ]
         for pair in range(args.pairs):
             # on, off, off, on, ...: a drift in the machine's load favours neither.
