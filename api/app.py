@@ -5,13 +5,16 @@ from __future__ import annotations
 import gc
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Request, Response
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from structlog.contextvars import bind_contextvars
 
+from api.access import CLIENT_CLOSED, DIRECT_ROUTE, RequestObserver, route_template
 from api.deps import publishable_key_may_call
 from api.errors import error_response, install_error_handlers, is_client_disconnect, payload_too_large, render_error
 from api.openapi import install_docs, install_openapi
@@ -31,6 +34,8 @@ from api.routes import (
 )
 from api.services import Services
 from api.settings import Settings
+from ledger.metrics import configure as configure_metrics
+from ledger.metrics import metrics
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +52,29 @@ class RequestContext:
     handler and the same error mapping as the app, but without the router, the dependency
     resolution and the middleware layers in between: for the busiest route they cost more CPU
     than the redemption. The routes stay registered on the app, for the OpenAPI document.
-    Plain ASGI, reading the raw headers, so that it costs one function call per request."""
+    Plain ASGI, reading the raw headers, so that it costs one function call per request.
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, direct: Mapping[tuple[str, str], DirectRoute]) -> None:
+    When the request ends, the ``observer`` (api/access.py) writes its access line and counts it,
+    with the route template the router found (or the direct route's path). The request id is bound
+    to the request's logging context, so every line logged while it runs carries it."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        direct: Mapping[tuple[str, str], DirectRoute],
+        observer: RequestObserver | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.direct = dict(direct)
+        self.observer = observer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        began = time.perf_counter()
         request_id = ""
         length: bytes | None = None
         for name, value in scope["headers"]:
@@ -69,16 +86,35 @@ class RequestContext:
         # thread can cost milliseconds. A request id needs to be unique, not secret.
         request_id = request_id or f"{random.getrandbits(128):032x}"
         scope.setdefault("state", {})["request_id"] = request_id
+        bind_contextvars(request_id=request_id)  # this request's task only: each request has its own
         id_header = (b"x-request-id", request_id.encode("latin-1"))
-        started = False
+        status = 0
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
+            nonlocal status
             if message["type"] == "http.response.start":
-                started = True
+                status = message["status"]
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
+        route = self.direct.get((scope["method"], scope["path"]))
+        if route is not None:
+            scope["state"][DIRECT_ROUTE] = scope["path"]
+        try:
+            await self._serve(scope, receive, send_with_id, length, route, lambda: status != 0)
+        finally:
+            if self.observer is not None:
+                self.observer.finished(scope, status or CLIENT_CLOSED, time.perf_counter() - began)
+
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send_with_id: Send,
+        length: bytes | None,
+        route: DirectRoute | None,
+        started: Callable[[], bool],
+    ) -> None:
         received = 0
         limit = self.max_body_bytes
 
@@ -94,7 +130,6 @@ class RequestContext:
         if length is not None and (not length.isdigit() or int(length) > limit):
             await payload_too_large(Request(scope))(scope, receive, send_with_id)
             return
-        route = self.direct.get((scope["method"], scope["path"]))
         try:
             if route is None:
                 await self.app(scope, counting_receive, send_with_id)
@@ -106,11 +141,13 @@ class RequestContext:
                 response = await render_error(request, error)
             await response(scope, counting_receive, send_with_id)
         except Exception as error:
+            # The route template, not the path: a path may hold a coupon code.
+            where = route_template(scope)
             if is_client_disconnect(error):
-                log.debug("client disconnected during %s %s", scope["method"], scope["path"])
+                log.debug("client disconnected during %s %s", scope["method"], where)
                 return
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            if started:
+            log.exception("unhandled error on %s %s", scope["method"], where)
+            if started():
                 raise
             response = error_response(Request(scope), "INTERNAL_ERROR", "An unexpected error occurred.")
             await response(scope, receive, send_with_id)
@@ -172,10 +209,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Inside RequestContext: the routes it serves directly (apply) never pass through it.
     app.add_middleware(StorefrontCors)
     # Every response, the 413 and 500 ones included, carries X-Request-ID.
+    configure_metrics(settings.metrics)
     app.add_middleware(
         RequestContext,
         max_body_bytes=settings.max_body_bytes,
         direct={("POST", "/v1/coupons/apply"): coupons.apply_coupon},
+        observer=RequestObserver(settings.access_log, metrics()),
     )
 
     app.include_router(coupons.router)

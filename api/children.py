@@ -56,11 +56,15 @@ def _watch_parent(parent_pid: int, signum: int) -> None:
 
 class ServeConfig(uvicorn.Config):
     """uvicorn's settings, with a hook in every worker process uvicorn spawns: configure_logging is
-    the first thing a spawned worker runs, before its server starts. There the worker arranges to
-    die with serve and joins serve's claim on the data folder."""
+    the first thing a spawned worker runs, before its server starts. There the worker sets up the
+    logs (api/logs.py: JSON lines, uvicorn's loggers through them), arranges to die with serve and
+    joins serve's claim on the data folder."""
 
     def configure_logging(self) -> None:
         super().configure_logging()
+        from api.logs import configure_logging  # here: a worker loads it only once it runs
+
+        configure_logging()
         parent = multiprocessing.parent_process()
         if parent is not None and parent.pid is not None:  # in a worker, not in serve itself
             die_with_parent(parent.pid)

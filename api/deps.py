@@ -68,6 +68,7 @@ async def get_storefront_caller(request: Request) -> Caller:
         raise _invalid_key()
     # Who acts in this request: every event its commands make records it.
     set_actor(Actor(f"{key.kind}_key", key.key_id, request.state.request_id[:REQUEST_ID_KEPT]))
+    request.state.key_id = key.key_id  # for the access line (api/access.py): the key's public id
     return Caller(key.retailer_id, services, key.kind)
 
 

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
+from api.access import route_template
 from ledger.errors import LedgerError
 from ledger.event_store import DATABASE_UNAVAILABLE, is_contention, is_database_unavailable
 
@@ -162,7 +163,7 @@ async def render_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(request, exc.code, exc.message, exc.details)
     if is_client_disconnect(exc):
         # Nobody is left to read the answer, and nothing went wrong here: no trace in the log.
-        log.debug("client disconnected during %s %s", request.method, request.url.path)
+        log.debug("client disconnected during %s %s", request.method, route_template(request.scope))
         return error_response(request, "CLIENT_DISCONNECTED", "The client disconnected before sending the whole body.")
     if isinstance(exc, RequestValidationError):
         errors = validation_errors(exc.errors())
@@ -187,7 +188,7 @@ async def render_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(request, "INTERNAL_ERROR", "An unexpected error occurred.")
     if is_contention(exc):
         # A lock not granted within lock_timeout, a deadlock, a cancelled statement: busy, not down.
-        log.warning("lock contention on %s %s: %s", request.method, request.url.path, exc)
+        log.warning("lock contention on %s %s: %s", request.method, route_template(request.scope), exc)
         return error_response(
             request,
             "SERVICE_UNAVAILABLE",
@@ -197,11 +198,11 @@ async def render_error(request: Request, exc: Exception) -> JSONResponse:
     if is_database_unavailable(exc):
         # The database is down, restarting or out of connections (psycopg's or the library's
         # OperationalError or InterfaceError, a pool timeout): the client should retry, not give up.
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        log.warning("database unavailable on %s %s: %s", request.method, route_template(request.scope), exc)
         return error_response(
             request, "SERVICE_UNAVAILABLE", "The database is unavailable; retry shortly.", {"retry_after": 1}
         )
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    log.exception("unhandled error on %s %s", request.method, route_template(request.scope), exc_info=exc)
     return error_response(request, "INTERNAL_ERROR", "An unexpected error occurred.")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -63,6 +63,21 @@ class Settings(BaseSettings):
     webhook_retry_window_seconds: float = Field(default=86_400.0, gt=0, le=7 * 86_400)
     # Peers whose X-Forwarded-For is believed: comma-separated IPs or CIDRs (none by default).
     trusted_proxies: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
+    # Logs (api/logs.py): JSON lines, or lines for a person to read; unset: console when stderr is a
+    # terminal, else JSON. The level applies to every logger (ours, uvicorn's, the library's).
+    log_format: Literal["json", "console"] | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # One access line per request (api/access.py), and the metrics of GET /metrics (ledger/metrics.py).
+    access_log: bool = True
+    metrics: bool = True
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value: Any, info: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            return value.upper() if info.field_name == "log_level" else (value.lower() or None)
+        return value
 
     def webhook_dispatch(self) -> DispatchSettings:
         return DispatchSettings(

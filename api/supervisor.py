@@ -30,6 +30,7 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 
 from api.children import SERVE_LOCK
 from api.database import InUse, folder_lock, restart_embedded_if_down, try_exclusive
+from api.metrics_folder import mark_process_dead
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +209,7 @@ class ProjectionProcess:
                 continue
             if self.process is not None and self.process.poll() is not None:
                 log.error("the projection process exited with %s; starting it again", self.process.returncode)
+                mark_process_dead(self.process.pid)
                 self.process = subprocess.Popen(self.command)
 
 
@@ -226,7 +228,30 @@ class Server(uvicorn.Server):
 
 class Supervisor(Multiprocess):
     """uvicorn's supervisor of several workers, where a signal that comes while the workers finish
-    their requests kills them instead of being ignored."""
+    their requests kills them instead of being ignored, and a worker it replaces (dead, hung,
+    restarted on SIGHUP, dropped on SIGTTOU) is marked dead in the metrics folder."""
+
+    def keep_subprocess_alive(self) -> None:
+        before = self._pids()
+        super().keep_subprocess_alive()
+        self._forget(before)
+
+    def restart_all(self) -> None:
+        before = self._pids()
+        super().restart_all()
+        self._forget(before)
+
+    def handle_ttou(self) -> None:
+        before = self._pids()
+        super().handle_ttou()
+        self._forget(before)
+
+    def _pids(self) -> set[int | None]:
+        return {worker.pid for worker in self.processes}
+
+    def _forget(self, before: set[int | None]) -> None:
+        for pid in before - self._pids():
+            mark_process_dead(pid)
 
     def join_all(self) -> None:
         for worker in self.processes:

@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.pool_size is not None:
         os.environ["CONV_POOL_SIZE"] = str(args.pool_size)
-    # No access log, as `coupon-ledger serve` by default: a line per request costs both the same.
+    # No access log, as `coupon-ledger serve` under bench/harness.py: a line per request costs both the same.
     uvicorn.run("bench.conventional:create_app", factory=True, host=args.host, port=args.port, access_log=False)
 
 

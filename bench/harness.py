@@ -224,6 +224,9 @@ def free_port() -> int:
 def child_env(database_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.endswith("PERSISTENCE_MODULE")}
     env["DATABASE_URL"] = database_url
+    # Like the conventional service, no line per request (bench/observability.py measures what
+    # the access log costs); set COUPON_LEDGER_ACCESS_LOG to compare otherwise.
+    env.setdefault("COUPON_LEDGER_ACCESS_LOG", "false")
     env.update(extra or {})
     return env
 

@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from datetime import UTC, datetime
+from time import perf_counter
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -42,7 +43,7 @@ from psycopg import Connection
 
 from ledger.batch import Batch, Command, WriterStats, settle
 from ledger.clock import DECISION_TIME
-from ledger.errors import LedgerBusy, StoreUnavailable
+from ledger.errors import LedgerBusy, LedgerError, StoreUnavailable
 from ledger.event_store import (
     AggregateReader,
     LedgerRecorder,
@@ -51,6 +52,7 @@ from ledger.event_store import (
     is_contention,
     is_database_unavailable,
 )
+from ledger.metrics import Metrics, error_code_label, metrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -119,6 +121,8 @@ class BatchWriter:
                 return
             if not self._room.acquire(blocking=False):
                 self.stats.refused += 1
+                if (m := metrics()) is not None:
+                    m.queue_full.inc()
                 raise LedgerBusy(
                     f"The ledger has {self.max_queue} commands waiting; retry shortly.",
                     retry_after=1,
@@ -202,6 +206,8 @@ class BatchWriter:
                 first = WAKE
             if first is None:
                 return
+            if (m := metrics()) is not None:
+                m.queue_depth.set(self._queue.qsize() + (first is not WAKE))
             commands: list[Command[Any]] = [] if first is WAKE else [first]  # type: ignore[list-item]
             self._taken = commands
             stop = False
@@ -225,6 +231,8 @@ class BatchWriter:
                     self._failed(live, error)
                 self._taken = []
                 self._answer(live)
+            if (m := metrics()) is not None:
+                m.queue_depth.set(self._queue.qsize())  # what waits now: 0 when the writer is idle
             if stop:
                 return
 
@@ -297,6 +305,7 @@ class BatchWriter:
             batch.base[aggregate_id] = batch.current[aggregate_id] = aggregate
 
     def _write(self, commands: list[Command[Any]]) -> None:
+        m = metrics()
         batch = Batch(self)
         self.load(batch, (i for c in commands for i in c.needs))
         pending = commands
@@ -308,11 +317,20 @@ class BatchWriter:
             events = [e for c in saving for e in c.events]
             works = [c for c in saving if c.work is not None]
             try:
-                done = self._save(events, self._snapshots(batch, saving), works) if events or works else {}
+                if events or works:
+                    started = perf_counter()
+                    done = self._save(events, self._snapshots(batch, saving), works)
+                    if m is not None:
+                        m.save_seconds.observe(perf_counter() - started)
+                else:
+                    done = {}
             except WorkRefused as refused:
                 # Nothing was saved; the refused commands fail alone, and whatever built on them
                 # is decided again without them.
                 pending = self._after_refusal(batch, commands, refused.failures)
+                if m is not None:
+                    m.conflicts.labels("work").inc()
+                    m.redecided.inc(len(pending))
                 continue
             except Exception as error:
                 if not isinstance(error, IntegrityError) and not is_contention(error):
@@ -327,7 +345,12 @@ class BatchWriter:
                 if conflicts >= self.max_attempts or contended >= self.max_contended:
                     for command in pending:
                         self._give_up(batch, command, error)
+                    if m is not None:
+                        m.gave_up.inc(len(pending))
                     pending = []
+                if m is not None:
+                    m.conflicts.labels("lock" if is_contention(error) else "version").inc()
+                    m.redecided.inc(len(pending))
                 time.sleep(random.uniform(0, min(0.02, 0.0005 * 2**conflicts)))
                 batch.new_attempt()
                 continue
@@ -339,9 +362,13 @@ class BatchWriter:
         self.stats.commands += len(commands)
         self.stats.events += len(events)
         self._remember(batch, saving)
+        if m is not None:
+            count_saved(m, len(commands), events)
 
     @staticmethod
     def _answer(commands: list[Command[Any]]) -> None:
+        if (m := metrics()) is not None:
+            count_refusals(m, commands)
         by_loop: dict[asyncio.AbstractEventLoop, list[Command[Any]]] = {}
         for command in commands:
             if command.loop is None:
@@ -506,6 +533,31 @@ class BatchWriter:
             self.app.snapshots.put(snapshots)
             self.stats.snapshots += len(snapshots)
         return {}
+
+
+REDEEMED = "Coupon.Redeemed"
+
+
+def count_saved(m: Metrics, commands: int, events: list[Any]) -> None:
+    """A committed batch: its size, its events by type, its redemptions."""
+    m.batch_commands.observe(commands)
+    by_type: dict[str, int] = {}
+    for event in events:
+        name = type(event).__qualname__
+        by_type[name] = by_type.get(name, 0) + 1
+    for name, count in by_type.items():
+        m.events.labels(name).inc(count)
+    redeemed = by_type.get(REDEEMED)
+    if redeemed:
+        m.redemptions.inc(redeemed)
+
+
+def count_refusals(m: Metrics, commands: list[Command[Any]]) -> None:
+    """The commands answered with a refusal, by its code (each caller's answer counted once)."""
+    for command in commands:
+        outcome = command.outcome
+        if outcome is not None and not outcome[0] and isinstance(outcome[1], LedgerError):
+            m.refusals.labels(error_code_label(outcome[1].code)).inc()
 
 
 def busy(error: BaseException) -> LedgerBusy:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Sequence
 from threading import Event
@@ -37,6 +38,7 @@ from eventsourcing.projection import (
 from eventsourcing.utils import EnvType
 
 from ledger.application import CouponLedger
+from ledger.metrics import metrics
 from projections.backfill import fill_backfills
 from projections.coupons import CouponsProjection, CouponsView, UnwritableEvent
 
@@ -123,7 +125,11 @@ class BatchingProjectionRunner(ProjectionRunner[TApplication, TView]):
             del owner  # hold the runner only weakly, as the library does
             assert isinstance(projection, ProcessesBatches)
             for batch in batches(subscription, max_batch_size):
+                started = time.perf_counter()
                 projection.process_events(batch)
+                if (m := metrics()) is not None:
+                    m.projection_batch_seconds.observe(time.perf_counter() - started)
+                    m.projected_events.inc(len(batch))
         except BaseException as error:
             _runner = runner()
             if _runner is not None:

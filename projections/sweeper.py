@@ -32,6 +32,7 @@ from ledger.actors import SWEEPER, acting_as
 from ledger.application import CouponLedger
 from ledger.commands import ExpireHolds
 from ledger.event_store import CONNECT_TIMEOUT
+from ledger.metrics import metrics
 from projections.coupons import CouponsView
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,11 @@ class Sweeper:
                 chore()
             except Exception:
                 log.exception("sweeper chore %s failed", getattr(chore, "__qualname__", chore))
+                if (m := metrics()) is not None:
+                    m.chore_failures.inc()
         self.sweeps += 1
+        if (m := metrics()) is not None:
+            m.sweeps.inc()
         return recorded
 
     def expire_holds(self) -> int:
@@ -111,6 +116,8 @@ class Sweeper:
                 break
         if recorded:
             log.info("sweeper recorded the expiry of %d hold(s)", recorded)
+            if (m := metrics()) is not None:
+                m.holds_expired.inc(recorded)
         self.expired += recorded
         return recorded
 

@@ -17,6 +17,7 @@ from psycopg_pool import ConnectionPool
 from api.children import SERVE_FOLDER_ENV, ServeConfig
 from api.commands.signals import ShutdownSignals
 from api.database import InUse, abandon_embedded, apply_schema, eventsourcing_env, open_database, open_ledger
+from api.metrics_folder import MetricsFolder
 from api.retailers import NewRetailer, Retailers
 from api.settings import Settings
 from api.shop.orders import Checkout
@@ -32,6 +33,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     child and uvicorn. A claim held by live processes is refused before anything starts or stops."""
     signals = ShutdownSignals()
     signals.on_force.append(abandon_embedded)
+    if args.access_log is not None:  # the workers read it from the environment, like every setting
+        os.environ["COUPON_LEDGER_ACCESS_LOG"] = "true" if args.access_log else "false"
     config = uvicorn_config(args)
     embedded = not settings.database_url
     folder = ServeFolder(settings.data_dir)
@@ -40,7 +43,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             if embedded:
                 folder.claim()
             listener = listen(config)
-            with open_database(settings.database_url, settings.data_dir) as (url, _embedded):
+            # Before any metric is made in this process or a child: they all write to this folder.
+            with (
+                MetricsFolder(),
+                open_database(settings.database_url, settings.data_dir) as (url, _embedded),
+            ):
                 return serve(args, config, listener, url, settings.data_dir if embedded else None, signals)
         except InUse as in_use:
             print(f"coupon-ledger serve: error: {in_use}; nothing was started or stopped", file=sys.stderr, flush=True)
@@ -100,7 +107,10 @@ def uvicorn_config(args: argparse.Namespace) -> uvicorn.Config:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        access_log=args.access_log,
+        # Logging is ours (api/logs.py, set up by ServeConfig in every process): uvicorn's loggers
+        # go through it, and its access log is replaced by one line per request (api/access.py).
+        log_config=None,
+        access_log=False,
         timeout_graceful_shutdown=args.graceful_timeout,
         # uvicorn would otherwise take the client address from X-Forwarded-For of any loopback
         # peer: the app decides whom to believe (COUPON_LEDGER_TRUSTED_PROXIES, api/throttle.py).

@@ -1,10 +1,11 @@
-"""Operations endpoints: liveness and readiness, without authentication."""
+"""Operations endpoints: liveness, readiness and metrics, without authentication."""
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import error_response
+from api.exposition import exposition
 from api.openapi import errors
 from api.services import Services
 
@@ -28,3 +29,18 @@ async def readyz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ready"})
     reason, message = unready
     return error_response(request, "SERVICE_UNAVAILABLE", message, {"reason": reason})
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
+async def prometheus_metrics(request: Request) -> Response:
+    """The service's metrics in Prometheus text format, every name prefixed `coupon_ledger_`: requests
+    and latency by route template, redemptions, refusals by error code, the writer's batches, commits,
+    conflicts and queue, the projection's lag, holds live, the sweeper's work, webhook deliveries.
+    Summed over every process of the server. No label carries a retailer, code, customer or key."""
+    services: Services = request.app.state.services
+    body, content_type = await run_in_threadpool(exposition, services.pool, services.ledger)
+    return Response(body, media_type=content_type)

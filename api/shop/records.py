@@ -23,6 +23,7 @@ from api.shop.errors import SessionChanged, session_completed, session_expired
 from api.shop.stock import DROP_HOLDS
 from ledger.commands import Hold
 from ledger.domain import Item
+from ledger.metrics import metrics
 from ledger.money import CENT, format_amount
 
 ZERO = Decimal("0.00")
@@ -276,4 +277,7 @@ def cleanup_expired_sessions(pool: ConnectionPool, now: datetime | None = None) 
         sessions = conn.execute(
             "UPDATE checkout_sessions SET status = 'expired' WHERE status = 'open' AND expires_at <= %s", (now,)
         ).rowcount
+    if (m := metrics()) is not None:
+        m.stock_holds_deleted.inc(max(holds, 0))
+        m.sessions_ended.inc(max(sessions, 0))
     return holds, sessions

@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.settings import Settings
 from api.shop.records import cleanup_expired_sessions
+from ledger.metrics import metrics
 from tests.support.http import Api, Sql, assert_error, assert_validation_failed
 
 SESSIONS = "/v1/checkout/sessions"
@@ -678,8 +679,13 @@ def test_an_abandoned_session_gives_its_coupon_use_and_stock_back_when_it_expire
     # The sweeper's chore deletes its ended stock hold and marks it expired.
     chores = app.state.services.chores()
     assert any(getattr(chore, "func", None) is cleanup_expired_sessions for chore in chores)
+    made = metrics()
+    assert made is not None
+    ended_before = made.registry.get_sample_value("coupon_ledger_sweeper_sessions_ended_total") or 0
     holds, expired = cleanup_expired_sessions(app.state.services.pool)
     assert holds >= 1 and expired >= 1
+    ended_after = made.registry.get_sample_value("coupon_ledger_sweeper_sessions_ended_total") or 0
+    assert ended_after >= ended_before + expired  # counted for /metrics (the app's own sweeper may add more)
     assert sql("SELECT status FROM checkout_sessions WHERE retailer_id = %s AND id = %s", api.retailer_id, sid) == [
         ("expired",)
     ]

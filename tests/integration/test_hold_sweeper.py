@@ -18,6 +18,7 @@ import pytest
 from api.database import apply_schema, eventsourcing_env, open_ledger, start_embedded, stop_embedded
 from ledger.application import CouponLedger
 from ledger.errors import StoreUnavailable
+from ledger.metrics import metrics
 from projections.coupons import CouponsView, construct_view
 from projections.runner import ProjectionLeader
 from projections.sweeper import SWEEPER_LOCK_KEY, Sweeper
@@ -70,6 +71,13 @@ def processes(database_url: str) -> Iterator[Processes]:
     running.close()
 
 
+def counted(name: str) -> float:
+    """A counter of ledger/metrics.py in this process, as /metrics exports it."""
+    made = metrics()
+    assert made is not None
+    return made.registry.get_sample_value(f"coupon_ledger_{name}_total") or 0.0
+
+
 def ended(url: str, kind: str) -> Counter[UUID]:
     """How many events of this kind (e.g. "Reservation.Expired") each aggregate has in the log."""
     with psycopg.connect(url) as conn:
@@ -115,6 +123,7 @@ def test_of_two_sweepers_one_sweeps_and_records_each_expired_hold_once_leaving_l
     database_url: str, ledger: CouponLedger, retailer_id: UUID, processes: Processes
 ) -> None:
     create_coupon(ledger, retailer_id, "SWEPT", "fixed", D("5.00"), max_uses=10)
+    expired_before, sweeps_before = counted("sweeper_holds_expired"), counted("sweeper_sweeps")
     short = holds(ledger, retailer_id, 1, 2) + holds(ledger, retailer_id, 1, 1, customer_id="cy")
     live = holds(ledger, retailer_id, 3600, 2, customer_id="cy")
     processes.leader()
@@ -127,6 +136,8 @@ def test_of_two_sweepers_one_sweeps_and_records_each_expired_hold_once_leaving_l
 
     assert [s.is_sweeping.is_set() for s in (first, second)].count(True) == 1
     assert sorted([first.expired, second.expired]) == [0, 3]
+    assert counted("sweeper_holds_expired") == expired_before + 3  # the sweeper's work, as /metrics shows it
+    assert counted("sweeper_sweeps") >= sweeps_before + 3
     assert len(lock_holders(database_url)) == 1
     assert ended(database_url, "Reservation.Expired") == Counter({i: 1 for i in short})
     assert ended(database_url, "Coupon.ReservationExpired") == Counter({ledger.get_coupon(retailer_id, "SWEPT").id: 3})
