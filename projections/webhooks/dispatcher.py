@@ -28,6 +28,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from ledger.event_store import CONNECT_TIMEOUT
+from ledger.metrics import metrics
 from projections.webhooks.signature import EVENT_ID_HEADER, SIGNATURE_HEADER, signature_header
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,11 @@ class Outcome:
 
 
 def record_delivery_outcome(event_type: str, outcome: Outcome) -> None:
-    """Where each attempt's outcome is recorded besides its row: the hook for a counter
-    ``coupon_ledger_webhook_deliveries_total{event_type, outcome}`` (no metrics module yet)."""
-    log.debug("webhook %s delivery %s", event_type, "succeeded" if outcome.succeeded else "failed")
+    """Each attempt's outcome, besides its row: ``coupon_ledger_webhook_deliveries_total{outcome}``."""
+    label = "delivered" if outcome.succeeded else "failed"
+    log.debug("webhook %s delivery %s", event_type, label)
+    if (m := metrics()) is not None:
+        m.webhook_deliveries.labels(label).inc()
 
 
 def backoff_delay(attempts: int, settings: DispatchSettings) -> float:
