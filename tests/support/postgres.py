@@ -114,11 +114,13 @@ def leader_lock_holders(url: str) -> list[int]:
 
 
 def projection_listeners(url: str) -> int:
-    """Sessions listening for new events in this database: one per running projection runner."""
+    """Sessions listening for new events in this database: one per running projection runner (the
+    API processes' listeners for revoked keys are not counted)."""
     return int(
         scalar(
             url,
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN %%'",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN %%'"
+            " AND query NOT ILIKE '%%api_key_revoked%%'",
         )
     )
 
