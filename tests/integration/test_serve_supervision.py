@@ -149,7 +149,7 @@ def test_serve_restarts_a_killed_postgres_and_no_request_fails_once_it_is_back(
     def back() -> bool:
         try:
             info = PostmasterInfo.read_from_pgdata(pgdata)
-        except AssertionError:  # postmaster.pid is being written
+        except (AssertionError, FileNotFoundError):  # postmaster.pid is being written, or not yet there
             return False
         if info is None or info.pid == old or not is_alive(info.pid):
             return False
