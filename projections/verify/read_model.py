@@ -40,6 +40,15 @@ def pages(view: CouponsView, application_name: str, query: str, page: int = PAGE
         after = rows[-1]["id"]
 
 
+def field_differences(found: Any, wanted: Any, names: list[str]) -> str:
+    """``name found != wanted`` for each field in which a read-model row differs from the log's."""
+    return ", ".join(
+        f"{name} {getattr(found, name)} != {getattr(wanted, name)}"
+        for name in names
+        if getattr(found, name) != getattr(wanted, name)
+    )
+
+
 def check_coupons(audit: Audit, view: CouponsView, application_name: str) -> None:
     store = audit.store
     query = "SELECT id, uses_count FROM coupons WHERE id > %s ORDER BY id LIMIT %s"
@@ -106,11 +115,7 @@ def check_reservations(audit: Audit, view: CouponsView, application_name: str) -
                     f"read model has hold {found.id} that the event log does not have through notification {position}"
                 )
                 continue
-            differences = ", ".join(
-                f"{name} {getattr(found, name)} != {getattr(wanted, name)}"
-                for name in names
-                if getattr(found, name) != getattr(wanted, name)
-            )
+            differences = field_differences(found, wanted, names)
             audit.violation(
                 f"read model hold {found.id}: {differences} (the Reservation's events through notification {position})"
             )

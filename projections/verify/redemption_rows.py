@@ -19,7 +19,7 @@ from ledger.domain import Redemption
 from projections.coupons import CouponsView
 from projections.redemptions import BUCKET_OF, REDEMPTION_COLUMNS, RedemptionRow
 from projections.verify.audit import Audit
-from projections.verify.read_model import pages
+from projections.verify.read_model import field_differences, pages
 from projections.verify.store import RECORDED
 
 
@@ -63,11 +63,7 @@ def check_redemption_rows(audit: Audit, view: CouponsView, application_name: str
                     f" through notification {position}"
                 )
                 continue
-            differences = ", ".join(
-                f"{name} {getattr(found, name)} != {getattr(wanted, name)}"
-                for name in names
-                if getattr(found, name) != getattr(wanted, name)
-            )
+            differences = field_differences(found, wanted, names)
             audit.violation(
                 f"read model redemption {found.id}: {differences} (its events through notification {position})"
             )
