@@ -41,6 +41,14 @@ def env(database_url: str) -> dict[str, str]:
     return eventsourcing_env(database_url)
 
 
+def start_together(ledgers: list[CouponLedger]) -> None:
+    """Make every ledger's writer wait for the others at its next first reading of the clock, so
+    that each decides against the coupon version the others hold."""
+    line = StartLine(len(ledgers))
+    for ledger in ledgers:
+        ledger.clock = line
+
+
 def outcome(result: Receipt | BaseException) -> str:
     if isinstance(result, Receipt):
         return "REDEEMED"
@@ -55,12 +63,12 @@ def test_a_hundred_racing_redemptions_of_a_ten_use_coupon_redeem_it_exactly_ten_
 ) -> None:
     # Each ledger's writer reads the coupon at the same version before any of them saves
     # (StartLine), so with several ledgers all but one lose the first version race.
-    start_line = StartLine(ledger_count)
     pool = {"pool_size": 4, "max_overflow": 12} if ledger_count == 1 else {"pool_size": 2, "max_overflow": 4}
     for _ in range(ledger_count):
-        open_ledgers.append(ledger_with_clock(eventsourcing_env(database_url, **pool), start_line))
+        open_ledgers.append(ledger_with_clock(eventsourcing_env(database_url, **pool), partial(datetime.now, UTC)))
     retailer_id = uuid4()
     coupon = create_coupon(open_ledgers[0], retailer_id, "race10", "percentage", Decimal("10"), max_uses=MAX_USES)
+    start_together(open_ledgers)  # after the creation, whose reading of the clock must not wait
 
     def apply_with(ledger: CouponLedger) -> Callable[[], Receipt]:
         return lambda: apply(ledger, retailer_id, "RACE10", SUBTOTAL)
@@ -97,10 +105,10 @@ def test_concurrent_applies_with_one_idempotency_key_record_one_redemption_and_r
     database_url: str, env: dict[str, str], open_ledgers: list[CouponLedger]
 ) -> None:
     # Two ledgers (two processes) both find the key unused and read the coupon before either saves.
-    start_line = StartLine(2)
-    open_ledgers.extend(ledger_with_clock(env, start_line) for _ in range(2))
+    open_ledgers.extend(ledger_with_clock(env, partial(datetime.now, UTC)) for _ in range(2))
     retailer_id = uuid4()
     coupon = create_coupon(open_ledgers[0], retailer_id, "ONCE", "fixed", Decimal("5"), max_uses=MAX_USES)
+    start_together(open_ledgers)
 
     def apply_with(ledger: CouponLedger) -> Callable[[], Receipt]:
         return lambda: apply(ledger, retailer_id, "ONCE", SUBTOTAL, idempotency_key="order-42")
