@@ -170,6 +170,7 @@ class ProjectionLeader:
         self.stopped_on: UnwritableEvent | None = None
         """The event projecting stopped at, if it met one the read model cannot hold."""
         self._stopping = threading.Event()
+        self._runner: ProjectionRunner[Any, Any] | None = None  # while this process leads
         self._thread = threading.Thread(target=self._run, name=f"{self.projection_class.name}-leader", daemon=True)
 
     def start(self) -> ProjectionLeader:
@@ -178,6 +179,9 @@ class ProjectionLeader:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
+        runner = self._runner
+        if runner is not None:  # wakes its run_forever at once, rather than after poll_interval
+            runner.stop()
         self._thread.join(timeout)
 
     def _run(self) -> None:
@@ -216,6 +220,10 @@ class ProjectionLeader:
                     if filled:
                         log.info("filled %s from the event log", ", ".join(filled))
                 self.is_leader.set()
-                while not self._stopping.is_set() and not runner.is_interrupted.is_set():
-                    runner.run_forever(timeout=self.poll_interval)  # re-raises the runner's error
-                    lock_conn.execute("SELECT 1")  # lose the lock, lose the lead
+                self._runner = runner
+                try:
+                    while not self._stopping.is_set() and not runner.is_interrupted.is_set():
+                        runner.run_forever(timeout=self.poll_interval)  # re-raises the runner's error
+                        lock_conn.execute("SELECT 1")  # lose the lock, lose the lead
+                finally:
+                    self._runner = None
