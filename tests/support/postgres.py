@@ -283,8 +283,16 @@ class Server:
         self.process.wait(10)
 
     def terminate(self) -> None:
+        self.send_sigterm()
+        self.wait_terminated()
+
+    def send_sigterm(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
+
+    def wait_terminated(self) -> None:
+        """After send_sigterm: waits for the exit (10 s, then kills) and closes the log."""
+        if self.process.poll() is None:
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
@@ -354,8 +362,10 @@ class Cluster:
         return new
 
     def stop(self) -> None:
+        for server in self.servers:  # all stop at once
+            server.send_sigterm()
         for server in self.servers:
-            server.terminate()
+            server.wait_terminated()
 
 
 @contextmanager
