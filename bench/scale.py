@@ -66,11 +66,12 @@ class Figure:
 def measure(
     wrk: str, servers: list[ServerProcess], path: str, config: Config, args: list[list[str]], run_id: str
 ) -> list[Measurement]:
-    """A warm-up, then the measured run: one wrk per server at once (with that server's ``args``),
-    the connections split between them."""
+    """A warm-up (none if ``--warmup 0``), then the measured run: one wrk per server at once (with
+    that server's ``args``), the connections split between them."""
     share = replace(config, connections=max(1, config.connections // len(servers)), wrk_threads=1)
+    phases = [("warmup", config.http_warmup)] if config.http_warmup > 0 else []
     with concurrent.futures.ThreadPoolExecutor(len(servers)) as pool:
-        for phase, seconds in (("warmup", config.http_warmup), ("run", config.http_seconds)):
+        for phase, seconds in [*phases, ("run", config.http_seconds)]:
             futures = [
                 pool.submit(run_wrk, wrk, f"{s.base_url}{path}", seconds, share, [*args[i], f"{run_id}-{phase}-{i}"])
                 for i, s in enumerate(servers)
@@ -154,7 +155,7 @@ def report(figures: list[Figure], config: Config, header: list[str]) -> str:
 def parse_args(argv: list[str] | None) -> Config:
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=10, help="measured seconds per run (default 10)")
-    parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds per run (default 3)")
+    parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds per run, 0 for none (default 3)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections in all (default 64)")
     parser.add_argument("--coupons", type=int, default=1000, help="coupons redeemed at random (default 1000)")
     parsed = parser.parse_args(argv)
