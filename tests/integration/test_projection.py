@@ -325,6 +325,25 @@ def test_of_two_projection_leaders_exactly_one_leads_and_the_other_takes_over_wh
     assert not leader_lock_holders(database_url)
 
 
+def test_a_leading_projection_leader_stops_at_once_not_after_its_poll_interval(
+    database_url: str, env: dict[str, str], ledger: CouponLedger, retailer_id: UUID
+) -> None:
+    coupon = create_coupon(ledger, retailer_id, "PROMPT", "fixed", Decimal("5"))
+    leader = ProjectionLeader(database_url, env, poll_interval=5.0).start()
+    try:
+        assert leader.is_leader.wait(15), "it did not lead"
+        redeem(ledger, retailer_id, "PROMPT", 1)
+        wait_for(lambda: uses_count(database_url, coupon.id) == 1, 15, message="the leader to project")
+        started = time.monotonic()
+        leader.stop()
+        stopped_in = time.monotonic() - started
+    finally:
+        leader.stop()
+    assert stopped_in < 2.0, f"stop took {stopped_in:.2f} s: it waited out the 5 s poll interval"
+    assert not leader.is_leader.is_set()
+    assert not leader_lock_holders(database_url)
+
+
 @pytest.fixture
 def view(env: dict[str, str]) -> Iterator[CouponsView]:
     view = construct_view(env)
