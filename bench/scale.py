@@ -14,7 +14,8 @@ coupons without a limit, and measures with ``wrk`` (bench/wrk_apply.lua, as benc
 
 After the replica run the server is stopped (its sessions flush their statistics as they end) and
 the standby's own count of scans of `coupons` says how many of the reads it served. Every run is
-preceded by a short warm-up that is not counted. It prints the figures; it judges nothing.
+preceded by a short warm-up that is not counted (none with ``--warmup 0``). It prints the figures;
+it judges nothing.
 """
 
 from __future__ import annotations
