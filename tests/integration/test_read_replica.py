@@ -9,6 +9,7 @@ import itertools
 import json
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,12 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from api.database import apply_schema
-from api.replica import REPLICA_APPLICATION_NAME
+from api.database import apply_schema, eventsourcing_env, open_ledger
+from api.replica import REPLICA_APPLICATION_NAME, ReplicaReads
+from ledger.event_store import LedgerRecorder
+from ledger.exports import coupon_event_pages, retailer_event_pages, retailer_events
+from tests.support import commands
+from tests.support.ledger import RETAILER
 from tests.support.postgres import Server, auth, create_coupon, free_port, run_cli, wait_for
 from tests.support.replica import Node, ReplicatedPostgres, replicated_postgres
 
@@ -336,3 +341,32 @@ def test_exports_send_the_same_bytes_from_the_replica_and_from_the_primary(
     chained = lines(from_standby["coupon jsonl"])
     assert [e["version"] for e in chained] == [1, 2, 3, 4]
     assert all(e["prev_hash"] == p["hash"] for p, e in itertools.pairwise(chained))
+
+
+def test_a_streamed_export_begun_on_the_replica_reads_every_page_from_it(pair: ReplicatedPostgres, dbname: str) -> None:
+    """Pages after the first come from the database the first came from: events the standby has
+    not replayed stay out of an export begun on it, while one begun on the primary reads them."""
+    ledger = open_ledger(eventsourcing_env(pair.primary.url(dbname)))
+    assert isinstance(ledger.recorder, LedgerRecorder)
+    replica = ReplicaReads(pair.standby.url(dbname), ledger.name, 2.0, ledger.recorder.events_table_name)
+    try:
+        commands.create_coupon(ledger, RETAILER, "PAGED", "percentage", Decimal("10"))
+        for _ in range(4):
+            commands.apply(ledger, RETAILER, "PAGED", Decimal("80.00"))
+        logged = len(retailer_events(ledger, RETAILER, 0, 1000))
+        assert replica.holds_log(ledger.recorder.max_notification_id())
+        history_on_replica = coupon_event_pages(ledger, RETAILER, "PAGED", page_size=2, recorder=replica.recorder)
+        log_on_replica = retailer_event_pages(ledger, RETAILER, page_size=2, recorder=replica.recorder)
+        history_on_primary = coupon_event_pages(ledger, RETAILER, "PAGED", page_size=2)
+        pair.pause_replay()
+        try:
+            for _ in range(2):
+                commands.apply(ledger, RETAILER, "PAGED", Decimal("80.00"))
+            assert [e.version for page in history_on_replica for e in page] == [1, 2, 3, 4, 5]
+            assert sum(len(page) for page in log_on_replica) == logged
+            assert [e.version for page in history_on_primary for e in page] == [1, 2, 3, 4, 5, 6, 7]
+        finally:
+            pair.resume_replay()
+    finally:
+        replica.close()
+        ledger.close()
