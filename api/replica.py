@@ -1,4 +1,5 @@
-"""The read models on a streaming replica (DATABASE_REPLICA_URL, a hot standby of DATABASE_URL).
+"""The read models and the event log on a streaming replica (DATABASE_REPLICA_URL, a hot standby
+of DATABASE_URL).
 
 A read may use the replica only once the replica holds every write acknowledged before the request
 (read-your-writes). What it must hold is what the primary's read path waits for: the projection's
@@ -7,7 +8,12 @@ record is written in the transaction that writes the rows, so once the replica h
 has replayed those rows too. (The primary's WAL position alone would not do: the projection may not
 have processed the last events yet when the request starts.)
 
-The replica is asked for its tracking position until it reaches the head, for at most
+A read of the event log itself (the exports) may use the replica once the replica's log holds
+that head: notification ids are given out in commit order (every save takes the events table's
+lock) and the standby replays commits in order, so its ``max(notification_id)`` at or past the head
+means it holds every event up to the head.
+
+The replica is asked for its position until it reaches the head, for at most
 ``wait_seconds``; past that, or while the replica cannot be reached, the caller reads from the
 primary. After a failure, or a wait that ran out, the replica is left alone for
 ``RETRY_AFTER_FAILURE`` seconds (those reads go to the primary at once), so an outage or a lagging
@@ -19,11 +25,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from eventsourcing.postgres import PostgresDatastore
 
 from api.database import eventsourcing_env
-from ledger.event_store import is_contention, is_database_unavailable
+from ledger.event_store import LedgerRecorder, is_contention, is_database_unavailable
 from projections.coupons import CouponsView, construct_view
 
 log = logging.getLogger(__name__)
@@ -42,13 +49,17 @@ def is_replica_failure(error: BaseException) -> bool:
 
 
 class ReplicaReads:
-    """The `coupons` read model (and the tables beside it) on the replica at ``url``."""
+    """The `coupons` read model (and the tables beside it) and the event log on the replica at
+    ``url``: ``view`` and ``recorder`` share one pool of connections."""
 
-    def __init__(self, url: str, application_name: str, wait_seconds: float) -> None:
+    def __init__(self, url: str, application_name: str, wait_seconds: float, events_table: str) -> None:
         self.url = url
         self.application_name = application_name
         self.wait_seconds = wait_seconds
         self.view: CouponsView = construct_view(eventsourcing_env(url, pool_size=2, max_overflow=14))
+        self.events_table = events_table
+        self._recorder: LedgerRecorder | None = None
+        self._recorder_lock = threading.Lock()
         pool = self.datastore.pool
         # A request never waits longer than the bound for one of the replica's connections.
         pool.timeout = max(wait_seconds, SHORTEST_POOL_WAIT)
@@ -63,16 +74,50 @@ class ReplicaReads:
     def datastore(self) -> PostgresDatastore:
         return self.view.datastore
 
+    @property
+    def recorder(self) -> LedgerRecorder:
+        """The event log on the replica, for its reads (select_chained, select_retailer_events): a
+        standby refuses writes. Made on first use, as the library's recorder connects when it is
+        made (a replica that is down when `serve` starts does not stop it)."""
+        with self._recorder_lock:
+            if self._recorder is None:
+                self._recorder = LedgerRecorder(self.datastore, events_table_name=self.events_table)
+            return self._recorder
+
     def has_replayed(self, position: int | None) -> bool:
         """Whether the replica's read model has processed the event log through ``position``,
         waiting for it at most ``wait_seconds``; False at once while the replica is left alone
         after a failure, and False (the failure noted) if it cannot be asked."""
-        if time.monotonic() < self._skip_until:
+        return self._reaches(position, self.tracking_position)
+
+    def holds_log(self, position: int | None) -> bool:
+        """Whether the replica's event log holds every event through ``position``, on the same
+        terms as ``has_replayed``."""
+        return self._reaches(position, self.log_position)
+
+    def resting(self) -> bool:
+        """Whether the replica is left alone for now (after a failure, or a wait that ran out)."""
+        return time.monotonic() < self._skip_until
+
+    def tracking_position(self) -> int:
+        """The replica's tracking position of the projection (0 before the first event)."""
+        with self.datastore.transaction(commit=False) as curs:
+            return self.view._max_tracking_id(self.application_name, curs) or 0
+
+    def log_position(self) -> int:
+        """The replica's event-log head, ``max(notification_id)`` (0 before the first event)."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self.recorder.max_notification_id_statement)
+            row = curs.fetchone()
+            return (row["max"] if row is not None else None) or 0
+
+    def _reaches(self, position: int | None, replica_position: Callable[[], int]) -> bool:
+        if self.resting():
             return False
         deadline = time.monotonic() + self.wait_seconds
         interval = 0.002
         try:
-            while self.tracking_position() < (position or 0):
+            while replica_position() < (position or 0):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self._skip_until = time.monotonic() + RETRY_AFTER_FAILURE  # lagging: spare the next reads the wait
@@ -86,11 +131,6 @@ class ReplicaReads:
             return False
         self._recovered()
         return True
-
-    def tracking_position(self) -> int:
-        """The replica's tracking position of the projection (0 before the first event)."""
-        with self.datastore.transaction(commit=False) as curs:
-            return self.view._max_tracking_id(self.application_name, curs) or 0
 
     def failed(self, error: BaseException) -> None:
         """The replica could not answer: read from the primary for the next RETRY_AFTER_FAILURE seconds."""

@@ -25,6 +25,7 @@ from ledger.event_store import (
     CONNECT_TIMEOUT,
     POOL_TIMEOUT,
     RECONNECT_TIMEOUT,
+    LedgerRecorder,
     check_connection,
     is_database_unavailable,
     session_timeouts,
@@ -66,7 +67,8 @@ class Services:
     sweeper: Sweeper | None = None
     key_listener: KeyListener | None = None
     replica: ReplicaReads | None = None
-    """The read models on DATABASE_REPLICA_URL, if set (api/read_model.py decides when to use it)."""
+    """The read models and event log on DATABASE_REPLICA_URL, if set (api/read_model.py and
+    api/event_log_reads.py decide when to use it)."""
     webhooks: Webhooks | None = None
 
     @classmethod
@@ -117,8 +119,12 @@ class Services:
         # Until it listens, and whenever it cannot, every request's key is looked up in the database.
         services.key_listener = KeyListener(url, services.retailers).start()
         if settings.database_replica_url:
+            assert isinstance(ledger.recorder, LedgerRecorder)  # eventsourcing_env's APPLICATION_RECORDER_TOPIC
             services.replica = ReplicaReads(
-                settings.database_replica_url, ledger.name, wait_seconds=settings.replica_wait_seconds
+                settings.database_replica_url,
+                ledger.name,
+                wait_seconds=settings.replica_wait_seconds,
+                events_table=ledger.recorder.events_table_name,
             )
         if settings.run_projections:  # where the projection runs, so does the sweeper (one sweeps per database)
             services.sweeper = Sweeper(

@@ -224,16 +224,26 @@ class CouponLedger(Application[UUID]):
         return aggregate if isinstance(aggregate, kind) else None
 
     def coupon_events(
-        self, retailer_id: UUID, code: str, after_version: int = 0, limit: int = 100
+        self,
+        retailer_id: UUID,
+        code: str,
+        after_version: int = 0,
+        limit: int = 100,
+        recorder: LedgerRecorder | None = None,
     ) -> list[RecordedEvent]:
         """A coupon's events (archived coupons' too: their history is kept), as served, with the
-        hashes stored when each was written."""
+        hashes stored when each was written. The coupon is looked up in this ledger; its events
+        are read through ``recorder`` (default: the ledger's own; a replica's copy of the same log)."""
         coupon_id = self.get_coupon(retailer_id, code, archived=True).id
-        return self.stream_events(coupon_id, after_version, limit)
+        return self.stream_events(coupon_id, after_version, limit, recorder)
 
-    def stream_events(self, stream: UUID, after_version: int = 0, limit: int = 100) -> list[RecordedEvent]:
-        recorder = self.recorder
-        if not isinstance(recorder, LedgerRecorder):
+    def stream_events(
+        self, stream: UUID, after_version: int = 0, limit: int = 100, recorder: LedgerRecorder | None = None
+    ) -> list[RecordedEvent]:
+        """A stream's events after ``after_version``, as served with their stored hashes, read
+        through ``recorder`` (default: the ledger's own)."""
+        store = recorder or self.recorder
+        if not isinstance(store, LedgerRecorder):
             # The in-memory store of the unit tests keeps no hashes: link what it holds on reading.
             chained, prev = [], ZERO_HASH
             for event in self.events.get(stream, lte=after_version + limit):
@@ -242,5 +252,5 @@ class CouponLedger(Application[UUID]):
             return chained[after_version:]
         return [
             RecordedEvent(**served_event(self.mapper.to_domain_event(stored)), prev_hash=prev_hash, hash=hash_)
-            for stored, prev_hash, hash_ in recorder.select_chained(stream, after_version, limit)
+            for stored, prev_hash, hash_ in store.select_chained(stream, after_version, limit)
         ]

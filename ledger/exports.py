@@ -7,7 +7,9 @@ with the hashes stored when each event was written. A reader holds one page at a
 transaction between pages, so an export of any length costs the same memory and blocks no writer.
 
 The first page is read before the iterator is handed back: what can be refused (a missing coupon,
-an unreachable database) is refused before an export's first byte is sent.
+an unreachable database) is refused before an export's first byte is sent. Every page is read
+through the recorder given (default: the ledger's own; a replica's copy of the same log), so an
+export that has begun on one database ends on it.
 """
 
 from __future__ import annotations
@@ -44,26 +46,35 @@ class ExportNeedsPostgres(Exception):
 
 
 def coupon_event_pages(
-    ledger: CouponLedger, retailer_id: UUID, code: str, after_version: int = 0, page_size: int | None = None
+    ledger: CouponLedger,
+    retailer_id: UUID,
+    code: str,
+    after_version: int = 0,
+    page_size: int | None = None,
+    recorder: LedgerRecorder | None = None,
 ) -> Iterator[list[RecordedEvent]]:
     """The coupon's events after ``after_version`` (archived coupons' too), page after page
     (PAGE_SIZE events each, unless told). COUPON_NOT_FOUND, or a database error, is raised here,
-    before the first page is handed out."""
+    before the first page is handed out. The coupon is looked up in ``ledger``; its events are
+    read through ``recorder`` (default: the ledger's own)."""
     page_size = page_size or PAGE_SIZE
     coupon_id = ledger.get_coupon(retailer_id, code, archived=True).id
-    first = ledger.stream_events(coupon_id, after_version, page_size)
-    return _pages(first, page_size, lambda last: ledger.stream_events(coupon_id, last.version, page_size))
+    first = ledger.stream_events(coupon_id, after_version, page_size, recorder)
+    return _pages(first, page_size, lambda last: ledger.stream_events(coupon_id, last.version, page_size, recorder))
 
 
-def retailer_events(ledger: CouponLedger, retailer_id: UUID, after: int, limit: int) -> list[LoggedEvent]:
+def retailer_events(
+    ledger: CouponLedger, retailer_id: UUID, after: int, limit: int, recorder: LedgerRecorder | None = None
+) -> list[LoggedEvent]:
     """Up to ``limit`` events of every stream the retailer owns (coupons, redemptions,
-    reservations, customers' uses, campaigns), in log order after position ``after``."""
-    recorder = ledger.recorder
-    if not isinstance(recorder, LedgerRecorder):
+    reservations, customers' uses, campaigns), in log order after position ``after``, read
+    through ``recorder`` (default: the ledger's own) and decoded with the ledger's mapper."""
+    store = recorder or ledger.recorder
+    if not isinstance(store, LedgerRecorder):
         raise ExportNeedsPostgres("the retailer's log is read from the PostgreSQL store")
     to_domain_event = ledger.mapper.to_domain_event
     logged = []
-    for row in recorder.select_retailer_events(retailer_id, after, limit):
+    for row in store.select_retailer_events(retailer_id, after, limit):
         served = served_event(to_domain_event(row.stored))
         event = RecordedEvent(**served, prev_hash=row.prev_hash, hash=row.hash)
         logged.append(LoggedEvent(row.position, row.stored.originator_id, row.code, event))  # type: ignore[arg-type]
@@ -71,14 +82,21 @@ def retailer_events(ledger: CouponLedger, retailer_id: UUID, after: int, limit: 
 
 
 def retailer_event_pages(
-    ledger: CouponLedger, retailer_id: UUID, after: int = 0, page_size: int | None = None
+    ledger: CouponLedger,
+    retailer_id: UUID,
+    after: int = 0,
+    page_size: int | None = None,
+    recorder: LedgerRecorder | None = None,
 ) -> Iterator[list[LoggedEvent]]:
     """``retailer_events`` page after page (PAGE_SIZE events each, unless told), to the end of the
-    log as it is when each page is read. Positions are in commit order (every save takes the
-    events table's lock), so a page never skips an event that a later page would have to go back for."""
+    log as it is when each page is read, every page through the same ``recorder``. Positions are in
+    commit order (every save takes the events table's lock), so a page never skips an event that a
+    later page would have to go back for."""
     page_size = page_size or PAGE_SIZE
-    first = retailer_events(ledger, retailer_id, after, page_size)
-    return _pages(first, page_size, lambda last: retailer_events(ledger, retailer_id, last.position, page_size))
+    first = retailer_events(ledger, retailer_id, after, page_size, recorder)
+    return _pages(
+        first, page_size, lambda last: retailer_events(ledger, retailer_id, last.position, page_size, recorder)
+    )
 
 
 def _pages(first: list[P], page_size: int, after: Callable[[P], list[P]]) -> Iterator[list[P]]:

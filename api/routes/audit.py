@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 
 from api.deps import CallerDep
+from api.event_log_reads import read_event_log
 from api.exports import LOGGED_COLUMNS, STREAMED_CONTENT, logged_object, streamed
 from api.openapi import errors
 from api.schemas import MAX_BIGINT, LoggedEventPage, LoggedEventPublic
@@ -46,12 +47,18 @@ def audit_events(
     campaigns') in the order they were recorded. Another retailer's never appear. Each stream's
     hash chain recomputes from the export alone (see `GET /v1/coupons/{code}/events`). Once a
     streamed export has begun, an error cannot change its status: the connection is cut (no final
-    chunk); resume with `after` = the last complete line's `position`."""
-    ledger = caller.services.ledger
+    chunk); resume with `after` = the last complete line's `position`. With a read replica, served
+    from it once it holds every event stored before the request."""
+    services = caller.services
+    ledger = services.ledger
     if export_format != "json":
-        pages = retailer_event_pages(ledger, caller.retailer_id, after)
+        pages = read_event_log(
+            services, lambda recorder: retailer_event_pages(ledger, caller.retailer_id, after, recorder=recorder)
+        )
         return streamed(pages, export_format, LOGGED_COLUMNS, logged_object)
-    events = retailer_events(ledger, caller.retailer_id, after, limit + 1)
+    events = read_event_log(
+        services, lambda recorder: retailer_events(ledger, caller.retailer_id, after, limit + 1, recorder)
+    )
     page = events[:limit]
     next_after = page[-1].position if len(events) > limit else None
     return LoggedEventPage(data=[LoggedEventPublic.from_logged(e) for e in page], next_after=next_after)

