@@ -15,10 +15,13 @@ session's client secret or a bearer token is masked in every string of every lin
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import re
 import sys
 import threading
+import time
 from collections.abc import MutableMapping
 from types import TracebackType
 from typing import Any, TextIO
@@ -119,7 +122,7 @@ def configure_logging(settings: Settings | None = None, stream: TextIO | None = 
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(stream)
+    handler = LineHandler(stream)
     handler.set_name("coupon-ledger")
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
@@ -136,6 +139,7 @@ def configure_logging(settings: Settings | None = None, stream: TextIO | None = 
     logging._srcfile = None
     root = logging.getLogger()
     for old in list(root.handlers):
+        old.flush()  # the lines it still holds go out before the new handler's
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.log_level)
@@ -162,27 +166,101 @@ def configure_logging(settings: Settings | None = None, stream: TextIO | None = 
     threading.excepthook = _log_uncaught_in_thread
 
 
-class _HandlerSink:
-    """structlog's logger for the access lines: writes a rendered line through the one handler (its
-    lock, its stream), so that access lines and all the others never interleave."""
+# Access lines are written in batches: at most this many characters at once (under PIPE_BUF, 4096
+# bytes, so that one write of one worker is never split among another's on a shared pipe), and at
+# least every FLUSH_EVERY seconds. One write per line cost the busiest route a write(2) per request,
+# and the event loop gave up the GIL for each: 46 µs of CPU per request in bench.observability,
+# against 13 µs to render the line.
+BATCH_CHARS = 3500
+FLUSH_EVERY = 0.2
 
-    def __init__(self, handler: logging.StreamHandler[TextIO]) -> None:
+
+class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The one handler of every line: records are written at once, as by a StreamHandler; access
+    lines (``write_line``) wait in memory until BATCH_CHARS of them are pending, FLUSH_EVERY seconds
+    have passed, a record is written (they go first: the lines stay in order), or ``flush()`` (at
+    the end of the app's lifespan, and at exit). A process killed with SIGKILL loses at most the
+    access lines of its last FLUSH_EVERY seconds."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        self._pending_chars = 0
+        self._flusher_pid = 0
+
+    def write_line(self, line: str) -> None:
+        self.acquire()
+        try:
+            self._pending.append(line)
+            self._pending_chars += len(line) + 1
+            if self._pending_chars >= BATCH_CHARS:
+                self._drain()
+            elif self._flusher_pid != os.getpid():
+                self._start_flusher()
+        finally:
+            self.release()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._pending:  # called with the handler's lock held (Handler.handle)
+            self._drain()
+        super().emit(record)
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            if self._pending:
+                self._drain()
+            super().flush()
+        finally:
+            self.release()
+
+    def close(self) -> None:
+        self.flush()
+        self._flusher_pid = 0  # its flusher ends at its next turn
+        super().close()
+
+    def _drain(self) -> None:
+        lines, self._pending, self._pending_chars = self._pending, [], 0
+        try:
+            self.stream.write("\n".join(lines) + "\n")
+            self.stream.flush()
+        except Exception:
+            return  # a closed or broken stderr: the lines are lost, as a StreamHandler's would be
+
+    def _start_flusher(self) -> None:
+        self._flusher_pid = os.getpid()  # a forked child starts its own
+        threading.Thread(target=self._flush_periodically, name="log-flusher", daemon=True).start()
+
+    def _flush_periodically(self) -> None:
+        pid = os.getpid()
+        while self._flusher_pid == pid:
+            time.sleep(FLUSH_EVERY)
+            if self._pending:
+                self.flush()
+
+
+class _HandlerSink:
+    """structlog's logger for the access lines: hands a rendered line to the one handler (its lock,
+    its stream, its batches), so that access lines and all the others never interleave."""
+
+    def __init__(self, handler: LineHandler) -> None:
         self.handler = handler
 
     def msg(self, line: str) -> None:
-        handler = self.handler
-        handler.acquire()
-        try:
-            handler.stream.write(line + "\n")
-            handler.flush()
-        finally:
-            handler.release()
+        self.handler.write_line(line)
 
     info = msg
 
 
+def flush_logs() -> None:
+    """Write out the access lines still waiting (the app's lifespan calls it as it ends: a worker
+    process exits without running atexit hooks)."""
+    if _access is not None:
+        _access.sink.handler.flush()
+
+
 class _AccessLog:
-    def __init__(self, handler: logging.StreamHandler[TextIO], final: list[Processor], level: int) -> None:
+    def __init__(self, handler: LineHandler, final: list[Processor], level: int) -> None:
         self.sink = _HandlerSink(handler)
         self.processors: list[Processor] = [
             structlog.processors.add_log_level,
@@ -193,6 +271,7 @@ class _AccessLog:
 
 
 _access: _AccessLog | None = None
+atexit.register(flush_logs)
 
 
 def access_logger(name: str) -> Any:
