@@ -16,6 +16,7 @@ session's client secret or a bearer token is masked in every string of every lin
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import re
@@ -26,6 +27,7 @@ from collections.abc import MutableMapping
 from types import TracebackType
 from typing import Any, TextIO
 
+import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
@@ -84,6 +86,15 @@ def _drop_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> Eve
     return event_dict
 
 
+def json_line(obj: Any, default: Any = None) -> str:
+    """A line's JSON (structlog's serializer): orjson, several times quicker than json.dumps; what
+    orjson cannot write (an integer past 64 bits, a lone surrogate) by json.dumps."""
+    try:
+        return orjson.dumps(obj, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(obj, default=default)
+
+
 def wants_json(settings: Settings, stream: TextIO) -> bool:
     if settings.log_format is not None:
         return settings.log_format == "json"
@@ -106,7 +117,7 @@ def configure_logging(settings: Settings | None = None, stream: TextIO | None = 
     ]
     renderer: Processor
     if wants_json(settings, stream):
-        renderer = structlog.processors.JSONRenderer()
+        renderer = structlog.processors.JSONRenderer(serializer=json_line)
         final: list[Processor] = [structlog.processors.format_exc_info, mask_secrets, renderer]
     else:
         renderer = structlog.dev.ConsoleRenderer()

@@ -180,3 +180,10 @@ def test_a_pending_access_line_is_written_without_a_flush_within_moments(stream:
         time.sleep(0.02)
     (line,) = lines(stream)
     assert line["status"] == 201
+
+
+def test_values_json_cannot_take_from_orjson_still_make_a_json_line(stream: io.StringIO) -> None:
+    configure_logging(Settings(log_format="json"), stream)
+    structlog.get_logger("coupon_ledger").warning("odd values", big=2**70, text="caf\u00e9 \ud800")
+    (line,) = lines(stream)
+    assert line["event"] == "odd values" and line["big"] == 2**70 and line["text"] == "caf\u00e9 \ud800"
