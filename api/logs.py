@@ -23,6 +23,7 @@ import re
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import MutableMapping
 from types import TracebackType
 from typing import Any, TextIO
@@ -177,61 +178,73 @@ def configure_logging(settings: Settings | None = None, stream: TextIO | None = 
     threading.excepthook = _log_uncaught_in_thread
 
 
-# Access lines are written in batches: at most this many characters at once (under PIPE_BUF, 4096
-# bytes, so that one write of one worker is never split among another's on a shared pipe), and at
-# least every FLUSH_EVERY seconds. One write per line cost the busiest route a write(2) per request,
-# and the event loop gave up the GIL for each: 46 µs of CPU per request in bench.observability,
-# against 13 µs to render the line.
+# Access lines are written in batches, by a thread of their own: at most BATCH_CHARS characters a
+# write (under PIPE_BUF, 4096 bytes, so that one write of one worker is never split among another's
+# on a shared pipe), every FLUSH_EVERY seconds. One write per line, by the event loop, cost the
+# busiest route a write(2) per request and, worse, the GIL each time: the event loop gave it up for
+# the system call and waited for the writer thread to give it back (46 µs of CPU per request in
+# bench.observability, against 13 µs to render the line).
 BATCH_CHARS = 3500
-FLUSH_EVERY = 0.2
+FLUSH_EVERY = 0.1
+MAX_PENDING = 20_000  # lines: past this, the thread that logs writes them itself (the flusher fell behind)
 
 
 class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The one handler of every line: records are written at once, as by a StreamHandler; access
-    lines (``write_line``) wait in memory until BATCH_CHARS of them are pending, FLUSH_EVERY seconds
-    have passed, a record is written (they go first: the lines stay in order), or ``flush()`` (at
-    the end of the app's lifespan, and at exit). A process killed with SIGKILL loses at most the
-    access lines of its last FLUSH_EVERY seconds."""
+    """The one handler of every line. Records are written at once, as by a StreamHandler. Access
+    lines (``write_line``) are queued without a lock or a system call and written by a flusher
+    thread every FLUSH_EVERY seconds; a record, ``flush()`` (at the end of the app's lifespan, and
+    at exit) and a queue past MAX_PENDING write them first, so lines stay in the order they were
+    logged. A process killed with SIGKILL loses at most the access lines of its last FLUSH_EVERY
+    seconds."""
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
-        self._pending: list[str] = []
-        self._pending_chars = 0
+        self._pending: deque[str] = deque()  # append and popleft are atomic: no lock to wait for
+        self._writing = threading.RLock()  # one writer to the stream at a time (emit calls flush)
         self._flusher_pid = 0
 
     def write_line(self, line: str) -> None:
-        self.acquire()
-        try:
-            self._pending.append(line)
-            self._pending_chars += len(line) + 1
-            if self._pending_chars >= BATCH_CHARS:
-                self._drain()
-            elif self._flusher_pid != os.getpid():
-                self._start_flusher()
-        finally:
-            self.release()
+        self._pending.append(line)
+        if self._flusher_pid != os.getpid():
+            self._start_flusher()
+        elif len(self._pending) > MAX_PENDING:
+            self.flush()
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if self._pending:  # called with the handler's lock held (Handler.handle)
-            self._drain()
-        super().emit(record)
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Handler.handle without the handler's lock (``_writing`` orders the writes instead)."""
+        if not self.filter(record):
+            return False
+        with self._writing:
+            self._write_pending()
+            logging.StreamHandler.emit(self, record)
+        return True
 
     def flush(self) -> None:
-        self.acquire()
-        try:
-            if self._pending:
-                self._drain()
+        with self._writing:
+            self._write_pending()
             super().flush()
-        finally:
-            self.release()
 
     def close(self) -> None:
         self.flush()
         self._flusher_pid = 0  # its flusher ends at its next turn
         super().close()
 
-    def _drain(self) -> None:
-        lines, self._pending, self._pending_chars = self._pending, [], 0
+    def _write_pending(self) -> None:
+        """Write the queued lines in batches of at most BATCH_CHARS (the caller holds ``_writing``)."""
+        pending = self._pending
+        batch: list[str] = []
+        size = 0
+        while pending:
+            line = pending.popleft()
+            batch.append(line)
+            size += len(line) + 1
+            if size >= BATCH_CHARS:
+                self._write(batch)
+                batch, size = [], 0
+        if batch:
+            self._write(batch)
+
+    def _write(self, lines: list[str]) -> None:
         try:
             self.stream.write("\n".join(lines) + "\n")
             self.stream.flush()
