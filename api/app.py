@@ -17,6 +17,7 @@ from structlog.contextvars import bind_contextvars
 from api.access import CLIENT_CLOSED, DIRECT_ROUTE, RequestObserver, route_template
 from api.deps import publishable_key_may_call
 from api.errors import error_response, install_error_handlers, is_client_disconnect, payload_too_large, render_error
+from api.logs import flush_logs
 from api.openapi import install_docs, install_openapi
 from api.routes import (
     analytics,
@@ -192,6 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             services.close()
+            flush_logs()
 
     app = FastAPI(
         title="coupon-ledger",

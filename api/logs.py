@@ -15,14 +15,20 @@ session's client secret or a bearer token is masked in every string of every lin
 
 from __future__ import annotations
 
+import atexit
+import json
 import logging
+import os
 import re
 import sys
 import threading
+import time
+from collections import deque
 from collections.abc import MutableMapping
 from types import TracebackType
 from typing import Any, TextIO
 
+import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
@@ -81,6 +87,15 @@ def _drop_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> Eve
     return event_dict
 
 
+def json_line(obj: Any, default: Any = None) -> str:
+    """A line's JSON (structlog's serializer): orjson, several times quicker than json.dumps; what
+    orjson cannot write (an integer past 64 bits, a lone surrogate) by json.dumps."""
+    try:
+        return orjson.dumps(obj, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(obj, default=default)
+
+
 def wants_json(settings: Settings, stream: TextIO) -> bool:
     if settings.log_format is not None:
         return settings.log_format == "json"
@@ -103,7 +118,7 @@ def configure_logging(settings: Settings | None = None, stream: TextIO | None = 
     ]
     renderer: Processor
     if wants_json(settings, stream):
-        renderer = structlog.processors.JSONRenderer()
+        renderer = structlog.processors.JSONRenderer(serializer=json_line)
         final: list[Processor] = [structlog.processors.format_exc_info, mask_secrets, renderer]
     else:
         renderer = structlog.dev.ConsoleRenderer()
@@ -119,7 +134,7 @@ def configure_logging(settings: Settings | None = None, stream: TextIO | None = 
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(stream)
+    handler = LineHandler(stream)
     handler.set_name("coupon-ledger")
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
@@ -136,6 +151,7 @@ def configure_logging(settings: Settings | None = None, stream: TextIO | None = 
     logging._srcfile = None
     root = logging.getLogger()
     for old in list(root.handlers):
+        old.flush()  # the lines it still holds go out before the new handler's
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.log_level)
@@ -162,27 +178,113 @@ def configure_logging(settings: Settings | None = None, stream: TextIO | None = 
     threading.excepthook = _log_uncaught_in_thread
 
 
-class _HandlerSink:
-    """structlog's logger for the access lines: writes a rendered line through the one handler (its
-    lock, its stream), so that access lines and all the others never interleave."""
+# Access lines are written in batches, by a thread of their own: at most BATCH_CHARS characters a
+# write (under PIPE_BUF, 4096 bytes, so that one write of one worker is never split among another's
+# on a shared pipe), every FLUSH_EVERY seconds. One write per line, by the event loop, cost the
+# busiest route a write(2) per request and, worse, the GIL each time: the event loop gave it up for
+# the system call and waited for the writer thread to give it back (46 µs of CPU per request in
+# bench.observability, against 13 µs to render the line).
+BATCH_CHARS = 3500
+FLUSH_EVERY = 0.1
+MAX_PENDING = 20_000  # lines: past this, the thread that logs writes them itself (the flusher fell behind)
 
-    def __init__(self, handler: logging.StreamHandler[TextIO]) -> None:
+
+class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The one handler of every line. Records are written at once, as by a StreamHandler. Access
+    lines (``write_line``) are queued without a lock or a system call and written by a flusher
+    thread every FLUSH_EVERY seconds; a record, ``flush()`` (at the end of the app's lifespan, and
+    at exit) and a queue past MAX_PENDING write them first, so lines stay in the order they were
+    logged. A process killed with SIGKILL loses at most the access lines of its last FLUSH_EVERY
+    seconds."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._pending: deque[str] = deque()  # append and popleft are atomic: no lock to wait for
+        self._writing = threading.RLock()  # one writer to the stream at a time (emit calls flush)
+        self._flusher_pid = 0
+
+    def write_line(self, line: str) -> None:
+        self._pending.append(line)
+        if self._flusher_pid != os.getpid():
+            self._start_flusher()
+        elif len(self._pending) > MAX_PENDING:
+            self.flush()
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Handler.handle without the handler's lock (``_writing`` orders the writes instead)."""
+        if not self.filter(record):
+            return False
+        with self._writing:
+            self._write_pending()
+            logging.StreamHandler.emit(self, record)
+        return True
+
+    def flush(self) -> None:
+        with self._writing:
+            self._write_pending()
+            super().flush()
+
+    def close(self) -> None:
+        self.flush()
+        self._flusher_pid = 0  # its flusher ends at its next turn
+        super().close()
+
+    def _write_pending(self) -> None:
+        """Write the queued lines in batches of at most BATCH_CHARS (the caller holds ``_writing``)."""
+        pending = self._pending
+        batch: list[str] = []
+        size = 0
+        while pending:
+            line = pending.popleft()
+            batch.append(line)
+            size += len(line) + 1
+            if size >= BATCH_CHARS:
+                self._write(batch)
+                batch, size = [], 0
+        if batch:
+            self._write(batch)
+
+    def _write(self, lines: list[str]) -> None:
+        try:
+            self.stream.write("\n".join(lines) + "\n")
+            self.stream.flush()
+        except Exception:
+            return  # a closed or broken stderr: the lines are lost, as a StreamHandler's would be
+
+    def _start_flusher(self) -> None:
+        self._flusher_pid = os.getpid()  # a forked child starts its own
+        threading.Thread(target=self._flush_periodically, name="log-flusher", daemon=True).start()
+
+    def _flush_periodically(self) -> None:
+        pid = os.getpid()
+        while self._flusher_pid == pid:
+            time.sleep(FLUSH_EVERY)
+            if self._pending:
+                self.flush()
+
+
+class _HandlerSink:
+    """structlog's logger for the access lines: hands a rendered line to the one handler (its lock,
+    its stream, its batches), so that access lines and all the others never interleave."""
+
+    def __init__(self, handler: LineHandler) -> None:
         self.handler = handler
 
     def msg(self, line: str) -> None:
-        handler = self.handler
-        handler.acquire()
-        try:
-            handler.stream.write(line + "\n")
-            handler.flush()
-        finally:
-            handler.release()
+        self.handler.write_line(line)
 
     info = msg
 
 
+def flush_logs() -> None:
+    """Write out the access lines still waiting (the app's lifespan calls it as it ends: a worker
+    process exits without running atexit hooks)."""
+    if _access is not None:
+        _access.sink.handler.flush()
+
+
 class _AccessLog:
-    def __init__(self, handler: logging.StreamHandler[TextIO], final: list[Processor], level: int) -> None:
+    def __init__(self, handler: LineHandler, final: list[Processor], level: int) -> None:
         self.sink = _HandlerSink(handler)
         self.processors: list[Processor] = [
             structlog.processors.add_log_level,
@@ -193,6 +295,7 @@ class _AccessLog:
 
 
 _access: _AccessLog | None = None
+atexit.register(flush_logs)
 
 
 def access_logger(name: str) -> Any:

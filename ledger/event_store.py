@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import orjson
 import psycopg
 from eventsourcing.application import Application
 from eventsourcing.persistence import InterfaceError, JSONTranscoder, OperationalError, StoredEvent
@@ -306,14 +307,34 @@ class AggregateReader:
         )
 
 
+# The values orjson writes exactly as the library's json encoder does (same bytes, same values read
+# back): a float is not one (NaN), nor a subclass (an enum), nor a UUID or a datetime (orjson writes
+# those itself, where the library's encoder asks the transcoder).
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
+def _plain(value: Any) -> bool:
+    """Whether a value is plain, or a list, tuple or str-keyed dict of plain values (nested too)."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return True
+    if kind is dict:
+        return all(type(k) is str and _plain(v) for k, v in value.items())
+    if kind is list or kind is tuple:
+        return all(_plain(v) for v in value)
+    return False
+
+
 class LedgerTranscoder(JSONTranscoder):
     """The library's JSON transcoder, writing the same bytes faster.
 
     An event's state is a flat dict; the library's encoder calls back into Python for every UUID,
-    Decimal and datetime in it, and checks for cycles. Converting the top-level values first and
-    encoding the result without the cycle check halves the cost (the writer's largest per-event
-    item). Anything else (nested values, other registered types) still goes through the library's
-    callback. Decoding is the library's, unchanged: stored events read the same either way.
+    Decimal and datetime in it, and checks for cycles. Here the top-level values are converted first
+    (the library's transcodings, the same ``{"_type_", "_data_"}`` form) and the result, when every
+    value in it is plain (``_plain``), is written by orjson: the same bytes in well under half the
+    time (the writer's largest per-event item). Anything else (a float, an enum, a UUID inside a
+    list, an integer past 64 bits) goes through the library's encoder as before, without the cycle
+    check. Decoding is the library's, unchanged: stored events read the same either way.
     """
 
     def __init__(self) -> None:
@@ -326,12 +347,27 @@ class LedgerTranscoder(JSONTranscoder):
         if type(obj) is not dict:
             return super().encode(obj)
         types = self.types
+        plain = _PLAIN
         converted = {}
+        simple = True
         for key, value in obj.items():
-            transcoding = types.get(type(value))
-            if transcoding is not None:
-                value = {"_type_": transcoding.name, "_data_": transcoding.encode(value)}
+            kind = type(value)
+            if type(key) is not str:
+                simple = False
+            if kind not in plain:
+                transcoding = types.get(kind)
+                if transcoding is not None:
+                    data = transcoding.encode(value)
+                    value = {"_type_": transcoding.name, "_data_": data}
+                    simple = simple and (type(data) is str or _plain(data))
+                else:
+                    simple = simple and _plain(value)
             converted[key] = value
+        if simple:
+            try:
+                return orjson.dumps(converted)
+            except orjson.JSONEncodeError:  # an integer past 64 bits, a lone surrogate
+                pass
         return self._flat.encode(converted).encode("utf8")
 
 

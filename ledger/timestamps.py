@@ -15,6 +15,8 @@ MAX_TIMESTAMP = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
 
 def format_timestamp(value: datetime) -> str:
     """ISO 8601 in UTC with a ``Z`` (``2027-01-31T23:59:59Z``); a naive value is read as UTC."""
+    if value.tzinfo is UTC:  # the common case: isoformat() ends with +00:00
+        return value.isoformat()[:-6] + "Z"
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -9,6 +9,7 @@ import logging
 import secrets
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -139,3 +140,50 @@ def test_masking_helpers() -> None:
     assert mask_text("nothing here") == "nothing here"
     assert mask_text("cl_" + "a" * 43) == "cl_***"
     assert mask_text("a_b c_d") == "a_b c_d"  # short words with underscores are not keys
+
+
+class CountingStream(io.StringIO):
+    """A stream that keeps each write apart, to see how lines are batched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_access_lines_go_out_in_few_writes_of_whole_lines_in_order(stream: io.StringIO) -> None:
+    counting = CountingStream()
+    configure_logging(Settings(log_format="json"), counting)
+    log = access_logger("coupon_ledger.access")
+    for number in range(60):
+        log.info("request", number=number, route="/v1/coupons/apply", padding="x" * 120)
+    logging.getLogger("uvicorn.error").warning("after the sixtieth")  # the pending lines go out first
+    for number in range(60, 65):
+        log.info("request", number=number)
+    api.logs.flush_logs()
+    parsed = [json.loads(line) for line in counting.getvalue().splitlines()]
+    assert [line.get("number") for line in parsed] == [*range(60), None, *range(60, 65)]
+    assert parsed[60]["event"] == "after the sixtieth"
+    access_writes = [text for text in counting.writes if '"number"' in text]
+    assert len(access_writes) <= 10  # 65 lines of about 230 characters: a few batches (and the flusher's), not 65
+    assert all(text.endswith("\n") and len(text.encode()) <= 4096 for text in access_writes)
+
+
+def test_a_pending_access_line_is_written_without_a_flush_within_moments(stream: io.StringIO) -> None:
+    configure_logging(Settings(log_format="json"), stream)
+    access_logger("coupon_ledger.access").info("request", status=201)
+    deadline = time.monotonic() + 5  # the flusher's turn comes every FLUSH_EVERY (0.2 s)
+    while not stream.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (line,) = lines(stream)
+    assert line["status"] == 201
+
+
+def test_values_json_cannot_take_from_orjson_still_make_a_json_line(stream: io.StringIO) -> None:
+    configure_logging(Settings(log_format="json"), stream)
+    structlog.get_logger("coupon_ledger").warning("odd values", big=2**70, text="caf\u00e9 \ud800")
+    (line,) = lines(stream)
+    assert line["event"] == "odd values" and line["big"] == 2**70 and line["text"] == "caf\u00e9 \ud800"
