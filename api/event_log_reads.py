@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from api.replica import is_replica_failure
 from api.services import Services
 from ledger.event_store import LedgerRecorder
 
@@ -27,10 +26,5 @@ def read_event_log(services: Services, read: Callable[[LedgerRecorder | None], T
     if replica is not None and not replica.resting():
         head = services.ledger.recorder.max_notification_id()
         if replica.holds_log(head):
-            try:
-                return read(replica.recorder)
-            except Exception as error:
-                if not is_replica_failure(error):
-                    raise
-                replica.failed(error)
+            return replica.read_or(lambda: read(replica.recorder), lambda: read(None))
     return read(None)

@@ -264,8 +264,8 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 class _HandlerSink:
-    """structlog's logger for the access lines: hands a rendered line to the one handler (its lock,
-    its stream, its batches), so that access lines and all the others never interleave."""
+    """structlog's logger for the access lines: hands a rendered line to the one handler (its queue,
+    its stream), so that access lines and all the others never interleave."""
 
     def __init__(self, handler: LineHandler) -> None:
         self.handler = handler

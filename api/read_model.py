@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from api.errors import ApiError
-from api.replica import is_replica_failure
 from api.services import Services
 from projections.coupons import CouponsView
 
@@ -20,16 +19,15 @@ def read_model(services: Services, what: str, query: Callable[[CouponsView], T])
     has replayed that far within the bound (and answers), else the primary's. ``what`` names the
     list in the 503 raised when the projection has stopped or cannot catch up in time."""
     head = log_head(services, what)
+
+    def on_primary() -> T:
+        wait_on_primary(services, what, head)
+        return query(services.coupons_view)
+
     replica = services.replica
     if replica is not None and replica.has_replayed(head):
-        try:
-            return query(replica.view)
-        except Exception as error:
-            if not is_replica_failure(error):
-                raise
-            replica.failed(error)
-    wait_on_primary(services, what, head)
-    return query(services.coupons_view)
+        return replica.read_or(lambda: query(replica.view), on_primary)
+    return on_primary()
 
 
 def read_view(services: Services, what: str) -> CouponsView:

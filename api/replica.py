@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from eventsourcing.postgres import PostgresDatastore
 
@@ -34,6 +35,7 @@ from ledger.event_store import LedgerRecorder, is_contention, is_database_unavai
 from projections.coupons import CouponsView, construct_view
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Sessions on the replica carry this name (pg_stat_activity.application_name).
 REPLICA_APPLICATION_NAME = "coupon-ledger replica reads"
@@ -131,6 +133,17 @@ class ReplicaReads:
             return False
         self._recovered()
         return True
+
+    def read_or(self, read: Callable[[], T], otherwise: Callable[[], T]) -> T:
+        """``read()`` on the replica; if the replica fails to answer, the failure is noted and
+        ``otherwise()`` (the primary's read) answers instead. Any other error is raised."""
+        try:
+            return read()
+        except Exception as error:
+            if not is_replica_failure(error):
+                raise
+            self.failed(error)
+        return otherwise()
 
     def failed(self, error: BaseException) -> None:
         """The replica could not answer: read from the primary for the next RETRY_AFTER_FAILURE seconds."""
