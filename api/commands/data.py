@@ -67,9 +67,10 @@ def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
                 if args.parent is not None and os.getppid() != args.parent:
                     break  # serve is gone (even killed): do not project on as an orphan
         finally:
+            # The lead first: another process's projection takes over as soon as this one is gone.
+            leader.stop()
             webhooks.stop()
             sweeper.stop()
-            leader.stop()
             view.datastore.close()
             ledger.close()
             pool.close()

@@ -115,11 +115,15 @@ def test_when_the_projection_leader_is_killed_another_server_takes_over_the_proj
         assert [caught_up_uses(server, key, "FAILOVER") for server in (leader, *followers)] == [2, 2, 2]
 
         leader.kill()
-        new_holder = wait_for(
-            lambda: [pid for pid in leader_lock_holders(database_url) if pid not in holder],
-            15,
-            message="a surviving server to take over the projection",
-        )
+        try:
+            new_holder = wait_for(
+                lambda: [pid for pid in leader_lock_holders(database_url) if pid not in holder],
+                30,
+                message="a surviving server to take over the projection",
+            )
+        except AssertionError as error:  # say what each server's projection process was doing
+            logs = "\n".join(f"--- {server.log_path.name}\n{server.log()[-4000:]}" for server in running.servers)
+            raise AssertionError(f"{error}\n{logs}") from None
         assert len(new_holder) == 1
         wait_for(lambda: projection_listeners(database_url) == 2, 15, message="a runner per projection")
         for i in range(3):
