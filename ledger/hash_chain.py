@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from uuid import UUID
 
 from eventsourcing.application import LRUCache
@@ -23,8 +23,7 @@ from eventsourcing.application import LRUCache
 from ledger.served_events import ZERO_HASH, hash_of_event
 
 
-@dataclass(frozen=True)
-class Head:
+class Head(NamedTuple):  # a tuple: the writer makes one for every event it stores
     """A stream's newest event as stored: its version and hash, and the stream's owner."""
 
     version: int
