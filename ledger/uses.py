@@ -51,6 +51,9 @@ def check_replay(recorded: str, request: str, idempotency_key: str | None) -> No
         )
 
 
+_MADE = "_use_request"  # the attribute a command keeps its UseRequest in (with what else it was asked)
+
+
 @dataclass(frozen=True)
 class UseRequest:
     """What a redemption and a hold share about a request for a use of a coupon: the order, the
@@ -70,7 +73,21 @@ class UseRequest:
 
     @classmethod
     def of(cls, command: Redeem | Reserve, **more: Any) -> UseRequest:
-        """``more``: what else the request's fingerprint holds (a hold's ttl_seconds)."""
+        """``more``: what else the request's fingerprint holds (a hold's ttl_seconds).
+
+        Made once per command: the caller's thread makes it to list what the command needs, and
+        the writer reuses it to decide (and to decide again after a conflict). It depends on
+        nothing but the command, which is a frozen value."""
+        key = tuple(more.items())
+        kept: tuple[tuple[Any, ...], UseRequest] | None = command.__dict__.get(_MADE)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        made = cls._of(command, **more)
+        object.__setattr__(command, _MADE, (key, made))  # beside the fields: not compared, not hashed
+        return made
+
+    @classmethod
+    def _of(cls, command: Redeem | Reserve, **more: Any) -> UseRequest:
         normalized = ascii_upper(command.code)
         request = {"code": normalized, **command.order.fingerprint(), "order_id": command.order_id, **more}
         if command.customer_id is not None:

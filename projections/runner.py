@@ -4,8 +4,11 @@
 threads, same `wait`/`run_forever`/context manager) with another processing loop: it takes
 the next event (waiting only if none is there), adds whatever the subscription has already
 buffered, up to ``max_batch_size`` events, and hands the whole batch to the projection's
-`process_events`, which applies it in one transaction with one tracking record. It never
-waits for a batch to fill: at light load a batch is one event, as before.
+`process_events`, which applies it in one transaction with one tracking record. Unless told to
+linger, it never waits for a batch to fill: at light load a batch is one event, as before. A
+projection nobody reads its writes back from at once (the webhooks' outbox) lingers a moment after
+its first event for more, so a busy ledger makes few large transactions instead of many small
+ones.
 
 Every server process starts a ProjectionLeader; the one that holds a PostgreSQL advisory
 lock runs the batching runner, the others wait to take over if it goes away. Even if two
@@ -74,12 +77,23 @@ def has_buffered_notifications(subscription: ApplicationSubscription[Any]) -> bo
     return inner._notifications_index < len(inner._notifications) or not inner._notifications_queue.empty()
 
 
-def batches(subscription: ApplicationSubscription[Any], max_batch_size: int) -> Iterator[Batch]:
+LINGER_STEP = 0.005  # seconds between looks at the buffer while a batch lingers
+
+
+def batches(subscription: ApplicationSubscription[Any], max_batch_size: int, linger: float = 0.0) -> Iterator[Batch]:
     """Consecutive batches of the subscription's events: each starts with the next event
-    (waiting for it if need be) and takes what is already buffered, up to ``max_batch_size``."""
+    (waiting for it if need be) and takes what is already buffered, up to ``max_batch_size``;
+    with ``linger``, also what arrives within that many seconds of its first event."""
     for first in subscription:
         batch = [first]
-        while len(batch) < max_batch_size and has_buffered_notifications(subscription):
+        deadline = time.monotonic() + linger
+        while len(batch) < max_batch_size:
+            if not has_buffered_notifications(subscription):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                time.sleep(min(remaining, LINGER_STEP))
+                continue
             try:
                 batch.append(next(subscription))
             except StopIteration:  # stopped: nothing of this batch was written, the next runner redoes it
@@ -101,12 +115,16 @@ class BatchingProjectionRunner(ProjectionRunner[TApplication, TView]):
         view_class: type[TView],
         env: EnvType | None = None,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        linger: float = 0.0,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        if not 0 <= linger <= 1:
+            raise ValueError(f"linger must be between 0 and 1 second, got {linger}")
         if not issubclass(projection_class, ProcessesBatches):
             raise TypeError(f"{projection_class.__name__} has no process_events(batch)")
         self.max_batch_size = max_batch_size  # before super().__init__, which starts the loop
+        self.linger = linger
         super().__init__(
             application_class=application_class, projection_class=projection_class, view_class=view_class, env=env
         )
@@ -121,10 +139,12 @@ class BatchingProjectionRunner(ProjectionRunner[TApplication, TView]):
         """Like the library's loop (same error hand-over to the runner), a batch at a time."""
         try:
             owner = runner()
-            max_batch_size = owner.max_batch_size if isinstance(owner, BatchingProjectionRunner) else 1
+            max_batch_size, linger = (
+                (owner.max_batch_size, owner.linger) if isinstance(owner, BatchingProjectionRunner) else (1, 0.0)
+            )
             del owner  # hold the runner only weakly, as the library does
             assert isinstance(projection, ProcessesBatches)
-            for batch in batches(subscription, max_batch_size):
+            for batch in batches(subscription, max_batch_size, linger):
                 started = time.perf_counter()
                 projection.process_events(batch)
                 if (m := metrics()) is not None:
@@ -157,6 +177,7 @@ class ProjectionLeader:
         projection_class: type[Projection[Any]] | None = None,
         view_class: type[TrackingRecorder] | None = None,
         lock_key: int = LEADER_LOCK_KEY,
+        linger: float = 0.0,
     ) -> None:
         self.conninfo = conninfo
         self.env = dict(env)
@@ -166,6 +187,7 @@ class ProjectionLeader:
         self.projection_class = projection_class or CouponsProjection
         self.view_class = view_class or CouponsView
         self.lock_key = lock_key
+        self.linger = linger
         self.is_leader = threading.Event()
         self.stopped_on: UnwritableEvent | None = None
         """The event projecting stopped at, if it met one the read model cannot hold."""
@@ -212,6 +234,7 @@ class ProjectionLeader:
                 view_class=self.view_class,
                 env=self.env,
                 max_batch_size=self.max_batch_size,
+                linger=self.linger,
             ) as runner:
                 # Before the runner's first batch can commit (it waits on the batch lock): a table
                 # created on a database from before gets its past rows.

@@ -10,6 +10,9 @@ from projections.webhooks.dispatcher import Dispatcher, DispatchSettings
 from projections.webhooks.projection import WebhooksProjection, WebhooksView
 
 WEBHOOKS_LEADER_LOCK_KEY = 0x77686F6F6B73  # "whooks"
+# A delivery is made at most this much later, in exchange for one outbox transaction per this
+# many seconds of events rather than one per handful: under load it competes with the API for CPU.
+WEBHOOKS_LINGER_SECONDS = 0.2
 
 
 class Webhooks:
@@ -23,6 +26,7 @@ class Webhooks:
             projection_class=WebhooksProjection,
             view_class=WebhooksView,
             lock_key=WEBHOOKS_LEADER_LOCK_KEY,
+            linger=WEBHOOKS_LINGER_SECONDS,
         )
         self.dispatcher = Dispatcher(conninfo, settings)
 

@@ -31,7 +31,7 @@ from projections.runner import (
     ProjectionLeader,
     has_buffered_notifications,
 )
-from tests.support.commands import create_coupon, deactivate
+from tests.support.commands import activate, create_coupon, deactivate
 from tests.support.postgres import (
     head,
     projection_listeners,
@@ -59,6 +59,7 @@ def runner(
     env: dict[str, str],
     projection_class: type[CouponsProjection] = RecordingProjection,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    linger: float = 0.0,
 ) -> BatchingProjectionRunner[CouponLedger, CouponsView]:
     RecordingProjection.batches = []
     return BatchingProjectionRunner(
@@ -67,6 +68,7 @@ def runner(
         view_class=CouponsView,
         env=env,
         max_batch_size=max_batch_size,
+        linger=linger,
     )
 
 
@@ -185,6 +187,26 @@ def test_a_lone_event_is_projected_at_once_without_waiting_for_a_batch_to_fill(
 
     assert RecordingProjection.batches == [(1, 1, 1), (2, 2, 1)]
     assert coupon_rows(database_url)[coupon.id][9] is False  # is_active
+
+
+def test_a_lingering_runner_takes_the_events_saved_soon_after_the_first_into_its_batch(
+    database_url: str, env: dict[str, str], ledger: CouponLedger, retailer_id: UUID
+) -> None:
+    create_coupon(ledger, retailer_id, "LINGER", "fixed", Decimal("5"))
+    with runner(env, linger=1.0) as batching:
+        batching.wait(head(database_url), timeout=30)
+        listening(database_url)
+        for _ in range(3):  # three saves, each its own transaction, well within the second
+            deactivate(ledger, retailer_id, "LINGER")
+            activate(ledger, retailer_id, "LINGER")
+        batching.wait(head(database_url), timeout=30)
+
+    assert RecordingProjection.batches == [(1, 1, 1), (2, 7, 6)]
+
+
+def test_linger_is_at_most_a_second(env: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="linger"):
+        runner(env, linger=1.5)
 
 
 def test_a_coupon_created_redeemed_deactivated_and_activated_in_one_batch_gets_the_row_of_one_by_one_processing(
