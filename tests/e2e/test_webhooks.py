@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,15 +45,20 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 
 
 class Receiver:
-    """What the receiving server got, in order; it answers 500 to the first ``failures`` requests."""
+    """What the receiving server got, in order; it answers 500 to the first ``failures`` requests.
+
+    Each receiver listens on its own path: the server is shared by the session, and a delivery an
+    earlier test made but had not yet sent must land nowhere rather than in a later test's receiver.
+    """
 
     def __init__(self, server: HTTPServer, failures: int = 0) -> None:
         self.server = server
+        self.path = f"/hook/{uuid.uuid4().hex}"
         self.failures = failures
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.answered = 0
         self.lock = threading.Lock()
-        server.expect_request("/hook", method="POST").respond_with_handler(self.handle)
+        server.expect_request(self.path, method="POST").respond_with_handler(self.handle)
 
     def handle(self, request: Request) -> Response:
         with self.lock:
@@ -64,7 +70,7 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return self.server.url_for("/hook")
+        return self.server.url_for(self.path)
 
     def bodies(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -272,6 +278,8 @@ def test_deliveries_and_endpoints_are_paged_in_order(api: Api, receiver: Receive
         if cursor is None:
             break
     assert len(seen) == 5 and len({d["id"] for d in seen}) == 5
+    # Made is not yet sent: the five are made in one batch, and sending each takes its own moment.
+    wait_for(lambda: {d["event_id"] for d in seen} <= {b["id"] for b in receiver.bodies()}, 20)
     by_event = {b["id"]: b["data"]["code"] for b in receiver.bodies()}
     assert [by_event[d["event_id"]] for d in seen] == codes  # log order
     first = api.get("/v1/webhooks/endpoints", params={"limit": 1}).json()
