@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.contextvars import bind_contextvars
 
 from api.access import CLIENT_CLOSED, DIRECT_ROUTE, RequestObserver, route_template
+from api.dashboard.routes import install_dashboard
 from api.deps import publishable_key_may_call
 from api.errors import error_response, install_error_handlers, is_client_disconnect, payload_too_large, render_error
 from api.logs import flush_logs
@@ -231,6 +232,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(webhooks.router)
     app.include_router(ops.router)
+    install_dashboard(app)  # after the API's routers; its headers middleware outermost
     install_openapi(app)
     install_docs(app)
     return app
