@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_play
 from api.app import create_app
 from api.dashboard.routes import CONTENT_SECURITY_POLICY
 from api.settings import Settings
+from tests.support import browser as browser_support
 from tests.support.browser import CHROMIUM_ARGS, DESKTOP, ROOT, Served, chromium_or_skip, screenshot, serving
 
 TIMEOUT_MS = 15_000
@@ -306,3 +308,179 @@ def test_the_dashboards_files_are_in_the_package_data() -> None:
     too_long = {str(p): n for p in files if p.suffix == ".js" and (n := len((base / p).read_text().splitlines())) > 600}
     assert too_long == {}
     assert re.search(r'"jinja2==\d', (ROOT / "pyproject.toml").read_text())
+
+
+def test_without_chromium_the_browser_tests_skip_unless_ci_requires_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(browser_support, "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.delenv("COUPON_LEDGER_REQUIRE_BROWSER", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium"):
+        chromium_or_skip()
+    monkeypatch.setenv("COUPON_LEDGER_REQUIRE_BROWSER", "1")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install chromium"):
+        chromium_or_skip()
+
+
+def test_a_coupon_is_changed_and_archived_from_its_page(page: Page, retailer: Retailer) -> None:
+    retailer.call("POST", "/v1/coupons", json={"code": "CHANGE1", "discount_type": "fixed", "discount_value": 5})
+    sign_in(page, retailer.secret_key)
+    page.goto("/dashboard/coupons/CHANGE1")
+    expect(page.locator("#current-state [data-fact=uses]")).to_have_text("0 / ∞")
+
+    patch = page.locator("#patch-form")
+    patch.get_by_label("Min order value").fill("-1")
+    patch.get_by_role("button", name="Save changes").click()
+    refused = retailer.call("PATCH", "/v1/coupons/CHANGE1", json={"min_order_value": "-1"}).json()["error"]
+    [problem] = refused["details"]["errors"]
+    expect(patch.get_by_label("Min order value")).to_have_accessible_description(problem["message"])
+    expect(patch.get_by_label("Min order value")).to_be_focused()
+
+    patch.get_by_label("Min order value").fill("")
+    patch.get_by_label("Max uses", exact=True).fill("3")
+    patch.get_by_role("button", name="Save changes").click()
+    expect(patch.locator("[role=status]")).to_have_text("Saved: max_uses.")
+    expect(page.locator("#current-state [data-fact=uses]")).to_have_text("0 / 3")
+    expect(page.locator("#timeline tbody tr").nth(0)).to_contain_text("Coupon.Updated")
+    assert retailer.call("GET", "/v1/coupons/CHANGE1").json()["max_uses"] == 3
+
+    page.get_by_role("button", name="Archive…").click()
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#archive-confirm")).to_be_hidden()
+    page.get_by_role("button", name="Archive…").click()
+    screenshot(page, "11-archive-confirm")
+    page.get_by_role("button", name="Archive for good").click()
+    expect(page.locator("#list-status")).to_contain_text("Archived CHANGE1")
+    expect(page.get_by_text("No coupons match.")).to_be_visible()
+    assert retailer.call("GET", "/v1/coupons/CHANGE1").status_code == 404
+
+
+def test_a_key_refused_later_returns_to_sign_in(page: Page, retailer: Retailer) -> None:
+    sign_in(page, retailer.secret_key)
+    expect(page.get_by_text("No coupons match.")).to_be_visible()
+    page.evaluate("sessionStorage.setItem('coupon-ledger.secret-key', 'cl_revoked-meanwhile')")
+    page.get_by_role("button", name="Refresh").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(page.locator("#sign-in-alert")).to_have_text("The API key is not valid.")
+    assert page.evaluate("sessionStorage.length") == 0
+
+
+def test_the_list_pages_through_the_apis_cursors_and_filters_by_status(page: Page, retailer: Retailer) -> None:
+    for n in range(23):
+        made = retailer.call(
+            "POST", "/v1/coupons", json={"code": f"PAGE{n:02d}", "discount_type": "fixed", "discount_value": 1}
+        )
+        assert made.status_code == 201
+    assert retailer.call("POST", "/v1/coupons/PAGE05/deactivate").is_success
+    sign_in(page, retailer.secret_key)
+    rows = page.locator("#coupons tbody tr")
+    expect(rows).to_have_count(20)
+    expect(rows.first.get_by_role("link")).to_have_text("PAGE00")
+    page.get_by_role("button", name="Next page").click()
+    expect(rows).to_have_count(3)
+    expect(rows.first.get_by_role("link")).to_have_text("PAGE20")
+    expect(page.get_by_role("button", name="Next page")).to_be_disabled()
+    expect(page.locator("#page-number")).to_have_text("Page 2")
+    page.get_by_role("button", name="Previous page").click()
+    expect(rows).to_have_count(20)
+    expect(page.get_by_role("button", name="Previous page")).to_be_disabled()
+
+    page.get_by_label("Status").select_option("inactive")
+    page.get_by_role("button", name="Filter").click()
+    expect(rows).to_have_count(1)
+    expect(rows.first.get_by_role("link")).to_have_text("PAGE05")
+
+
+def test_a_campaign_is_generated_with_progress_listed_against_budget_and_exported(
+    page: Page, retailer: Retailer
+) -> None:
+    sign_in(page, retailer.secret_key)
+    page.get_by_role("link", name="Campaigns").click()
+    expect(page.get_by_text("No campaigns yet.")).to_be_visible()
+    form = page.locator("#generate-form")
+    form.get_by_label("Name", exact=True).fill("Summer")
+    form.get_by_label("Prefix", exact=True).fill("SUM-")
+    form.get_by_label("Count", exact=True).fill("6000")
+    form.get_by_label("Budget: max redemptions").fill("5")
+    form.get_by_label("Budget: max discount total").fill("50.00")
+    form.get_by_label("Discount type").select_option("fixed")
+    form.get_by_label("Value", exact=True).fill("abc")
+    form.get_by_role("button", name="Generate campaign").click()
+    template_error = retailer.call(
+        "POST",
+        "/v1/campaigns",
+        json={
+            "name": "Summer",
+            "prefix": "SUM-",
+            "count": 1,
+            "coupon": {"discount_type": "fixed", "discount_value": "abc"},
+        },
+    ).json()["error"]["details"]["errors"][0]
+    assert template_error["field"] == "coupon.discount_value"
+    expect(form.get_by_label("Value", exact=True)).to_have_accessible_description(template_error["message"])
+
+    form.get_by_label("Value", exact=True).fill("4.00")
+    form.get_by_role("button", name="Generate campaign").click()
+    # While the codes are written the list shows the campaign with fewer generated than asked for.
+    expect(page.locator("#generate-label")).to_contain_text(re.compile(r"Generating: \d+ of 6000 codes"))
+    expect(form.locator("[role=status]")).to_have_text("Generated 6000 codes for Summer.")
+    expect(page.locator("#generate-progress")).to_be_hidden()
+
+    code = retailer.call("GET", "/v1/coupons", params={"limit": 1}).json()["data"][0]["code"]
+    assert retailer.call("POST", "/v1/coupons/apply", json={"code": code, "subtotal": "20.00"}).status_code == 201
+    page.reload()
+    listed = page.locator("#campaigns tbody tr").filter(has_text="Summer")
+    expect(listed.locator("td").nth(0)).to_have_text("SUM-")
+    expect(listed.locator("td").nth(1)).to_have_text("6000")
+    expect(listed.locator("td").nth(2)).to_have_text("1 / 5")
+    expect(listed.locator("td").nth(3)).to_have_text("4.00 / 50.00")
+    expect(listed.locator("td").nth(4)).to_have_text("46.00")
+    screenshot(page, "12-campaigns")
+
+    with page.expect_download() as download_info:
+        listed.get_by_role("button", name="Download the codes of Summer as CSV").click()
+    download = download_info.value
+    assert download.suggested_filename == "campaign-SUM-.csv"
+    lines = Path(download.path()).read_text().splitlines()
+    assert lines[0] == "code,status,uses_count,max_uses"
+    assert len(lines) == 6001 and f"{code},active,1," in lines
+
+
+def test_webhook_endpoints_are_added_and_deleted_and_deliveries_resent(page: Page, retailer: Retailer) -> None:
+    sign_in(page, retailer.secret_key)
+    page.get_by_role("link", name="Webhooks").click()
+    expect(page.get_by_text("No endpoints yet.")).to_be_visible()
+    form = page.locator("#endpoint-form")
+    form.get_by_label("URL").fill("ftp://example.com/hooks")
+    form.get_by_role("button", name="Add endpoint").click()
+    refused = retailer.call("POST", "/v1/webhooks/endpoints", json={"url": "ftp://example.com/hooks", "events": []})
+    messages = {e["field"]: e["message"] for e in refused.json()["error"]["details"]["errors"]}
+    expect(form.get_by_label("URL")).to_have_accessible_description(messages["url"])
+    expect(form.get_by_label("coupon.created")).to_have_accessible_description(messages["events"])
+    screenshot(page, "13-webhook-refused")
+
+    url = "http://127.0.0.1:9/hooks"  # nothing listens: the delivery stays pending, retried later
+    form.get_by_label("URL").fill(url)
+    form.get_by_label("Description").fill("stock system")
+    form.get_by_label("coupon.created").check()
+    form.get_by_role("button", name="Add endpoint").click()
+    expect(form.locator("[role=status]")).to_contain_text("Its signing secret, shown only now: whsec_")
+    endpoint = page.locator("#endpoints tbody tr").filter(has_text=url)
+    expect(endpoint.locator("td").nth(0)).to_have_text("coupon.created")
+    expect(endpoint.locator("td").nth(3)).to_have_text("active")
+
+    assert retailer.call("POST", "/v1/coupons", json={"code": "HOOKED", "discount_type": "fixed", "discount_value": 1})
+    deadline = time.monotonic() + 20
+    while not retailer.call("GET", "/v1/webhooks/deliveries").json()["data"]:
+        assert time.monotonic() < deadline, "no delivery was made for coupon.created"
+        time.sleep(0.1)
+    page.reload()
+    delivery = page.locator("#deliveries tbody tr").filter(has_text="coupon.created")
+    expect(delivery.locator("td").nth(0)).to_have_text(url)
+    expect(delivery.locator("td").nth(1)).to_have_text(re.compile("pending|failed"))
+    delivery.get_by_role("button", name=re.compile("^Resend coupon.created")).click()
+    expect(page.locator("#deliveries-status")).to_have_text("Queued coupon.created again.")
+    expect(page.locator("#deliveries tbody tr").first.locator("td").nth(1)).to_have_text("pending")
+    screenshot(page, "14-webhooks")
+
+    endpoint.get_by_role("button", name=f"Delete the endpoint {url}").click()
+    expect(page.locator("#endpoints-status")).to_have_text(f"Deleted {url}.")
+    expect(page.locator("#endpoints tbody tr").filter(has_text=url).locator("td").nth(3)).to_contain_text("deleted")

@@ -97,6 +97,8 @@ async function init() {
     await pager.show();
   });
 
+  const archived = new URLSearchParams(window.location.search).get("archived");
+  if (archived) say(document.getElementById("list-status"), `Archived ${archived}: its history is kept on its page's address.`);
   showSort();
   await pager.reset();
 }
