@@ -182,6 +182,16 @@ BEGIN
 END;
 $$;
 
+-- The coupons list newest or oldest first (GET /v1/coupons?sort=created_at): a page reads the index
+-- from its cursor. created_at never changes, so updates of a row's uses stay HOT. Guarded as above.
+DO $$
+BEGIN
+    IF to_regclass('coupons_retailer_created') IS NULL THEN
+        CREATE INDEX coupons_retailer_created ON coupons (retailer_id, created_at, code);
+    END IF;
+END;
+$$;
+
 -- Read model: one row per hold of a coupon use (a Reservation), written by the coupons
 -- projection in the same transactions and under the same tracking record as the coupons rows.
 -- Only holds still in status held are indexed (few at any time: each leaves the indexes when it is

@@ -48,6 +48,31 @@ def decode_code_cursor(cursor: str) -> str:
     return code
 
 
+def encode_sorted_cursor(value: datetime | int, code: str) -> str:
+    """The cursor after a coupon in an order by ``value`` (a time or a count), then code."""
+    shown = value.isoformat() if isinstance(value, datetime) else str(value)
+    return encode_cursor(f"{shown}|{code}")
+
+
+def decode_sorted_cursor(cursor: str, key: str) -> tuple[datetime | int, str]:
+    """The sort key's value and the code a cursor of that order encodes; 422 naming ``cursor``
+    for a cursor of another order (a code cursor has no ``|``: codes never do)."""
+    shown, bar, code = decode_cursor(cursor).partition("|")
+    if not bar or not (3 <= len(code) <= 50 and set(code) <= CODE_ALPHABET):
+        raise bad_cursor()
+    if key == "created_at":
+        try:
+            at = datetime.fromisoformat(shown)
+        except ValueError:
+            raise bad_cursor() from None
+        if at.tzinfo is None:
+            raise bad_cursor()
+        return at, code
+    if not (shown.isascii() and shown.isdigit() and int(shown) <= MAX_BIGINT):
+        raise bad_cursor()
+    return int(shown), code
+
+
 def decode_version_cursor(cursor: str) -> int:
     decoded = decode_cursor(cursor)
     if not (decoded.isascii() and decoded.isdigit() and int(decoded) <= MAX_BIGINT):

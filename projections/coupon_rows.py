@@ -36,6 +36,27 @@ class CouponRow:
     scope: dict[str, list[str]] | None
     public: bool
     campaign_id: UUID | None
+    holds: int
+    """Live holds at the moment the list was read."""
+
+
+# The orders a retailer's coupons can be listed in, each with the code breaking ties.
+SORT_KEYS = ("code", "created_at", "uses_count")
+
+
+@dataclass(frozen=True)
+class CouponOrder:
+    """The order of a coupons list, and where a page starts: after the row whose sort key is
+    ``after_value`` and whose code is ``after_code`` (for ``code`` order only the code counts)."""
+
+    key: str = "code"
+    descending: bool = False
+    after_code: str | None = None
+    after_value: datetime | int | None = None
+
+    def __post_init__(self) -> None:
+        if self.key not in SORT_KEYS:
+            raise ValueError(f"not a coupons order: {self.key!r}")
 
 
 class ProjectionLag(NamedTuple):

@@ -23,6 +23,7 @@ from projections.coupon_changes import CouponChanges
 from projections.coupon_rows import (
     RESERVATION_COLUMNS,
     ROW_COLUMNS,
+    CouponOrder,
     CouponRow,
     CouponUpdate,
     NewCoupon,
@@ -34,12 +35,17 @@ from projections.coupon_rows import (
 )
 from projections.redemptions import write_redemptions
 
-# A coupon's live holds at %(now)s: held and not past expires_at (Reservation.is_live), recorded
-# as expired or not. Served by the partial index reservations_held_by_coupon.
-LIVE_HOLDS_SQL = """
+
+def live_holds_sql(coupon_id: str) -> str:
+    """A coupon's live holds at %(now)s: held and not past expires_at (Reservation.is_live), recorded
+    as expired or not. Served by the partial index reservations_held_by_coupon."""
+    return f"""
     (SELECT count(*) FROM reservations
-     WHERE reservations.coupon_id = coupons.id AND reservations.status = 'held' AND reservations.expires_at > %(now)s)
+     WHERE reservations.coupon_id = {coupon_id} AND reservations.status = 'held' AND reservations.expires_at > %(now)s)
 """
+
+
+LIVE_HOLDS_SQL = live_holds_sql("coupons.id")
 # Coupon.status in SQL, over a row of `coupons` (the FROM must name the table `coupons`, without
 # an alias): uses and live holds together reaching max_uses is count_expired. The holds are only
 # counted for a coupon with a max_uses that its uses alone have not reached.
@@ -231,22 +237,34 @@ class CouponsView(PostgresTrackingRecorder):
         limit: int,
         campaign_id: UUID | None = None,
         public_only: bool = False,
+        order: CouponOrder | None = None,
     ) -> list[CouponRow]:
-        """A retailer's coupons (archived ones left out) in code order, after ``after_code``,
-        of one status and one campaign when given; only the public ones with ``public_only``
-        (the storefront's list, served by the partial index coupons_public_code)."""
+        """A retailer's coupons (archived ones left out) in code order after ``after_code``, or in
+        ``order`` from its position, of one status and one campaign when given; only the public ones
+        with ``public_only`` (the storefront's list, served by the partial index coupons_public_code).
+        Each row has its live holds at ``now``, counted only for the rows of the page."""
+        order = order or CouponOrder(after_code=after_code)
         public = " AND public" if public_only else ""
+        direction, past = ("DESC", "<") if order.descending else ("", ">")
+        if order.key == "code":
+            sort = f"code {direction}"
+            start = f"(%(after)s::text IS NULL OR code {past} %(after)s)"
+        else:
+            sort = f"{order.key} {direction}, code {direction}"
+            start = f"(%(after)s::text IS NULL OR ({order.key}, code) {past} (%(after_value)s, %(after)s))"
         query = (
-            f"SELECT * FROM (SELECT {ROW_COLUMNS}, {STATUS_SQL} AS status"
-            f" FROM coupons WHERE retailer_id = %(retailer_id)s AND code > %(after)s AND archived_at IS NULL{public}"
+            f"SELECT c.*, {live_holds_sql('c.id')} AS holds"
+            f" FROM (SELECT {ROW_COLUMNS}, {STATUS_SQL} AS status"
+            f" FROM coupons WHERE retailer_id = %(retailer_id)s AND {start} AND archived_at IS NULL{public}"
             f" AND (%(campaign_id)s::uuid IS NULL OR campaign_id = %(campaign_id)s)) c"
-            f" WHERE %(status)s::text IS NULL OR status = %(status)s ORDER BY code LIMIT %(limit)s"
+            f" WHERE %(status)s::text IS NULL OR status = %(status)s ORDER BY {sort} LIMIT %(limit)s"
         )
         params = {
             "retailer_id": retailer_id,
             "now": now,
             "status": status,
-            "after": after_code or "",
+            "after": order.after_code,
+            "after_value": order.after_value,
             "limit": limit,
             "campaign_id": campaign_id,
         }

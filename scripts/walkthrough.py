@@ -152,9 +152,16 @@ STEPS: list[tuple[str, str]] = [
         "md",
         "Filters `status` (`active`, `inactive`, `scheduled`, `time_expired`, `count_expired`, derived\n"
         "at read time) and `campaign_id`; `limit` (1 to 200, default 50) and `cursor` (from\n"
-        "`next_cursor`); ordered by code; archived coupons are left out.",
+        "`next_cursor`); archived coupons are left out. `sort` is `code` (the default), `created_at` or\n"
+        "`uses_count`, with `-` for descending, the code breaking ties; a cursor belongs to its order (one\n"
+        "from another order is 422 naming `cursor`). Every coupon object carries `holds`, its live holds\n"
+        "(uses reserved by checkouts, not yet confirmed, released or expired). Sorting by code or creation\n"
+        "reads an index; by uses, the retailer's coupons are sorted for each page (28 ms a page for 100,000\n"
+        "coupons on the development machine, against 0.1 ms by code or creation).",
     ),
     ("sh", get("/v1/coupons?limit=1")),
+    ("md", "Most used first:"),
+    ("sh", get("/v1/coupons?sort=-uses_count&limit=1")),
     ("md", "### `GET /v1/coupons/{code}` — one coupon, current state"),
     ("sh", get("/v1/coupons/SAVE10")),
     ("md", "An unknown (or another retailer's) code:"),

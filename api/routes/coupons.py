@@ -3,6 +3,7 @@ streamed whole as JSON lines or CSV: api/exports.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any, Literal, TypeVar
 from uuid import UUID
 
@@ -16,7 +17,14 @@ from api.errors import ApiError
 from api.event_log_reads import read_event_log
 from api.exports import EVENT_COLUMNS, STREAMED_CONTENT, event_object, streamed
 from api.openapi import REFUSED, errors
-from api.pagination import Cursor, decode_code_cursor, decode_version_cursor, encode_cursor
+from api.pagination import (
+    Cursor,
+    decode_code_cursor,
+    decode_sorted_cursor,
+    decode_version_cursor,
+    encode_cursor,
+    encode_sorted_cursor,
+)
 from api.read_model import read_model
 from api.schemas import (
     MAX_BIGINT,
@@ -45,6 +53,7 @@ from ledger.commands import Activate, Archive, CreateCoupon, Deactivate, Redeem,
 from ledger.domain import UNSET, Order
 from ledger.exports import coupon_event_pages
 from ledger.timestamps import format_timestamp
+from projections.coupon_rows import CouponOrder
 
 router = APIRouter(prefix="/v1/coupons", tags=["coupons"])
 M = TypeVar("M", bound=BaseModel)
@@ -101,16 +110,29 @@ async def create_coupon(body: CouponCreate, caller: CallerDep) -> CouponPublic:
     return CouponPublic.from_coupon(coupon, ledger.clock())
 
 
+CouponSort = Literal["code", "-code", "created_at", "-created_at", "uses_count", "-uses_count"]
+
+
 @router.get("", responses=errors({503: ["SERVICE_UNAVAILABLE"]}))
 def list_coupons(
     caller: CallerDep,
     status: Status | None = None,
     campaign_id: Annotated[UUID | None, Query(description="Only the coupons of this campaign.")] = None,
+    sort: Annotated[
+        CouponSort,
+        Query(description="The order: by code (the default), creation or uses; `-` for descending, code breaks ties."),
+    ] = "code",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Cursor = None,
 ) -> CouponPage:
     services = caller.services
-    after_code = decode_code_cursor(cursor) if cursor else None
+    key = sort.removeprefix("-")
+    order = CouponOrder(key=key, descending=sort.startswith("-"))
+    if cursor and key == "code":
+        order = replace(order, after_code=decode_code_cursor(cursor))
+    elif cursor:
+        after_value, after_code = decode_sorted_cursor(cursor, key)
+        order = replace(order, after_code=after_code, after_value=after_value)
     rows = read_model(
         services,
         "Coupons",
@@ -118,13 +140,17 @@ def list_coupons(
             caller.retailer_id,
             now=services.ledger.clock(),
             status=status,
-            after_code=after_code,
+            after_code=None,
             limit=limit + 1,
             campaign_id=campaign_id,
+            order=order,
         ),
     )
     page = rows[:limit]
-    next_cursor = encode_cursor(page[-1].code) if len(rows) > limit else None
+    next_cursor = None
+    if len(rows) > limit:
+        last = page[-1]
+        next_cursor = encode_cursor(last.code) if key == "code" else encode_sorted_cursor(getattr(last, key), last.code)
     return CouponPage(data=[CouponPublic.from_row(r) for r in page], next_cursor=next_cursor)
 
 

@@ -186,6 +186,7 @@ class CouponPublic(BaseModel):
     max_uses: int | None
     max_uses_per_customer: int | None
     uses_count: int = Field(description="Uses made minus uses given back by reversals.")
+    holds: int = Field(description="Live holds: uses reserved by checkouts and not yet confirmed, released or expired.")
     is_active: bool
     status: Status = Field(
         description=(
@@ -212,6 +213,7 @@ class CouponPublic(BaseModel):
             max_uses=coupon.max_uses,
             max_uses_per_customer=coupon.max_uses_per_customer,
             uses_count=coupon.uses_count,
+            holds=coupon.held(now),
             is_active=coupon.is_active,
             status=coupon.status(now),  # type: ignore[arg-type]
             scope=ScopePublic.of(coupon.scope),
@@ -234,6 +236,7 @@ class CouponPublic(BaseModel):
             max_uses=row.max_uses,
             max_uses_per_customer=row.max_uses_per_customer,
             uses_count=row.uses_count,
+            holds=row.holds,
             is_active=row.is_active,
             status=row.status,  # type: ignore[arg-type]
             scope=ScopePublic.of(row.scope),

@@ -23,6 +23,7 @@ COUPON_FIELDS = {
     "max_uses",
     "max_uses_per_customer",
     "uses_count",
+    "holds",
     "is_active",
     "status",
     "scope",
