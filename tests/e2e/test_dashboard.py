@@ -85,10 +85,13 @@ def page(browser: Browser, served: Served) -> Iterator[Page]:
     assert problems == []
 
 
-def sign_in(page: Page, key: str) -> None:
+def sign_in(page: Page, key: str, *, accepted: bool = True) -> None:
+    """Signs in on the coupons page; with ``accepted``, waits until the dashboard shows (the key kept)."""
     page.goto("/dashboard")
     page.get_by_label("Secret key").fill(key)
     page.get_by_role("button", name="Sign in").click()
+    if accepted:
+        expect(page.get_by_role("button", name="Sign out")).to_be_visible()
 
 
 def coupon_row(page: Page, code: str) -> Any:
@@ -198,7 +201,7 @@ def test_a_publishable_or_unknown_key_is_refused_at_sign_in_in_the_apis_words(pa
         "/v1/webhooks/endpoints?limit=1", headers={"Authorization": f"Bearer {retailer.publishable_key}"}
     )
     assert check.status_code == 403 and check.json()["error"]["code"] == "FORBIDDEN"
-    sign_in(page, retailer.publishable_key)
+    sign_in(page, retailer.publishable_key, accepted=False)
     alert = page.locator("#sign-in-alert")
     expect(alert).to_have_text(check.json()["error"]["message"])
     expect(page.get_by_label("Secret key")).to_have_attribute("aria-invalid", "true")
@@ -484,3 +487,35 @@ def test_webhook_endpoints_are_added_and_deleted_and_deliveries_resent(page: Pag
     endpoint.get_by_role("button", name=f"Delete the endpoint {url}").click()
     expect(page.locator("#endpoints-status")).to_have_text(f"Deleted {url}.")
     expect(page.locator("#endpoints tbody tr").filter(has_text=url).locator("td").nth(3)).to_contain_text("deleted")
+
+
+def test_the_list_sorts_by_its_column_headers_and_shows_live_holds(page: Page, retailer: Retailer) -> None:
+    uses = {"SORT-A": 2, "SORT-B": 0, "SORT-C": 3, "SORT-D": 1}
+    for code, count in uses.items():
+        made = retailer.call("POST", "/v1/coupons", json={"code": code, "discount_type": "fixed", "discount_value": 1})
+        assert made.status_code == 201
+        for _ in range(count):
+            assert retailer.call("POST", "/v1/coupons/apply", json={"code": code, "subtotal": "10.00"}).is_success
+    held = retailer.call("POST", "/v1/coupons/reserve", json={"code": "SORT-B", "subtotal": "10.00"})
+    assert held.status_code == 201, held.text
+    sign_in(page, retailer.secret_key)
+    links = page.locator("#coupons tbody tr th a")
+    expect(links).to_have_text(["SORT-A", "SORT-B", "SORT-C", "SORT-D"])
+    expect(page.locator("#coupons th").filter(has_text="Code")).to_have_attribute("aria-sort", "ascending")
+    expect(coupon_row(page, "SORT-B").locator("td").nth(2)).to_have_text("1")  # the live hold
+
+    uses_header = page.locator("#coupons th").filter(has_text="Uses / limit")
+    uses_header.get_by_role("button").click()
+    expect(uses_header).to_have_attribute("aria-sort", "ascending")
+    expect(page.locator("#coupons th").filter(has_text="Code")).not_to_have_attribute("aria-sort", re.compile("."))
+    expect(links).to_have_text(["SORT-B", "SORT-D", "SORT-A", "SORT-C"])
+    uses_header.get_by_role("button").press("Enter")  # by keyboard too
+    expect(uses_header).to_have_attribute("aria-sort", "descending")
+    expect(links).to_have_text(["SORT-C", "SORT-A", "SORT-D", "SORT-B"])
+    screenshot(page, "15-sorted-by-uses")
+
+    created_header = page.locator("#coupons th").filter(has_text="Created")
+    created_header.get_by_role("button").click()
+    created_header.get_by_role("button").click()
+    expect(created_header).to_have_attribute("aria-sort", "descending")
+    expect(links).to_have_text(["SORT-D", "SORT-C", "SORT-B", "SORT-A"])
