@@ -21,7 +21,16 @@ from api.app import create_app
 from api.dashboard.routes import CONTENT_SECURITY_POLICY
 from api.settings import Settings
 from tests.support import browser as browser_support
-from tests.support.browser import CHROMIUM_ARGS, DESKTOP, ROOT, Served, chromium_or_skip, screenshot, serving
+from tests.support.browser import (
+    CHROMIUM_ARGS,
+    DESKTOP,
+    ROOT,
+    Served,
+    chromium_or_skip,
+    low_contrast,
+    screenshot,
+    serving,
+)
 
 TIMEOUT_MS = 15_000
 expect.set_options(timeout=TIMEOUT_MS)
@@ -129,6 +138,7 @@ def test_a_retailer_creates_uses_audits_and_deactivates_a_coupon(page: Page, ret
     expect(value).to_have_accessible_description(problem["message"])
     expect(value).to_be_focused()
     expect(page.locator("#create-form [role=alert]")).to_have_text(refused.json()["error"]["message"])
+    assert low_contrast(page) == []
     screenshot(page, "03-create-refused")
 
     # Made properly, it is listed with no use yet.
@@ -170,6 +180,7 @@ def test_a_retailer_creates_uses_audits_and_deactivates_a_coupon(page: Page, ret
     expect(timeline.nth(0)).to_contain_text("discount 10.00, total 90.00")
     expect(timeline.nth(0)).to_contain_text(f"secret_key {events[-1]['data']['actor']['key_id']}")
     expect(timeline.nth(1)).to_contain_text("Coupon.Created")
+    assert low_contrast(page) == []
     screenshot(page, "06-timeline")
 
     # The coupon as it was after version 1: not yet used.
@@ -207,6 +218,7 @@ def test_a_publishable_or_unknown_key_is_refused_at_sign_in_in_the_apis_words(pa
     expect(page.get_by_label("Secret key")).to_have_attribute("aria-invalid", "true")
     expect(page.locator("#app")).to_be_hidden()
     assert page.evaluate("sessionStorage.length") == 0
+    assert low_contrast(page) == []
     screenshot(page, "09-publishable-key-refused")
 
     page.get_by_label("Secret key").fill("cl_not-a-key-of-anyone")
@@ -436,6 +448,7 @@ def test_a_campaign_is_generated_with_progress_listed_against_budget_and_exporte
     expect(listed.locator("td").nth(2)).to_have_text("1 / 5")
     expect(listed.locator("td").nth(3)).to_have_text("4.00 / 50.00")
     expect(listed.locator("td").nth(4)).to_have_text("46.00")
+    assert low_contrast(page) == []
     screenshot(page, "12-campaigns")
 
     with page.expect_download() as download_info:
@@ -482,6 +495,7 @@ def test_webhook_endpoints_are_added_and_deleted_and_deliveries_resent(page: Pag
     delivery.get_by_role("button", name=re.compile("^Resend coupon.created")).click()
     expect(page.locator("#deliveries-status")).to_have_text("Queued coupon.created again.")
     expect(page.locator("#deliveries tbody tr").first.locator("td").nth(1)).to_have_text("pending")
+    assert low_contrast(page) == []
     screenshot(page, "14-webhooks")
 
     endpoint.get_by_role("button", name=f"Delete the endpoint {url}").click()

@@ -82,3 +82,37 @@ def screenshot(page: Page, name: str) -> None:
         page.set_viewport_size(size)
         page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}.png"), full_page=True)
     page.set_viewport_size(DESKTOP)
+
+
+# Every element with its own visible text whose color against its effective background (the first
+# opaque background up its ancestors) is below 4.5:1 (WCAG 2 AA for normal text). Disabled controls
+# are exempt, as WCAG exempts them.
+LOW_CONTRAST_JS = """() => {
+  const channel = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+  const parse = (text) => (text.match(/[\\d.]+/g) || []).map(Number);
+  const luminance = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+  const background = (node) => {
+    for (let at = node; at; at = at.parentElement) {
+      const rgba = parse(getComputedStyle(at).backgroundColor);
+      if (rgba.length === 3 || (rgba.length === 4 && rgba[3] > 0.5)) return rgba.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const found = [];
+  for (const node of document.querySelectorAll("body *")) {
+    const own = [...node.childNodes].some((c) => c.nodeType === Node.TEXT_NODE && c.textContent.trim());
+    if (!own || node.closest("[disabled], [hidden], svg") || !node.checkVisibility()) continue;
+    const style = getComputedStyle(node);
+    if (Number(style.opacity) < 1) continue;
+    const [a, b] = [luminance(parse(style.color).slice(0, 3)), luminance(background(node))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    if (ratio < 4.5) found.push(`${node.tagName} "${node.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}:1`);
+  }
+  return found;
+}"""
+
+
+def low_contrast(page: Page) -> list[str]:
+    """The visible texts of the page with a contrast under 4.5:1 against their background."""
+    result: list[str] = page.evaluate(LOW_CONTRAST_JS)
+    return result
