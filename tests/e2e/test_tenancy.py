@@ -335,6 +335,12 @@ EXEMPT = {
     ("GET", "/docs"),
     ("GET", "/redoc"),
     ("WEBSOCKET", "/docs/assets"),  # the static files of /docs and /redoc (a mount, listed this way)
+    # The dashboard's page shells and static files: no key, no data (their scripts call the API).
+    ("GET", "/dashboard"),
+    ("GET", "/dashboard/coupons/{code}"),
+    ("GET", "/dashboard/campaigns"),
+    ("GET", "/dashboard/webhooks"),
+    ("WEBSOCKET", "/dashboard/static"),
 }
 
 # One probe per (method, path), run in this order: the creates come last, so that until then the
