@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect, sync_playwright
 
 from api.app import create_app
 from api.dashboard.routes import CONTENT_SECURITY_POLICY
@@ -367,6 +367,13 @@ def test_a_coupon_is_changed_and_archived_from_its_page(page: Page, retailer: Re
     expect(page.get_by_text("No coupons match.")).to_be_visible()
     assert retailer.call("GET", "/v1/coupons/CHANGE1").status_code == 404
 
+    # Its page still shows its history, the archiving last, the chain intact.
+    page.goto("/dashboard/coupons/CHANGE1")
+    expect(page.locator("#page-alert")).to_contain_text("Coupon CHANGE1 does not exist.")
+    expect(page.locator("#timeline tbody tr").nth(0)).to_contain_text("Coupon.Archived")
+    expect(page.locator("#chain-badge")).to_contain_text("Chain verified: 3 events")
+    expect(page.get_by_role("button", name="Deactivate")).to_be_hidden()
+
 
 def test_a_key_refused_later_returns_to_sign_in(page: Page, retailer: Retailer) -> None:
     sign_in(page, retailer.secret_key)
@@ -533,3 +540,34 @@ def test_the_list_sorts_by_its_column_headers_and_shows_live_holds(page: Page, r
     created_header.get_by_role("button").click()
     expect(created_header).to_have_attribute("aria-sort", "descending")
     expect(links).to_have_text(["SORT-D", "SORT-C", "SORT-B", "SORT-A"])
+
+
+def test_generating_again_after_a_lost_answer_replays_the_campaign_instead_of_making_a_second(
+    page: Page, retailer: Retailer
+) -> None:
+    sign_in(page, retailer.secret_key)
+    page.goto("/dashboard/campaigns")
+    lost: list[str] = []
+
+    def lose_first_answer(route: Route) -> None:
+        if route.request.method == "POST" and not lost:
+            answer = route.fetch()  # the server makes the campaign; the browser never hears of it
+            lost.append(answer.text())
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    page.route("**/v1/campaigns", lose_first_answer)
+    form = page.locator("#generate-form")
+    form.get_by_label("Name", exact=True).fill("Retry")
+    form.get_by_label("Prefix", exact=True).fill("RE-")
+    form.get_by_label("Count", exact=True).fill("3")
+    form.get_by_label("Discount type").select_option("fixed")
+    form.get_by_label("Value", exact=True).fill("2")
+    form.get_by_role("button", name="Generate campaign").click()
+    expect(form.locator("[role=alert]")).to_contain_text("could not be reached")
+    form.get_by_role("button", name="Generate campaign").click()
+    expect(form.locator("[role=status]")).to_have_text("Generated 3 codes for Retry.")
+    first = json.loads(lost[0])
+    campaigns = retailer.call("GET", "/v1/campaigns").json()["data"]
+    assert [c["id"] for c in campaigns] == [first["id"]]

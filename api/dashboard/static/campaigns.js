@@ -8,6 +8,22 @@ import { start } from "./shell.js";
 const PAGE_SIZE = 20;
 const POLL_MS = 400;
 
+/** A fresh key for one generate request (crypto.randomUUID needs a secure context; this does not). */
+function idempotencyKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return `dashboard-${[...bytes].map((byte) => byte.toString(16).padStart(2, "0")).join("")}`;
+}
+
+// A submission sent again unchanged (after a lost answer or an error) reuses its key, so the API
+// replays the first campaign instead of generating a second one.
+let pending = { body: null, key: null };
+
+function keyFor(body) {
+  const text = JSON.stringify(body);
+  if (pending.body !== text) pending = { body: text, key: idempotencyKey() };
+  return pending.key;
+}
+
 function against(value, limit) {
   return limit === null || limit === undefined ? `${value}` : `${value} / ${limit}`;
 }
@@ -114,7 +130,8 @@ async function init() {
     progress.hidden = false;
     const stop = watch(body, Date.now(), bar, label);
     try {
-      const campaign = await api("POST", "/v1/campaigns", { body, headers: { "Idempotency-Key": crypto.randomUUID() } });
+      const campaign = await api("POST", "/v1/campaigns", { body, headers: { "Idempotency-Key": keyFor(body) } });
+      pending = { body: null, key: null };
       showDone(form, `Generated ${campaign.generated} codes for ${campaign.name}.`);
       form.reset();
       await pager.reset();

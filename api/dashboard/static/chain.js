@@ -43,6 +43,12 @@ export async function verifyChain(events) {
 
 /** Checks the events and says so in the badge element; answers the check's result. */
 export async function checkAndShow(events, badge) {
+  if (!globalThis.crypto?.subtle) {
+    // Web Crypto's digest exists only in a secure context: https, or http on localhost/127.0.0.1.
+    badge.classList.remove("verified", "broken");
+    badge.textContent = "Chain not checked: this page is not served over https or from localhost, so the browser offers no SHA-256.";
+    return { ok: null };
+  }
   const result = await verifyChain(events);
   badge.classList.remove("verified", "broken");
   if (result.ok) {

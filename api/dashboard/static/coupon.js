@@ -135,7 +135,15 @@ async function loadChart() {
 }
 
 async function refresh() {
-  await loadCoupon();
+  try {
+    await loadCoupon();
+  } catch (error) {
+    if (error.status !== 404) throw error;
+    // Archived (or never made): no current state, but a history stays readable to its auditor.
+    document.getElementById("coupon-code").textContent = code;
+    say(document.getElementById("page-alert"), `${error.message} Its history, if it has one, is below.`);
+    for (const id of ["current-state", "patch-form"]) document.getElementById(id).closest("section").hidden = true;
+  }
   await Promise.all([loadTimeline(), loadChart()]);
 }
 
