@@ -571,3 +571,25 @@ def test_generating_again_after_a_lost_answer_replays_the_campaign_instead_of_ma
     first = json.loads(lost[0])
     campaigns = retailer.call("GET", "/v1/campaigns").json()["data"]
     assert [c["id"] for c in campaigns] == [first["id"]]
+
+
+def test_sign_in_and_the_timeline_work_from_the_keyboard_alone(page: Page, retailer: Retailer) -> None:
+    created = retailer.call(
+        "POST", "/v1/coupons", json={"code": "KEYS1", "discount_type": "fixed", "discount_value": 1}
+    )
+    assert created.status_code == 201
+    page.goto("/dashboard/coupons/KEYS1")
+    expect(page.get_by_label("Secret key")).to_be_focused()  # the sign-in form takes the focus
+    page.keyboard.type(retailer.secret_key)
+    page.keyboard.press("Enter")
+    expect(page.locator("#chain-badge")).to_contain_text("Chain verified: 1 events")
+    version = page.get_by_role("button", name="Show the coupon as it was after version 1")
+    version.focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="As it was after version 1")).to_be_focused()
+    page.get_by_role("button", name="Deactivate").focus()
+    page.keyboard.press("Space")
+    expect(page.locator("#current-state [data-fact=status]")).to_have_text("inactive")
+    # A visible focus ring on the focused control.
+    outline = page.get_by_role("button", name="Deactivate").evaluate("b => getComputedStyle(b).outlineStyle")
+    assert outline == "solid"

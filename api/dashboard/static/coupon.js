@@ -163,6 +163,8 @@ function action(button, run, done) {
       say(alert, error.message);
     } finally {
       button.disabled = false;
+      // Disabling took the focus away: give it back, so a keyboard user stays where they were.
+      if (document.activeElement === document.body) button.focus();
     }
   });
 }

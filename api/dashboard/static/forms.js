@@ -155,6 +155,8 @@ export function handle(form, submit) {
       showError(form, error);
     } finally {
       button.disabled = false;
+      // Disabling took the focus away: give it back, so a keyboard user stays where they were.
+      if (document.activeElement === document.body) button.focus();
     }
   });
 }
