@@ -115,18 +115,21 @@ export function say(element, message) {
   element.textContent = message || "";
 }
 
-/** Previous/next paging over an endpoint's next_cursor, with a stack of the cursors behind. */
+/**
+ * Previous/next paging over an endpoint's next_cursor, with a stack of the cursors behind, on the
+ * buttons of the templates' pager macro (these ids unless others are given).
+ */
 export class Pager {
-  constructor({ previous, next, label, load }) {
-    this.previous = previous;
-    this.next = next;
-    this.label = label;
+  constructor(load, { previous = "prev-page", page = "page-number", next = "next-page" } = {}) {
+    this.previous = document.getElementById(previous);
+    this.next = document.getElementById(next);
+    this.label = document.getElementById(page);
     this.load = load; // async (cursor) => next_cursor
     this.behind = [];
     this.cursor = null;
     this.nextCursor = null;
-    previous.addEventListener("click", () => this.back());
-    next.addEventListener("click", () => this.forward());
+    this.previous.addEventListener("click", () => this.back());
+    this.next.addEventListener("click", () => this.forward());
   }
 
   async reset() {

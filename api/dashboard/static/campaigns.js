@@ -114,12 +114,7 @@ function watch(body, startedAt, bar, label) {
 }
 
 async function init() {
-  const pager = new Pager({
-    previous: document.getElementById("prev-page"),
-    next: document.getElementById("next-page"),
-    label: document.getElementById("page-number"),
-    load: loadPage,
-  });
+  const pager = new Pager(loadPage);
   const form = document.getElementById("generate-form");
   const progress = document.getElementById("generate-progress");
   const label = document.getElementById("generate-label");

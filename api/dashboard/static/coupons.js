@@ -67,12 +67,7 @@ function showSort() {
 }
 
 async function init() {
-  const pager = new Pager({
-    previous: document.getElementById("prev-page"),
-    next: document.getElementById("next-page"),
-    label: document.getElementById("page-number"),
-    load: loadPage,
-  });
+  const pager = new Pager(loadPage);
   for (const header of document.querySelectorAll("#coupons th[data-sort]")) {
     header.querySelector("button").addEventListener("click", () => {
       const field = header.dataset.sort;

@@ -80,11 +80,8 @@ function deliveryRow(delivery, pager) {
 
 async function init() {
   const filters = { status: "" };
-  const pager = new Pager({
-    previous: document.getElementById("d-prev"),
-    next: document.getElementById("d-next"),
-    label: document.getElementById("d-page"),
-    load: async (cursor) => {
+  const pager = new Pager(
+    async (cursor) => {
       const alert = document.getElementById("deliveries-alert");
       say(alert, "");
       let page;
@@ -99,7 +96,8 @@ async function init() {
       document.getElementById("deliveries-empty").hidden = page.data.length > 0;
       return page.next_cursor;
     },
-  });
+    { previous: "d-prev", page: "d-page", next: "d-next" },
+  );
   document.getElementById("delivery-filters").addEventListener("submit", (event) => {
     event.preventDefault();
     filters.status = document.getElementById("d-status").value;
