@@ -18,6 +18,7 @@ import types
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -319,9 +320,12 @@ def _plain(value: Any) -> bool:
     if kind in _PLAIN:
         return True
     if kind is dict:
-        return all(type(k) is str and _plain(v) for k, v in value.items())
+        for key, item in value.items():
+            if type(key) is not str or (type(item) not in _PLAIN and not _plain(item)):
+                return False
+        return True
     if kind is list or kind is tuple:
-        return all(_plain(v) for v in value)
+        return all(type(item) in _PLAIN or _plain(item) for item in value)
     return False
 
 
@@ -342,6 +346,9 @@ class LedgerTranscoder(JSONTranscoder):
         self._flat = json.JSONEncoder(
             default=self._encode_obj, separators=(",", ":"), ensure_ascii=False, check_circular=False
         )
+        # The datetime last converted, with its form: a batch's events share their decision's
+        # time (one object), converted once for all of them.
+        self._moment: tuple[Any, dict[str, Any] | None] = (None, None)
 
     def encode(self, obj: Any) -> bytes:
         if type(obj) is not dict:
@@ -355,10 +362,17 @@ class LedgerTranscoder(JSONTranscoder):
             if type(key) is not str:
                 simple = False
             if kind not in plain:
+                moment = self._moment
+                if value is moment[0]:
+                    converted[key] = moment[1]
+                    continue
                 transcoding = types.get(kind)
                 if transcoding is not None:
                     data = transcoding.encode(value)
-                    value = {"_type_": transcoding.name, "_data_": data}
+                    form = {"_type_": transcoding.name, "_data_": data}
+                    if kind is datetime and type(data) is str:
+                        self._moment = (value, form)
+                    value = form
                     simple = simple and (type(data) is str or _plain(data))
                 else:
                     simple = simple and _plain(value)

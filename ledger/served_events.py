@@ -135,13 +135,50 @@ def _served_default(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
+# The timestamp last formatted for hashing, with its text: the events of a batch share their
+# decision's time (one datetime object), which is formatted once for all of them.
+_last_stamp: tuple[datetime | None, str] = (None, "")
+
+
+def _stamp(value: datetime) -> str:
+    global _last_stamp
+    last = _last_stamp
+    if last[0] is value:
+        return last[1]
+    text = _timestamp(value)
+    _last_stamp = (value, text)
+    return text
+
+
+def _served_amount(value: Decimal) -> str:
+    """``_amount``, without its arithmetic for an amount with two places (every amount the ledger
+    computes): such a Decimal's str() is plain notation with two places, which is what
+    ``format_amount`` writes. Anything else (another exponent, scientific notation) takes ``_amount``."""
+    text = str(value)
+    if text[-3:-2] == "." and "E" not in text:
+        return text
+    return _amount(value)
+
+
 def hash_of_event(prev_hash: str, event: Any) -> str:
-    """``event_hash(prev_hash, served_event(event))``, in less than half the time."""
+    """``event_hash(prev_hash, served_event(event))``, in a fraction of the time: the event's own
+    amounts and timestamps are converted here (orjson would call back into Python for each), and
+    only what is nested goes through ``_served_default``."""
+    data: dict[str, Any] = {}
+    for key, value in event.__dict__.items():
+        if key in EVENT_ENVELOPE:
+            continue
+        kind = type(value)
+        if kind is Decimal:
+            value = _served_amount(value)
+        elif kind is datetime:
+            value = _stamp(value)
+        data[key] = value
     body = {
         "version": event.originator_version,
         "type": type(event).__qualname__,
-        "occurred_at": _timestamp(event.timestamp),
-        "data": {k: v for k, v in event.__dict__.items() if k not in EVENT_ENVELOPE},
+        "occurred_at": _stamp(event.timestamp),
+        "data": data,
     }
     try:
         text = orjson.dumps(body, default=_served_default, option=_ORJSON_OPTIONS)

@@ -103,3 +103,19 @@ def test_a_uuid_is_served_and_hashed_as_its_string() -> None:
     event = FakeEvent(2, datetime(2026, 1, 1, tzinfo=UTC), {"coupon_id": stream})
     assert served_event(event)["data"] == {"coupon_id": str(stream)}
     assert hash_of_event(ZERO_HASH, event) == event_hash(ZERO_HASH, served_event(event))
+
+
+def test_events_that_share_one_timestamp_hash_as_served_in_any_order() -> None:
+    # A batch's events share one datetime object, formatted once for all of them.
+    first = datetime(2026, 12, 6, 1, 2, 3, 456789, tzinfo=UTC)
+    second = datetime(2026, 12, 6, 1, 2, 3, 456789, tzinfo=timezone(timedelta(hours=2)))
+    events = [FakeEvent(v, moment, {"at": moment}) for v, moment in enumerate([first, first, second, first], 1)]
+    for event in events + events[::-1]:
+        assert hash_of_event(ZERO_HASH, event) == event_hash(ZERO_HASH, served_event(event))
+
+
+def test_amounts_of_every_exponent_hash_as_served() -> None:
+    amounts = ["12.50", "-0.00", "0E-2", "1E-2", "100", "10.5", "0.001", "1E+2", "1.23E+5", "12.3E-7", "NaN", "-7.25"]
+    for text in amounts:
+        event = FakeEvent(1, datetime(2026, 1, 1, tzinfo=UTC), {"amount": Decimal(text), "nested": [Decimal(text)]})
+        assert hash_of_event(ZERO_HASH, event) == event_hash(ZERO_HASH, served_event(event)), text

@@ -77,3 +77,29 @@ def test_values_orjson_would_write_otherwise_take_the_library_path() -> None:
 
     for state in ({"x": float("nan")}, {"n": 2**70, "id": UUID(int=3)}, {"label": Label("a")}, {"t": (UUID(int=1),)}):
         assert ours().encode(state) == library().encode(state)
+
+
+@settings(max_examples=100)
+@given(st.lists(st.dictionaries(st.text(), values, max_size=4), min_size=1, max_size=6), st.data())
+def test_one_transcoder_writes_the_library_bytes_for_states_that_share_a_timestamp(
+    states: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    # A batch's events share their decision's time (one datetime object); the transcoder converts
+    # it once. Every state, in any order and among other timestamps, still reads as the library's.
+    moments = [
+        datetime(2026, 12, 6, 1, 2, 3, 456789, tzinfo=UTC),
+        datetime(2026, 12, 6, 3, 2, 3, tzinfo=timezone(timedelta(hours=-5))),
+    ]
+    transcoder = ours()
+    for state in states:
+        state["timestamp"] = data.draw(st.sampled_from(moments))
+        assert transcoder.encode(state) == library().encode(state)
+
+
+def test_an_equal_instant_in_another_zone_is_written_as_its_own_value() -> None:
+    transcoder = ours()
+    utc = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    same_instant = utc.astimezone(timezone(timedelta(hours=1)))
+    for state in ({"timestamp": utc}, {"timestamp": same_instant}, {"timestamp": utc}):
+        assert transcoder.encode(state) == library().encode(state)
+    assert b"13:00:00+01:00" in transcoder.encode({"timestamp": same_instant})
