@@ -66,9 +66,10 @@ REDEMPTION_COLUMNS = (
     " discount_amount, final_total, reversed_at"
 )
 
-# A batch's new redemptions and their buckets, in one statement: the buckets are summed per
-# (retailer, bucket, coupon) before the upsert, which may then touch each bucket row once. A
-# redemption recorded before its campaign was (events of version 1) takes its coupon's campaign.
+# A batch's new redemptions and their buckets, in one statement, its arrays sent in binary (psycopg
+# dumps them in less than half the time of text arrays). The buckets are summed per (retailer,
+# bucket, coupon) before the upsert, which may then touch each bucket row once. A redemption
+# recorded before its campaign was (events of version 1) takes its coupon's campaign.
 # A redemption already in the table (its event projected again after the other tables alone were
 # reset) is left as it is and not counted again; so is a reversal already recorded.
 INSERT_REDEMPTIONS = f"""
@@ -76,8 +77,8 @@ WITH new AS (
     INSERT INTO redemptions ({REDEMPTION_COLUMNS})
     SELECT u.id, u.retailer_id, u.coupon_id, u.code, coalesce(u.campaign_id, c.campaign_id), u.customer_id,
            u.order_id, u.occurred_at, u.original_subtotal, u.discount_amount, u.final_total, NULL
-    FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::text[], %s::uuid[], %s::text[], %s::text[],
-                %s::timestamptz[], %s::numeric[], %s::numeric[], %s::numeric[])
+    FROM unnest(%b::uuid[], %b::uuid[], %b::uuid[], %b::text[], %b::uuid[], %b::text[], %b::text[],
+                %b::timestamptz[], %b::numeric[], %b::numeric[], %b::numeric[])
         AS u(id, retailer_id, coupon_id, code, campaign_id, customer_id, order_id, occurred_at,
              original_subtotal, discount_amount, final_total)
     LEFT JOIN coupons c ON c.id = u.coupon_id
@@ -100,7 +101,7 @@ ON CONFLICT (retailer_id, bucket_start, coupon_id) DO UPDATE SET
 REVERSE_REDEMPTIONS = f"""
 WITH reversed AS (
     UPDATE redemptions r SET reversed_at = u.reversed_at
-    FROM unnest(%s::uuid[], %s::timestamptz[]) AS u(id, reversed_at)
+    FROM unnest(%b::uuid[], %b::timestamptz[]) AS u(id, reversed_at)
     WHERE r.id = u.id AND r.reversed_at IS NULL
     RETURNING r.retailer_id, r.coupon_id, r.code, r.campaign_id, r.reversed_at, r.discount_amount, r.final_total
 )
