@@ -10,14 +10,15 @@ bench.verify_memory does: every coupon one stream, plus the campaigns'), then pr
 - rebuild: events per second of `rebuild()` into fresh tables;
 - the retailer's export: `python -m bench.export E` (events per second of /v1/audit/events as jsonl
   through a real server, and the exporting process's memory at 10,000 events and at E);
-- state then: `python -m bench.state_then M` on a coupon with M events (default 1,000,000).
-
-The write path's cost (redemptions per second with the hash chain on) is the harness's:
-`python -m bench.harness --levels http`, compared with the README's last figures.
+- state then: `python -m bench.state_then M` on a coupon with M events (default 1,000,000);
+- the write path: `python -m bench.write_path`, redemptions per second with the hash chain on (the
+  harness's ledger side on the hot coupon, engine and HTTP levels), alternately with a baseline
+  checkout given with ``--against`` (the commit before the chain), beside the README's last figures.
 
 It reports; it does not judge: exit 0 whatever the figures.
 
 Usage: python -m bench.audit --coupons 1000000 --state-events 1000000 --export-events 1000000
+       [--against ../before --against-python ../before/.venv/bin/python]
 """
 
 from __future__ import annotations
@@ -87,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--coupons", type=int, default=1_000_000, help="coupons (streams) in the store")
     parser.add_argument("--state-events", type=int, default=1_000_000, help="events of the state-then coupon (0: skip)")
     parser.add_argument("--export-events", type=int, default=1_000_000, help="events of the exported log (0: skip)")
+    parser.add_argument("--write-path-rounds", type=int, default=3, help="bench.write_path rounds (0: skip)")
+    parser.add_argument("--against", help="bench.write_path's baseline checkout (the commit before the chain)")
+    parser.add_argument("--against-python", default=sys.executable, help="the baseline checkout's Python")
     args = parser.parse_args(argv)
     with benchmark_server("audit") as (server, where), fresh_database(server, "bench_audit") as url:
         log(f"PostgreSQL: {where}")
@@ -101,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([sys.executable, "-m", "bench.state_then", str(args.state_events)], check=False)
     if args.export_events:
         subprocess.run([sys.executable, "-m", "bench.export", str(args.export_events)], check=False)
+    if args.write_path_rounds:
+        against = ["--against", args.against, "--against-python", args.against_python] if args.against else []
+        command = [sys.executable, "-m", "bench.write_path", "--rounds", str(args.write_path_rounds), *against]
+        subprocess.run(command, check=False)
     return 0
 
 
