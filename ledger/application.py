@@ -39,11 +39,12 @@ from ledger.domain import (
 )
 from ledger.domain import Order as PricedOrder
 from ledger.errors import CampaignNotFound, CouponNotFound, RedemptionNotFound
-from ledger.event_store import LedgerRecorder, LedgerTranscoder
+from ledger.event_store import LedgerRecorder
 from ledger.handlers import check, decide, lookup_code, needs, reservation_not_found
 from ledger.hash_chain import HashChain
 from ledger.served_events import ZERO_HASH, event_hash, served_event
 from ledger.state_then import CouponThen, StateThen
+from ledger.transcoder import LedgerTranscoder
 from ledger.writer import BatchWriter
 
 SNAPSHOT_INTERVAL = 100  # measured with bench/capacity.py: see README, Performance

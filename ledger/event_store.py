@@ -11,21 +11,18 @@ in-memory store of the unit tests) it falls back to the library's per-aggregate 
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import time
 import types
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import orjson
 import psycopg
 from eventsourcing.application import Application
-from eventsourcing.persistence import InterfaceError, JSONTranscoder, OperationalError, StoredEvent
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import retry
 from psycopg import Connection
@@ -306,83 +303,6 @@ class AggregateReader:
             events=events_table,
             snapshots=Identifier(snapshot_recorder.events_table_name),
         )
-
-
-# The values orjson writes exactly as the library's json encoder does (same bytes, same values read
-# back): a float is not one (NaN), nor a subclass (an enum), nor a UUID or a datetime (orjson writes
-# those itself, where the library's encoder asks the transcoder).
-_PLAIN = frozenset({str, int, bool, type(None)})
-
-
-def _plain(value: Any) -> bool:
-    """Whether a value is plain, or a list, tuple or str-keyed dict of plain values (nested too)."""
-    kind = type(value)
-    if kind in _PLAIN:
-        return True
-    if kind is dict:
-        for key, item in value.items():
-            if type(key) is not str or (type(item) not in _PLAIN and not _plain(item)):
-                return False
-        return True
-    if kind is list or kind is tuple:
-        return all(type(item) in _PLAIN or _plain(item) for item in value)
-    return False
-
-
-class LedgerTranscoder(JSONTranscoder):
-    """The library's JSON transcoder, writing the same bytes faster.
-
-    An event's state is a flat dict; the library's encoder calls back into Python for every UUID,
-    Decimal and datetime in it, and checks for cycles. Here the top-level values are converted first
-    (the library's transcodings, the same ``{"_type_", "_data_"}`` form) and the result, when every
-    value in it is plain (``_plain``), is written by orjson: the same bytes in well under half the
-    time (the writer's largest per-event item). Anything else (a float, an enum, a UUID inside a
-    list, an integer past 64 bits) goes through the library's encoder as before, without the cycle
-    check. Decoding is the library's, unchanged: stored events read the same either way.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._flat = json.JSONEncoder(
-            default=self._encode_obj, separators=(",", ":"), ensure_ascii=False, check_circular=False
-        )
-        # The datetime last converted, with its form: a batch's events share their decision's
-        # time (one object), converted once for all of them.
-        self._moment: tuple[Any, dict[str, Any] | None] = (None, None)
-
-    def encode(self, obj: Any) -> bytes:
-        if type(obj) is not dict:
-            return super().encode(obj)
-        types = self.types
-        plain = _PLAIN
-        converted = {}
-        simple = True
-        for key, value in obj.items():
-            kind = type(value)
-            if type(key) is not str:
-                simple = False
-            if kind not in plain:
-                moment = self._moment
-                if value is moment[0]:
-                    converted[key] = moment[1]
-                    continue
-                transcoding = types.get(kind)
-                if transcoding is not None:
-                    data = transcoding.encode(value)
-                    form = {"_type_": transcoding.name, "_data_": data}
-                    if kind is datetime and type(data) is str:
-                        self._moment = (value, form)
-                    value = form
-                    simple = simple and (type(data) is str or _plain(data))
-                else:
-                    simple = simple and _plain(value)
-            converted[key] = value
-        if simple:
-            try:
-                return orjson.dumps(converted)
-            except orjson.JSONEncodeError:  # an integer past 64 bits, a lone surrogate
-                pass
-        return self._flat.encode(converted).encode("utf8")
 
 
 def copy_aggregate(aggregate: Aggregate) -> Aggregate:

@@ -11,7 +11,7 @@ from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.event_store import LedgerTranscoder
+from ledger.transcoder import LedgerTranscoder
 
 
 def library() -> JSONTranscoder:
