@@ -8,14 +8,14 @@ import json
 import os
 import signal
 import sys
-import threading
+import time
 from pathlib import Path
 
 from psycopg_pool import ConnectionPool
 from tqdm import tqdm
 
 from api.children import die_with_parent, join_serve_folder
-from api.commands.signals import STOP_SIGNALS
+from api.commands.signals import STOP_SIGNALS, StopFlag
 from api.database import apply_schema, eventsourcing_env, open_database, open_ledger
 from api.services import cleanup_chores
 from api.settings import Settings
@@ -34,7 +34,7 @@ def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
 
     Every running `project` takes part in the leader election: one projects, the others stand by.
     """
-    stop = threading.Event()
+    stop = StopFlag()  # not an Event: a second signal inside the first one's set() would deadlock
     for signum in STOP_SIGNALS:
         signal.signal(signum, lambda *_: stop.set())
     if args.parent is not None:  # started by serve: stop with it, even if it is killed
@@ -63,7 +63,8 @@ def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
         # The webhooks: their projection (its own runner and leader) and the dispatcher.
         webhooks = Webhooks(url, env, settings.webhook_dispatch()).start()
         try:
-            while not stop.wait(0.5):
+            while not stop.is_set():
+                time.sleep(0.5)  # a signal's handler runs in here; the loop sees it within half a second
                 if args.parent is not None and os.getppid() != args.parent:
                     break  # serve is gone (even killed): do not project on as an orphan
         finally:

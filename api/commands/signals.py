@@ -7,12 +7,29 @@ import logging
 import os
 import signal
 import sys
-import threading
 from collections.abc import Callable
 from types import FrameType
 
 log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopFlag:
+    """Set by a signal handler, read anywhere: a plain attribute, no lock.
+
+    A handler runs in the main thread between two bytecodes, so a ``threading.Event`` would be set
+    while the main thread may be inside that same Event's ``wait`` or ``set``, holding its lock:
+    a second signal there (Ctrl-C to the group, then serve's SIGTERM, or the parent-death signal)
+    blocks the process for good on a lock it holds itself."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
 
 
 class ShutdownSignals:
@@ -26,7 +43,7 @@ class ShutdownSignals:
     """
 
     def __init__(self) -> None:
-        self.requested = threading.Event()
+        self.requested = StopFlag()
         self.phase = "starting"
         self.on_force: list[Callable[[], None]] = []
         self.stop_server: Callable[[], None] = lambda: None
