@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.harness import load_average
+
 # The README's harness table from before the hash chain (2026-11-22, commit 64e4247, three runs),
 # and the engine level's one run of 2026-12-04 on the commit before the chain (5314e37): req/s.
 LAST_RECORDED = {
@@ -47,13 +49,6 @@ def run_harness(tree: Path, python: str, level: str, seconds: int) -> float | No
                 return None
     print(f"  the harness failed in {tree}: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
     return None
-
-
-def load_average() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().split()[0]
-    except OSError:
-        return "?"
 
 
 def main(argv: list[str] | None = None) -> int:

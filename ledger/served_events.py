@@ -42,7 +42,12 @@ def _timestamp(value: datetime) -> str:
 
 
 def _amount(value: Decimal) -> str:
-    return format_amount(value) if value == value.quantize(_CENT) else str(value)
+    # An amount with two places (every amount the ledger computes) is its own str(): plain notation
+    # with two places, which is what format_amount writes, without its arithmetic.
+    text = str(value)
+    if text[-3:-2] == "." and "E" not in text:
+        return text
+    return format_amount(value) if value == value.quantize(_CENT) else text
 
 
 def _mapping(value: Mapping[str, Any]) -> dict[str, Any]:
@@ -150,16 +155,6 @@ def _stamp(value: datetime) -> str:
     return text
 
 
-def _served_amount(value: Decimal) -> str:
-    """``_amount``, without its arithmetic for an amount with two places (every amount the ledger
-    computes): such a Decimal's str() is plain notation with two places, which is what
-    ``format_amount`` writes. Anything else (another exponent, scientific notation) takes ``_amount``."""
-    text = str(value)
-    if text[-3:-2] == "." and "E" not in text:
-        return text
-    return _amount(value)
-
-
 def hash_of_event(prev_hash: str, event: Any) -> str:
     """``event_hash(prev_hash, served_event(event))``, in a fraction of the time: the event's own
     amounts and timestamps are converted here (orjson would call back into Python for each), and
@@ -170,7 +165,7 @@ def hash_of_event(prev_hash: str, event: Any) -> str:
             continue
         kind = type(value)
         if kind is Decimal:
-            value = _served_amount(value)
+            value = _amount(value)
         elif kind is datetime:
             value = _stamp(value)
         data[key] = value
