@@ -22,11 +22,12 @@ from uuid import UUID
 
 import psycopg
 from eventsourcing.application import Application
-from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+from eventsourcing.persistence import InterfaceError, Notification, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import retry
 from psycopg import Connection
-from psycopg.sql import SQL, Identifier
+from psycopg.rows import tuple_row
+from psycopg.sql import SQL, Composed, Identifier
 from psycopg_pool import ConnectionPool
 
 from ledger.hash_chain import Head, Links, UnchainedStream
@@ -336,7 +337,6 @@ class LedgerRecorder(PostgresApplicationRecorder):
     """
 
     select_events = fewer_retries(PostgresApplicationRecorder.select_events)
-    select_notifications = fewer_retries(PostgresApplicationRecorder.select_notifications)
     max_notification_id = fewer_retries(PostgresApplicationRecorder.max_notification_id)
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
@@ -358,12 +358,55 @@ class LedgerRecorder(PostgresApplicationRecorder):
             "SELECT originator_id, originator_version, topic, state, prev_hash, hash FROM {schema}.{events}"
             " WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version LIMIT %s"
         ).format(schema=schema, events=Identifier(self.events_table_name))
+        self._events_table = Identifier(self.datastore.schema, self.events_table_name)
+        self._notification_statements: dict[str, Composed] = {}
         # Keyset on the index ledger_events_retailer_position: each page is one range scan.
         self.retailer_events_statement = SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state, code, prev_hash, hash"
             " FROM {schema}.{events} WHERE retailer_id = %s AND notification_id > %s"
             " ORDER BY notification_id LIMIT %s"
         ).format(schema=schema, events=Identifier(self.events_table_name))
+
+    @fewer_retries
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """The library's ``select_notifications`` (what every subscription pulls), reading only a
+        notification's five columns, in binary, as tuples. The library's ``SELECT *`` also fetched
+        each event's chain columns and owner, and sent bytea as hex text: about twice the CPU per
+        notification, in the projections' pull threads and in the database."""
+        conditions: list[str] = []
+        params: list[Any] = []
+        if start is not None:
+            conditions.append("notification_id >= %s" if inclusive_of_start else "notification_id > %s")
+            params.append(start)
+        if stop is not None:
+            conditions.append("notification_id <= %s")
+            params.append(stop)
+        if topics:
+            conditions.append("topic = ANY(%s)")
+            params.append(list(topics))
+        params.append(limit)
+        where = " WHERE " + " AND ".join(conditions) if conditions else ""
+        statement = self._notification_statements.get(where)
+        if statement is None:  # one of eight, made once
+            statement = self._notification_statements[where] = SQL(
+                "SELECT notification_id, originator_id, originator_version, topic, state FROM {table}"
+                + where
+                + " ORDER BY notification_id LIMIT %s"
+            ).format(table=self._events_table)
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(statement, params, prepare=True, binary=True)
+            return [
+                Notification(id=id_, originator_id=stream, originator_version=version, topic=topic, state=bytes(state))
+                for id_, stream, version, topic, state in curs.fetchall()
+            ]
 
     def insert_events(
         self,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+import itertools
 from collections.abc import Iterator
 from decimal import Decimal
 from uuid import uuid4
 
 import psycopg
 import pytest
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.utils import get_topic
 
 from api.database import apply_schema, eventsourcing_env, open_ledger
 from ledger.application import CouponLedger
@@ -114,3 +118,25 @@ def test_migrate_on_an_existing_database_exits_zero_and_keeps_its_events(
 
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     assert snapshot_of_events(database_url) == before
+
+
+def test_notifications_are_the_librarys_for_every_selection(ledger: CouponLedger) -> None:
+    """The subscriptions' read (five columns, in binary) gives what the library's SELECT * gives,
+    whatever the start, stop, limit and topics, with the start included or not."""
+    record_some_history(ledger)
+    record_some_history(ledger)
+    librarys = inspect.unwrap(PostgresApplicationRecorder.select_notifications)
+    head = ledger.recorder.max_notification_id()
+    assert head == 8
+    topics = [get_topic(Coupon.Redeemed), get_topic(Coupon.Deactivated)]
+    compared = 0
+    for start, limit, stop, wanted, inclusive in itertools.product(
+        [None, 1, 3, head], [1, 3, 500], [None, 5, head], [(), topics, ["no.such:Topic"]], [True, False]
+    ):
+        ours = ledger.recorder.select_notifications(start, limit, stop, wanted, inclusive_of_start=inclusive)
+        assert ours == librarys(ledger.recorder, start, limit, stop, wanted, inclusive_of_start=inclusive)
+        compared += bool(ours)
+    assert compared > 100  # most selections are not empty: the comparison compares something
+    every = ledger.recorder.select_notifications(None, 500)
+    assert [n.id for n in every] == list(range(1, head + 1))
+    assert all(isinstance(n.state, bytes) and n.state.startswith(b"{") for n in every)
