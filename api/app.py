@@ -193,6 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            observer.flush()  # the counts of the last requests
             services.close()
             flush_logs()
 
@@ -213,11 +214,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(StorefrontCors)
     # Every response, the 413 and 500 ones included, carries X-Request-ID.
     configure_metrics(settings.metrics)
+    observer = app.state.request_observer = RequestObserver(settings.access_log, metrics())
     app.add_middleware(
         RequestContext,
         max_body_bytes=settings.max_body_bytes,
         direct={("POST", "/v1/coupons/apply"): coupons.apply_coupon},
-        observer=RequestObserver(settings.access_log, metrics()),
+        observer=observer,
     )
 
     app.include_router(coupons.router)

@@ -17,7 +17,8 @@ lag, the holds live), projections/scrape_figures.py.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Final
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -195,6 +196,18 @@ def configure(enabled: bool) -> None:
     """Whether this process measures at all (``COUPON_LEDGER_METRICS``); on by default."""
     global _enabled
     _enabled = enabled
+
+
+def add_observations(histogram: Any, total: float, counts: Sequence[float]) -> None:
+    """What observing values that sum to ``total``, ``counts[i]`` of them in the histogram's bucket
+    ``i`` (its bounds, then +Inf), does to a labelled Histogram, with one update of its sum and one
+    of each bucket that got any. Relies on prometheus-client's Histogram keeping ``_sum`` and one
+    non-cumulative value per bucket in ``_buckets`` (0.26.0, pinned): tests/unit/test_request_tally.py
+    compares the result with observe()'s, sample for sample."""
+    histogram._sum.inc(total)
+    for bucket, count in zip(histogram._buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
 
 
 def metrics() -> Metrics | None:

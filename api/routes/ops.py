@@ -42,5 +42,8 @@ async def prometheus_metrics(request: Request) -> Response:
     conflicts and queue, the projection's lag, holds live, the sweeper's work, webhook deliveries.
     Summed over every process of the server. No label carries a retailer, code, customer or key."""
     services: Services = request.app.state.services
+    observer = getattr(request.app.state, "request_observer", None)
+    if observer is not None:  # this process's request counts tallied since its last flush
+        observer.flush()
     body, content_type = await run_in_threadpool(exposition, services.pool, services.ledger)
     return Response(body, media_type=content_type)
