@@ -14,6 +14,10 @@ from eventsourcing.persistence import JSONTranscoder
 # back): a float is not one (NaN), nor a subclass (an enum), nor a UUID or a datetime (orjson writes
 # those itself, where the library's encoder asks the transcoder).
 _PLAIN = frozenset({str, int, bool, type(None)})
+# The library's transcodings whose values are immutable, so one decoded value can serve every event
+# that holds the same form; and how many such forms to remember.
+IMMUTABLE = frozenset({"uuid_hex", "decimal_str", "datetime_iso"})
+KNOWN_VALUES = 4096
 
 
 def _plain(value: Any) -> bool:
@@ -40,7 +44,13 @@ class LedgerTranscoder(JSONTranscoder):
     value in it is plain (``_plain``), is written by orjson: the same bytes in well under half the
     time (the writer's largest per-event item). Anything else (a float, an enum, a UUID inside a
     list, an integer past 64 bits) goes through the library's encoder as before, without the cycle
-    check. Decoding is the library's, unchanged: stored events read the same either way.
+    check.
+
+    Decoding is the library's, but a ``{"_type_", "_data_"}`` form of an immutable value (a UUID, a
+    Decimal, a datetime) seen lately is answered from memory (``_known``): a batch's events share
+    their timestamp, a coupon's its retailer and coupon ids and its usual amounts, and every
+    subscription decodes each event again. The values read are equal either way, and the same
+    objects may now be shared by several events, which is safe for immutable values.
     """
 
     def __init__(self) -> None:
@@ -51,6 +61,24 @@ class LedgerTranscoder(JSONTranscoder):
         # The datetime last converted, with its form: a batch's events share their decision's
         # time (one object), converted once for all of them.
         self._moment: tuple[Any, dict[str, Any] | None] = (None, None)
+        self._known: dict[tuple[str, str], Any] = {}
+        self.decoder = json.JSONDecoder(object_hook=self._decode_known)
+
+    def _decode_known(self, d: dict[str, Any]) -> Any:
+        if len(d) == 2:
+            name = d.get("_type_")
+            data = d.get("_data_")
+            if name in IMMUTABLE and type(data) is str:
+                known = self._known
+                key = (name, data)
+                value = known.get(key)
+                if value is None:
+                    value = self._decode_obj(d)
+                    if len(known) >= KNOWN_VALUES:
+                        known.clear()  # a new start, rather than the cost of knowing which is oldest
+                    known[key] = value
+                return value
+        return self._decode_obj(d)
 
     def encode(self, obj: Any) -> bytes:
         if type(obj) is not dict:

@@ -11,7 +11,7 @@ from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.transcoder import LedgerTranscoder
+from ledger.transcoder import KNOWN_VALUES, LedgerTranscoder
 
 
 def library() -> JSONTranscoder:
@@ -103,3 +103,63 @@ def test_an_equal_instant_in_another_zone_is_written_as_its_own_value() -> None:
     for state in ({"timestamp": utc}, {"timestamp": same_instant}, {"timestamp": utc}):
         assert transcoder.encode(state) == library().encode(state)
     assert b"13:00:00+01:00" in transcoder.encode({"timestamp": same_instant})
+
+
+def exactly(value: Any) -> Any:
+    """A value with every type and representation spelled out: Decimal("1.0") is not Decimal("1.00"),
+    nor is an instant in one zone the same instant in another."""
+    if isinstance(value, dict):
+        return {key: exactly(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [exactly(item) for item in value]
+    return (type(value).__name__, repr(value))
+
+
+@settings(max_examples=200)
+@given(st.lists(st.dictionaries(st.text(), values, max_size=6), min_size=1, max_size=8))
+def test_one_transcoder_reads_back_the_librarys_values_state_after_state(states: list[dict[str, Any]]) -> None:
+    """Forms decoded before are answered from memory: what is read is still exactly the library's."""
+    transcoder, reference = ours(), library()
+    stored = [reference.encode(state) for state in states]
+    for data in [*stored, *reversed(stored)]:
+        assert exactly(transcoder.decode(data)) == exactly(reference.decode(data))
+
+
+def test_equal_values_written_differently_are_read_as_written() -> None:
+    transcoder = ours()
+    utc = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    states = [
+        {"amount": Decimal("1.0"), "at": utc},
+        {"amount": Decimal("1.00"), "at": utc.astimezone(timezone(timedelta(hours=1)))},
+        {"amount": Decimal("1.0"), "at": utc},
+    ]
+    for state in states:
+        read = transcoder.decode(library().encode(state))
+        assert exactly(read) == exactly(state)
+
+
+def test_the_values_remembered_are_bounded() -> None:
+    transcoder = ours()
+    for n in range(KNOWN_VALUES * 2 + 5):
+        uuid = UUID(int=n)
+        assert transcoder.decode(library().encode({"id": uuid})) == {"id": uuid}
+        assert len(transcoder._known) <= KNOWN_VALUES
+
+
+def test_forms_it_does_not_remember_are_the_librarys_own() -> None:
+    transcoder = ours()
+    for data in (b'{"x":{"_type_":"no_such","_data_":"1"}}', b'{"x":{"_type_":"uuid_hex","_data_":5}}'):
+        try:
+            library().decode(data)
+        except Exception as error:
+            expected: Any = type(error)
+        else:
+            expected = library().decode(data)
+        try:
+            got: Any = transcoder.decode(data)
+        except Exception as error:
+            got = type(error)
+        assert got == expected
+    assert transcoder.decode(b'{"x":{"_type_":"uuid_hex","_data_":"a","more":1}}') == library().decode(
+        b'{"x":{"_type_":"uuid_hex","_data_":"a","more":1}}'
+    )
