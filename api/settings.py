@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from projections.webhooks.dispatcher import DispatchSettings
+if TYPE_CHECKING:  # imported when asked for: a command that sends no webhooks does not load them
+    from projections.webhooks.dispatcher import DispatchSettings
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -80,6 +81,8 @@ class Settings(BaseSettings):
         return value
 
     def webhook_dispatch(self) -> DispatchSettings:
+        from projections.webhooks.dispatcher import DispatchSettings
+
         return DispatchSettings(
             workers=self.webhook_workers,
             poll_interval=self.webhook_poll_seconds,

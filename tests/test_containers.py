@@ -17,7 +17,7 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from api.cli import parser
+from api.cli import command_function, parser
 from api.commands.data import cmd_migrate
 from api.commands.serve import cmd_serve
 from tests.support.postgres import Server
@@ -78,7 +78,7 @@ def test_the_image_runs_serve_as_a_non_root_user_on_port_8000(dockerfile: Docker
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert command[0] in scripts and scripts[command[0]] == "api.cli:main"
     args = parser().parse_args(command[1:])
-    assert (args.func, args.host, args.port) == (cmd_serve, "0.0.0.0", 8000)
+    assert (command_function(args.func), args.host, args.port) == (cmd_serve, "0.0.0.0", 8000)
 
 
 @pytest.mark.slow
@@ -130,7 +130,7 @@ def test_compose_migrates_once_then_starts_two_api_nodes_of_the_same_image(compo
     services = compose["services"]
     assert set(services) == {"postgres", "migrate", *API_NODES}
     migrate = services["migrate"]
-    assert parser().parse_args(migrate["command"][1:]).func is cmd_migrate
+    assert command_function(parser().parse_args(migrate["command"][1:]).func) is cmd_migrate
     assert migrate["command"][0] == "coupon-ledger"
     assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     assert migrate["restart"] == "no"

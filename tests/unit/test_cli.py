@@ -4,11 +4,13 @@ before anything touches a database."""
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
 
-from api.cli import parser
+from api.cli import COMMAND_MODULES, command_function, parser
 
 
 def all_parsers(root: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
@@ -87,3 +89,43 @@ def test_a_bad_retailer_name_is_refused_with_exit_2_and_a_clear_message(
 def test_a_retailer_name_is_trimmed_and_may_be_200_characters() -> None:
     assert parser().parse_args(["retailer", "create", "  Corner Shop "]).name == "Corner Shop"
     assert parser().parse_args(["retailer", "create", "y" * 200]).name == "y" * 200
+
+
+def test_every_command_names_a_function_of_its_module_and_every_function_is_a_command() -> None:
+    named = {
+        command.get_default("func") for _, command in all_parsers(parser()) if command.get_default("func") is not None
+    }
+    assert named == set(COMMAND_MODULES)
+    for name in named:
+        function = command_function(name)
+        assert callable(function) and function.__name__ == name and function.__module__ == COMMAND_MODULES[name]
+
+
+def test_the_command_line_imports_no_command_and_no_http_framework_until_one_is_run() -> None:
+    # `retailer create` in a script or a health check should not pay for loading the HTTP app.
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, api.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in"
+            " ('fastapi', 'starlette', 'uvicorn', 'httpx') or m.startswith(('api.commands.', 'projections'))))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert loaded.stdout.strip() == "[]"
+    retailer = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, api.cli; api.cli.command_function('cmd_retailer_create');"
+            " print(sorted(m.split('.')[0] for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert retailer.stdout.strip() == "[]"
