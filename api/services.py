@@ -31,9 +31,9 @@ from ledger.event_store import (
     session_timeouts,
 )
 from projections.coupons import CouponsView, construct_view
-from projections.runner import ProjectionLeader
+from projections.leader import COUPONS_PROJECTION, ProjectionLeader
 from projections.sweeper import Chore, Sweeper
-from projections.webhooks import Webhooks
+from projections.webhooks import WEBHOOKS_PROJECTION, Webhooks
 from projections.webhooks.store import WebhookStore
 
 
@@ -97,7 +97,12 @@ class Services:
             check=check_connection,  # a connection that died with a restart is replaced
             open=True,
         )
-        leader = ProjectionLeader(url, env).start() if settings.run_projections else None
+        # The coupons projection (with its redemption log) and the webhooks' outbox, from one subscription.
+        leader = (
+            ProjectionLeader(url, env, projections=(COUPONS_PROJECTION, WEBHOOKS_PROJECTION)).start()
+            if settings.run_projections
+            else None
+        )
         sessions = Sessions(pool, ledger, settings.session_ttl_seconds, settings.max_holds_per_shopper)
         services = cls(
             settings=settings,
@@ -130,7 +135,7 @@ class Services:
             services.sweeper = Sweeper(
                 url, ledger, services.coupons_view, interval=settings.sweep_interval, chores=services.chores()
             ).start()
-            services.webhooks = Webhooks(url, env, settings.webhook_dispatch()).start()
+            services.webhooks = Webhooks(url, settings.webhook_dispatch()).start()
         return services
 
     def chores(self) -> list[Chore]:

@@ -10,16 +10,15 @@ projection nobody reads its writes back from at once (the webhooks' outbox) ling
 its first event for more, so a busy ledger makes few large transactions instead of many small
 ones.
 
-Every server process starts a ProjectionLeader; the one that holds a PostgreSQL advisory
-lock runs the batching runner, the others wait to take over if it goes away. Even if two
-ever ran at once, each batch checks in its own transaction that none of its events was
-processed yet, so the second writer's transaction fails rather than counts twice.
+The leader (projections/leader.py) runs the projections from one shared subscription
+(projections/fan_out.py), with the same batches; this runner runs one projection alone (tests,
+tools). Even if two ever ran at once, each batch checks in its own transaction that none of its
+events was processed yet, so the second writer's transaction fails rather than counts twice.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import weakref
 from collections.abc import Iterator, Sequence
@@ -28,7 +27,6 @@ from traceback import format_exc
 from typing import Any, Protocol, TypeVar, runtime_checkable
 from warnings import warn
 
-import psycopg
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import ListenNotifySubscription, Tracking, TrackingRecorder
@@ -40,10 +38,7 @@ from eventsourcing.projection import (
 )
 from eventsourcing.utils import EnvType
 
-from ledger.application import CouponLedger
 from ledger.metrics import metrics
-from projections.backfill import fill_backfills
-from projections.coupons import CouponsProjection, CouponsView, UnwritableEvent
 
 log = logging.getLogger(__name__)
 LEADER_LOCK_KEY = 0x636F75706F6E  # "coupon"
@@ -162,91 +157,3 @@ class BatchingProjectionRunner(ProjectionRunner[TApplication, TView]):
                 )
         finally:
             is_stopping.set()
-
-
-class ProjectionLeader:
-    """Runs one projection (the coupons one unless told otherwise) in one process per database:
-    the process that holds the projection's advisory lock (``lock_key``)."""
-
-    def __init__(
-        self,
-        conninfo: str,
-        env: EnvType,
-        poll_interval: float = 1.0,
-        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-        projection_class: type[Projection[Any]] | None = None,
-        view_class: type[TrackingRecorder] | None = None,
-        lock_key: int = LEADER_LOCK_KEY,
-        linger: float = 0.0,
-    ) -> None:
-        self.conninfo = conninfo
-        self.env = dict(env)
-        self.poll_interval = poll_interval
-        self.max_batch_size = max_batch_size
-        # Looked up when called (not when defined), the coupons projection unless told otherwise.
-        self.projection_class = projection_class or CouponsProjection
-        self.view_class = view_class or CouponsView
-        self.lock_key = lock_key
-        self.linger = linger
-        self.is_leader = threading.Event()
-        self.stopped_on: UnwritableEvent | None = None
-        """The event projecting stopped at, if it met one the read model cannot hold."""
-        self._stopping = threading.Event()
-        self._runner: ProjectionRunner[Any, Any] | None = None  # while this process leads
-        self._thread = threading.Thread(target=self._run, name=f"{self.projection_class.name}-leader", daemon=True)
-
-    def start(self) -> ProjectionLeader:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stopping.set()
-        runner = self._runner
-        if runner is not None:  # wakes its run_forever at once, rather than after poll_interval
-            runner.stop()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self._lead_while_holding_lock()
-            except UnwritableEvent as error:
-                # Retrying cannot help, and the events after it must not be projected without
-                # it: stop, say which event, and let the list answer 503 until it is dealt with.
-                # Logged first: whoever sees stopped_on set can also find the log line.
-                log.error("projection stopped: %s", error)
-                self.stopped_on = error
-                self.is_leader.clear()
-                return
-            except Exception:
-                log.exception("projection runner failed; retrying")
-            self.is_leader.clear()
-            self._stopping.wait(self.poll_interval)
-
-    def _lead_while_holding_lock(self) -> None:
-        with psycopg.connect(self.conninfo, autocommit=True) as lock_conn:
-            row = lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (self.lock_key,)).fetchone()
-            if not row or not row[0]:
-                return
-            with BatchingProjectionRunner(
-                application_class=CouponLedger,
-                projection_class=self.projection_class,
-                view_class=self.view_class,
-                env=self.env,
-                max_batch_size=self.max_batch_size,
-                linger=self.linger,
-            ) as runner:
-                # Before the runner's first batch can commit (it waits on the batch lock): a table
-                # created on a database from before gets its past rows.
-                if isinstance(runner.view, CouponsView):
-                    filled = fill_backfills(runner.app, runner.view)
-                    if filled:
-                        log.info("filled %s from the event log", ", ".join(filled))
-                self.is_leader.set()
-                self._runner = runner
-                try:
-                    while not self._stopping.is_set() and not runner.is_interrupted.is_set():
-                        runner.run_forever(timeout=self.poll_interval)  # re-raises the runner's error
-                        lock_conn.execute("SELECT 1")  # lose the lock, lose the lead
-                finally:
-                    self._runner = None

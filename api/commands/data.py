@@ -22,11 +22,11 @@ from api.settings import Settings
 from api.signing import DigestSigner
 from ledger.event_store import CONNECT_TIMEOUT, check_connection
 from projections.coupons import UnwritableEvent, construct_view
+from projections.leader import COUPONS_PROJECTION, ProjectionLeader
 from projections.rebuild import RebuildRunning, rebuild
-from projections.runner import ProjectionLeader
 from projections.sweeper import Sweeper
 from projections.verify import verify
-from projections.webhooks import Webhooks
+from projections.webhooks import WEBHOOKS_PROJECTION, Webhooks
 
 
 def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
@@ -44,7 +44,8 @@ def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
         if args.parent is None:  # started by serve, which has just applied it
             apply_schema(url)
         env = eventsourcing_env(url)
-        leader = ProjectionLeader(url, env).start()
+        # The coupons projection (with its redemption log) and the webhooks' outbox, from one subscription.
+        leader = ProjectionLeader(url, env, projections=(COUPONS_PROJECTION, WEBHOOKS_PROJECTION)).start()
         # The sweeper runs beside the projection: one process per database sweeps.
         ledger = open_ledger(eventsourcing_env(url, pool_size=2, max_overflow=2))
         view = construct_view(env)
@@ -60,8 +61,8 @@ def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
         sweeper = Sweeper(
             url, ledger, view, interval=settings.sweep_interval, chores=cleanup_chores(pool, ledger, settings)
         ).start()
-        # The webhooks: their projection (its own runner and leader) and the dispatcher.
-        webhooks = Webhooks(url, env, settings.webhook_dispatch()).start()
+        # The webhooks' dispatcher (their outbox is projected by the leader above).
+        webhooks = Webhooks(url, settings.webhook_dispatch()).start()
         try:
             while not stop.is_set():
                 time.sleep(0.5)  # a signal's handler runs in here; the loop sees it within half a second

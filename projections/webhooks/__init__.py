@@ -3,9 +3,7 @@ dispatcher that sends it (dispatcher.py), the endpoints and deliveries the API r
 
 from __future__ import annotations
 
-from eventsourcing.utils import EnvType
-
-from projections.runner import ProjectionLeader
+from projections.fan_out import ProjectionSpec
 from projections.webhooks.dispatcher import Dispatcher, DispatchSettings
 from projections.webhooks.projection import WebhooksProjection, WebhooksView
 
@@ -14,27 +12,23 @@ WEBHOOKS_LEADER_LOCK_KEY = 0x77686F6F6B73  # "whooks"
 # many seconds of events rather than one per handful: under load it competes with the API for CPU.
 WEBHOOKS_LINGER_SECONDS = 0.2
 
+# Run by the projections' leader (projections/leader.py), from the subscription the coupons
+# projection reads too; its own lock elects the one process per database that projects it.
+WEBHOOKS_PROJECTION = ProjectionSpec(
+    WebhooksProjection, WebhooksView, WEBHOOKS_LEADER_LOCK_KEY, linger=WEBHOOKS_LINGER_SECONDS
+)
+
 
 class Webhooks:
-    """The webhooks of one process: its projection's leader (one projects per database) and the
-    dispatcher (every such process sends; SKIP LOCKED shares the deliveries out)."""
+    """The sending of one process's webhooks: its dispatcher (every such process sends; SKIP
+    LOCKED shares the deliveries out). The outbox is made by WEBHOOKS_PROJECTION."""
 
-    def __init__(self, conninfo: str, env: EnvType, settings: DispatchSettings) -> None:
-        self.leader = ProjectionLeader(
-            conninfo,
-            env,
-            projection_class=WebhooksProjection,
-            view_class=WebhooksView,
-            lock_key=WEBHOOKS_LEADER_LOCK_KEY,
-            linger=WEBHOOKS_LINGER_SECONDS,
-        )
+    def __init__(self, conninfo: str, settings: DispatchSettings) -> None:
         self.dispatcher = Dispatcher(conninfo, settings)
 
     def start(self) -> Webhooks:
-        self.leader.start()
         self.dispatcher.start()
         return self
 
     def stop(self) -> None:
         self.dispatcher.stop()
-        self.leader.stop()

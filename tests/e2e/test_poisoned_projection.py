@@ -70,14 +70,14 @@ def test_an_unwritable_event_stops_the_projection_naming_it_and_the_api_still_an
     services.ledger.save(bad)
     api.create_coupon("AFTER1")
 
-    with caplog.at_level(logging.ERROR, logger="projections.runner"):
+    with caplog.at_level(logging.ERROR, logger="projections.leader"):
         deadline = time.monotonic() + 20
         while services.leader.stopped_on is None and time.monotonic() < deadline:
             time.sleep(0.05)
     stopped = services.leader.stopped_on
     assert stopped is not None, "the projection did not stop"
     assert (stopped.originator_id, stopped.originator_version) == (bad.id, 1)
-    (line,) = [r.getMessage() for r in caplog.records if r.name == "projections.runner"]
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "projections.leader"]
     assert f"originator_id={bad.id}" in line
     assert "originator_version=1" in line
     assert f"topic={get_topic(Coupon.Created)}" in line

@@ -20,7 +20,7 @@ from ledger.application import CouponLedger
 from ledger.errors import StoreUnavailable
 from ledger.metrics import metrics
 from projections.coupons import CouponsView, construct_view
-from projections.runner import ProjectionLeader
+from projections.leader import ProjectionLeader
 from projections.sweeper import SWEEPER_LOCK_KEY, Sweeper
 from tests.support.commands import create_coupon, reserve
 from tests.support.postgres import CLI, cli_env, embedded_data_dir, project_to_head, race, wait_for

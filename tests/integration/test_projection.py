@@ -18,7 +18,8 @@ from psycopg.rows import DictRow
 
 from ledger.application import CouponLedger
 from projections.coupons import CouponChanges, CouponsProjection, CouponsView, CouponUpdate, construct_view
-from projections.runner import DEFAULT_MAX_BATCH_SIZE, BatchingProjectionRunner, ProjectionLeader
+from projections.leader import ProjectionLeader
+from projections.runner import DEFAULT_MAX_BATCH_SIZE, BatchingProjectionRunner
 from projections.verify import verify
 from tests.support.commands import apply, create_coupon
 from tests.support.postgres import (

@@ -20,15 +20,16 @@ from eventsourcing.projection import ApplicationSubscription, Projection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import projections.runner
 from ledger.application import CouponLedger
 from ledger.domain import Coupon, Redemption
 from ledger.errors import CouponInactive
 from projections.coupons import CouponsProjection, CouponsView, ProjectionLag, construct_view
+from projections.fan_out import ProjectionSpec
+from projections.leader import ProjectionLeader
 from projections.runner import (
     DEFAULT_MAX_BATCH_SIZE,
+    LEADER_LOCK_KEY,
     BatchingProjectionRunner,
-    ProjectionLeader,
     has_buffered_notifications,
 )
 from tests.support.commands import activate, create_coupon, deactivate
@@ -375,13 +376,13 @@ def test_read_lag_gives_the_head_of_the_log_and_the_tracking_position_together(
 
 
 def test_the_projection_leader_runs_the_projection_in_batches(
-    database_url: str, env: dict[str, str], ledger: CouponLedger, retailer_id: UUID, monkeypatch: pytest.MonkeyPatch
+    database_url: str, env: dict[str, str], ledger: CouponLedger, retailer_id: UUID
 ) -> None:
-    monkeypatch.setattr(projections.runner, "CouponsProjection", RecordingProjection)
     RecordingProjection.batches = []
     coupons = [new_coupon(retailer_id, f"LED{i}") for i in range(20)]
     ledger.save(*coupons, *[redeem(coupon) for coupon in coupons])  # 60 events
-    leader = ProjectionLeader(database_url, env, poll_interval=0.2).start()
+    recording = ProjectionSpec(RecordingProjection, CouponsView, LEADER_LOCK_KEY)
+    leader = ProjectionLeader(database_url, env, poll_interval=0.2, projections=(recording,)).start()
     try:
         wait_for(lambda: tracking_position(database_url) == 60, 30, message="the leader to project")
     finally:

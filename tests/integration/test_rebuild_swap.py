@@ -25,8 +25,9 @@ from ledger.errors import LedgerError
 from ledger.event_store import sqlstate
 from projections import rebuild as rebuild_module
 from projections.coupons import CouponsProjection, CouponsView, construct_view
+from projections.leader import ProjectionLeader
 from projections.rebuild import SCRATCH_SCHEMA, rebuild
-from projections.runner import BatchingProjectionRunner, ProjectionLeader
+from projections.runner import BatchingProjectionRunner
 from projections.tables import PROJECTED_TABLES
 from tests.support.commands import (
     apply,

@@ -17,9 +17,9 @@ from ledger.application import CouponLedger
 from projections.analytics import daily_figures
 from projections.backfill import fill_backfills
 from projections.coupons import construct_view
+from projections.leader import ProjectionLeader
 from projections.rebuild import rebuild
 from projections.redemptions import RedemptionFilter, list_redemptions
-from projections.runner import ProjectionLeader
 from tests.support.commands import apply, confirm, create_campaign, create_coupon, reserve, reverse
 from tests.support.ledger import campaign_codes
 from tests.support.postgres import ledger_with_clock, project_to_head, wait_for
