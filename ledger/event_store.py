@@ -23,11 +23,16 @@ from uuid import UUID
 import psycopg
 from eventsourcing.application import Application
 from eventsourcing.persistence import InterfaceError, Notification, OperationalError, StoredEvent
-from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresTrackingRecorder,
+)
 from eventsourcing.utils import retry
 from psycopg import Connection
 from psycopg.rows import tuple_row
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Composable, Identifier
 from psycopg_pool import ConnectionPool
 
 from ledger.hash_chain import Head, Links, UnchainedStream
@@ -68,6 +73,20 @@ def session_timeouts() -> str:
 # connections go in and out of the pool thousands of times a second, and a round trip each time
 # would cost more than the work. A database restart takes longer than this.
 CHECK_EVERY = 1.0
+
+
+def frozen(statement: Composable) -> bytes:
+    """A composed statement rendered once. Given a Composed, psycopg renders it again on every
+    execute (quoting each identifier); bytes go straight to its cache of parsed queries."""
+    return statement.as_bytes()
+
+
+def freeze_tracking_statements(recorder: PostgresTrackingRecorder) -> None:
+    """Render the library's tracking statements once (see ``frozen``): each projection batch runs both."""
+    for name in ("max_tracking_id_statement", "insert_tracking_statement"):
+        setattr(recorder, name, frozen(getattr(recorder, name)))
+
+
 _checked: weakref.WeakKeyDictionary[Connection[Any], float] = weakref.WeakKeyDictionary()
 
 
@@ -195,7 +214,8 @@ class AggregateReader:
 
     def __init__(self, app: Application[UUID]) -> None:
         self.app = app
-        self._statement = self._postgres_statement()
+        statement = self._postgres_statement()
+        self._statement = None if statement is None else frozen(statement)
 
     def catch_up(self, known: Mapping[UUID, Aggregate | None]) -> dict[UUID, Aggregate | None]:
         """For each id: the aggregate updated with every event recorded after the version given
@@ -345,21 +365,25 @@ class LedgerRecorder(PostgresApplicationRecorder):
         # Links events saved without links (stored events written directly): set by the application.
         self.linker: Callable[[Sequence[StoredEvent]], Links] | None = None
         schema = Identifier(self.datastore.schema)
-        self.insert_function_statement = SQL(
-            "SELECT n FROM {schema}.ledger_insert_events("
-            "%b, %b, %b, %b, %b::uuid[], %b::text[], %b, %b, %b, %b, %b, %b) AS n"
-        ).format(schema=schema)
-        self.heads_statement = SQL(
-            "SELECT e.originator_id, e.originator_version, e.hash, e.retailer_id, e.code"
-            " FROM unnest(%b::uuid[], %b::bigint[]) AS w(id, version)"
-            " JOIN {schema}.{events} e ON e.originator_id = w.id AND e.originator_version = w.version"
-        ).format(schema=schema, events=Identifier(self.events_table_name))
+        self.insert_function_statement = frozen(
+            SQL(
+                "SELECT n FROM {schema}.ledger_insert_events("
+                "%b, %b, %b, %b, %b::uuid[], %b::text[], %b, %b, %b, %b, %b, %b) AS n"
+            ).format(schema=schema)
+        )
+        self.heads_statement = frozen(
+            SQL(
+                "SELECT e.originator_id, e.originator_version, e.hash, e.retailer_id, e.code"
+                " FROM unnest(%b::uuid[], %b::bigint[]) AS w(id, version)"
+                " JOIN {schema}.{events} e ON e.originator_id = w.id AND e.originator_version = w.version"
+            ).format(schema=schema, events=Identifier(self.events_table_name))
+        )
         self.chained_statement = SQL(
             "SELECT originator_id, originator_version, topic, state, prev_hash, hash FROM {schema}.{events}"
             " WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version LIMIT %s"
         ).format(schema=schema, events=Identifier(self.events_table_name))
         self._events_table = Identifier(self.datastore.schema, self.events_table_name)
-        self._notification_statements: dict[str, Composed] = {}
+        self._notification_statements: dict[str, bytes] = {}
         # Keyset on the index ledger_events_retailer_position: each page is one range scan.
         self.retailer_events_statement = SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state, code, prev_hash, hash"
@@ -396,11 +420,13 @@ class LedgerRecorder(PostgresApplicationRecorder):
         where = " WHERE " + " AND ".join(conditions) if conditions else ""
         statement = self._notification_statements.get(where)
         if statement is None:  # one of eight, made once
-            statement = self._notification_statements[where] = SQL(
-                "SELECT notification_id, originator_id, originator_version, topic, state FROM {table}"
-                + where
-                + " ORDER BY notification_id LIMIT %s"
-            ).format(table=self._events_table)
+            statement = self._notification_statements[where] = frozen(
+                SQL(
+                    "SELECT notification_id, originator_id, originator_version, topic, state FROM {table}"
+                    + where
+                    + " ORDER BY notification_id LIMIT %s"
+                ).format(table=self._events_table)
+            )
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
             curs.execute(statement, params, prepare=True, binary=True)
             return [

@@ -17,7 +17,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 from psycopg.types.json import Jsonb
 
-from ledger.event_store import bound_waits, fewer_retries
+from ledger.event_store import bound_waits, fewer_retries, freeze_tracking_statements
 from projections.campaigns import insert_campaigns
 from projections.coupon_changes import CouponChanges
 from projections.coupon_rows import (
@@ -74,6 +74,7 @@ class CouponsView(PostgresTrackingRecorder):
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
         bound_waits(datastore)
+        freeze_tracking_statements(self)
 
     def record_batch(self, changes: CouponChanges, first_notification_id: int, tracking: Tracking) -> None:
         """Write a batch's coalesced changes and its one tracking record in one transaction.

@@ -25,7 +25,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 
 from ledger.domain import NAMESPACE
-from ledger.event_store import bound_waits, fewer_retries
+from ledger.event_store import bound_waits, fewer_retries, freeze_tracking_statements
 from projections.coupons import cannot_write
 from projections.coupons_view import BATCH_LOCK_CLASS
 from projections.webhooks.events import (
@@ -53,6 +53,7 @@ class WebhooksView(PostgresTrackingRecorder):
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
         bound_waits(datastore)
+        freeze_tracking_statements(self)
 
     def record_batch(self, batch: Sequence[tuple[DomainEventProtocol[Any], Tracking]], skip: bool = False) -> int:
         """Write a batch's deliveries, the state it changed and its tracking record (that of its
