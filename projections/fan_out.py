@@ -79,11 +79,14 @@ class Member:
         its position."""
         position = self.position or 0
         topics = self.topics
-        mine = [
-            item
-            for item in batch
-            if item[1].notification_id > position and (not topics or get_topic(type(item[0])) in topics)
-        ]
+        if not topics and batch[0][1].notification_id > position:
+            mine = batch  # all of it: the usual case of a projection of every event
+        else:
+            mine = [
+                item
+                for item in batch
+                if item[1].notification_id > position and (not topics or get_topic(type(item[0])) in topics)
+            ]
         if not mine:
             return
         self.position = mine[-1][1].notification_id

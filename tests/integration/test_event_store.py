@@ -12,10 +12,12 @@ import psycopg
 import pytest
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import get_topic
+from psycopg.sql import SQL, Identifier
 
 from api.database import apply_schema, eventsourcing_env, open_ledger
 from ledger.application import CouponLedger
 from ledger.domain import Coupon
+from ledger.event_store import frozen
 from tests.support.commands import apply, create_coupon, deactivate
 from tests.support.postgres import race, run_cli, scalar
 
@@ -140,3 +142,14 @@ def test_notifications_are_the_librarys_for_every_selection(ledger: CouponLedger
     every = ledger.recorder.select_notifications(None, 500)
     assert [n.id for n in every] == list(range(1, head + 1))
     assert all(isinstance(n.state, bytes) and n.state.startswith(b"{") for n in every)
+
+
+@pytest.mark.parametrize("name", ["ledger_events", 'Odd "Name"', "émoji_é"])
+def test_a_statement_rendered_once_is_the_text_psycopg_sends_for_it(database_url: str, name: str) -> None:
+    statement = SQL("SELECT * FROM {}.{} WHERE notification_id > %s").format(Identifier("public"), Identifier(name))
+    with psycopg.connect(database_url) as conn:
+        assert frozen(statement) == statement.as_bytes(conn)
+        conn.execute(f"CREATE TEMP TABLE {Identifier(name).as_string(conn)} (notification_id bigint)")
+        conn.execute(SQL("INSERT INTO {} VALUES (1), (2)").format(Identifier(name)))
+        temp = SQL("SELECT notification_id FROM {} WHERE notification_id > %s").format(Identifier(name))
+        assert conn.execute(frozen(temp), (1,)).fetchall() == [(2,)]
