@@ -683,7 +683,9 @@ def test_an_abandoned_session_gives_its_coupon_use_and_stock_back_when_it_expire
     assert made is not None
     ended_before = made.registry.get_sample_value("coupon_ledger_sweeper_sessions_ended_total") or 0
     holds, expired = cleanup_expired_sessions(app.state.services.pool)
-    assert holds >= 1 and expired >= 1
+    # Unless the app's own sweeper ran the same chore first: then nothing is left for this call, and
+    # the rows checked below are that sweeper's work (a chore that did nothing would leave them as they were).
+    assert (holds >= 1 and expired >= 1) or (holds, expired) == (0, 0)
     ended_after = made.registry.get_sample_value("coupon_ledger_sweeper_sessions_ended_total") or 0
     assert ended_after >= ended_before + expired  # counted for /metrics (the app's own sweeper may add more)
     assert sql("SELECT status FROM checkout_sessions WHERE retailer_id = %s AND id = %s", api.retailer_id, sid) == [

@@ -75,7 +75,7 @@ def test_a_list_on_one_node_reflects_a_redemption_the_other_node_just_acknowledg
             assert logged_redemptions(reader, key, "TWONODES") == uses
 
         assert len(leader_lock_holders(database_url)) == 1
-        assert projection_listeners(database_url) == 2  # one runner per projection (coupons, webhooks)
+        assert projection_listeners(database_url) == 1  # one subscription feeds both projections
     verify_clean(database_url)
 
 
@@ -99,5 +99,5 @@ def test_serve_with_two_workers_keeps_the_limit_and_reads_its_own_writes(databas
             assert listed_uses(server, key, "WORKERS-RYW") == uses
 
         assert len(wait_for(lambda: leader_lock_holders(database_url), 15, message="a projection leader")) == 1
-        assert projection_listeners(database_url) == 2  # the coupons' runner and the webhooks'
+        assert projection_listeners(database_url) == 1  # one runner for the coupons and the webhooks
     verify_clean(database_url)
