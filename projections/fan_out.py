@@ -140,13 +140,19 @@ class FanOutRunner:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
         self.max_batch_size = max_batch_size
         self.app = CouponLedger(dict(env))
-        self.members = [Member(spec, self.app.name, env, max_batch_size) for spec in specs]
-        positions = [member.position for member in self.members]
-        start = None if None in positions else min(p for p in positions if p is not None)
-        topics: tuple[str, ...] = ()
-        if all(member.topics for member in self.members):
-            topics = tuple(sorted(set().union(*(member.topics for member in self.members))))
-        self.subscription = ApplicationSubscription(app=self.app, gt=start, topics=topics).__enter__()
+        self.members: list[Member] = []
+        try:  # a database that cannot be reached now leaves no pool open behind it
+            for spec in specs:
+                self.members.append(Member(spec, self.app.name, env, max_batch_size))
+            positions = [member.position for member in self.members]
+            start = None if None in positions else min(p for p in positions if p is not None)
+            topics: tuple[str, ...] = ()
+            if all(member.topics for member in self.members):
+                topics = tuple(sorted(set().union(*(member.topics for member in self.members))))
+            self.subscription = ApplicationSubscription(app=self.app, gt=start, topics=topics).__enter__()
+        except BaseException:
+            self._close()
+            raise
         self.is_interrupted = threading.Event()
         self._error: BaseException | None = None
         self._threads: list[threading.Thread] = []
@@ -214,11 +220,14 @@ class FanOutRunner:
         self.subscription.__exit__(exc_type, exc, tb)
         for thread in self._threads:
             thread.join()
+        self._close()
+        if self._error is not None and exc is None:
+            error, self._error = self._error, None
+            raise error
+
+    def _close(self) -> None:
         self.app.close()
         for member in self.members:
             datastore = getattr(member.view, "datastore", None)
             if datastore is not None:
                 datastore.close()
-        if self._error is not None and exc is None:
-            error, self._error = self._error, None
-            raise error
