@@ -5,10 +5,10 @@ threads, same `wait`/`run_forever`/context manager) with another processing loop
 the next event (waiting only if none is there), adds whatever the subscription has already
 buffered, up to ``max_batch_size`` events, and hands the whole batch to the projection's
 `process_events`, which applies it in one transaction with one tracking record. Unless told to
-linger, it never waits for a batch to fill: at light load a batch is one event, as before. A
-projection nobody reads its writes back from at once (the webhooks' outbox) lingers a moment after
-its first event for more, so a busy ledger makes few large transactions instead of many small
-ones.
+linger, it never waits for a batch to fill: at light load a batch is one event, as before. Told
+to linger, it waits a moment after a batch's first event for more, so a busy ledger makes few
+large transactions instead of many small ones (the leader's outbox does the same on its own
+thread: projections/fan_out.py `Member.work`).
 
 The leader (projections/leader.py) runs the projections from one shared subscription
 (projections/fan_out.py), with the same batches; this runner runs one projection alone (tests,

@@ -19,7 +19,7 @@ from eventsourcing.persistence import Mapper, Notification
 from psycopg_pool import ConnectionPool
 
 from ledger.application import CouponLedger
-from ledger.domain import PERCENTAGE, Coupon
+from ledger.domain import PERCENTAGE, Coupon, coupon_id_for
 from projections.leader import COUPONS_PROJECTION, ProjectionLeader
 from projections.runner import LEADER_LOCK_KEY
 from projections.webhooks import WEBHOOKS_PROJECTION
@@ -46,13 +46,7 @@ def store(database_url: str) -> Iterator[WebhookStore]:
 
 
 def webhooks_position(url: str) -> int:
-    return int(
-        scalar(
-            url,
-            "SELECT coalesce(max(notification_id), 0) FROM webhooks_projection_tracking WHERE application_name = %s",
-            (CouponLedger.name,),
-        )
-    )
+    return tracking_position(url, "webhooks_projection_tracking")
 
 
 def last_webhook_event(url: str) -> int:
@@ -106,12 +100,8 @@ def test_both_projections_come_from_one_subscription_that_decodes_each_event_onc
         leader.stop()
     assert set(decoded) == set(range(1, head(database_url) + 1))
     assert set(decoded.values()) == {1}, "an event was decoded more than once"
-    assert uses_count(database_url, ledger_coupon_id(database_url, "SHARED")) == 3
+    assert uses_count(database_url, coupon_id_for(retailer_id, "SHARED")) == 3
     assert deliveries(database_url)["coupon.exhausted"] == 1
-
-
-def ledger_coupon_id(url: str, code: str) -> UUID:
-    return UUID(str(scalar(url, "SELECT id FROM coupons WHERE code = %s", (code,))))
 
 
 def test_a_projection_behind_the_other_catches_up_and_neither_applies_an_event_twice(
@@ -129,8 +119,8 @@ def test_a_projection_behind_the_other_catches_up_and_neither_applies_an_event_t
         assert leader.is_leader.is_set()  # no claim failed: the coupons projection skipped what it had
     finally:
         leader.stop()
-    assert uses_count(database_url, ledger_coupon_id(database_url, "AHEAD")) == 2
-    assert uses_count(database_url, ledger_coupon_id(database_url, "LATER")) == 2
+    assert uses_count(database_url, coupon_id_for(retailer_id, "AHEAD")) == 2
+    assert uses_count(database_url, coupon_id_for(retailer_id, "LATER")) == 2
     assert deliveries(database_url)["coupon.exhausted"] == 2
 
 
@@ -153,7 +143,7 @@ def test_a_leader_runs_the_projections_whose_locks_it_holds_and_takes_the_rest_o
         finally:
             leader.stop()
     assert deliveries(database_url)["coupon.exhausted"] == 2
-    assert uses_count(database_url, ledger_coupon_id(database_url, "LOCKED")) == 2
+    assert uses_count(database_url, coupon_id_for(retailer_id, "LOCKED")) == 2
 
 
 def test_the_outbox_goes_on_when_the_coupons_projection_stops_at_an_event_it_cannot_hold(

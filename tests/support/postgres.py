@@ -41,7 +41,7 @@ RECORDED_TOPIC = "%:Redemption.Recorded"
 
 def scalar(url: str, query: str, params: tuple[Any, ...] = ()) -> Any:
     with psycopg.connect(url) as conn:
-        row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+        row = conn.execute(query, params).fetchone()
     return None if row is None else row[0]
 
 
@@ -81,11 +81,12 @@ def uses_count(url: str, coupon_id: UUID) -> int | None:
     return scalar(url, "SELECT uses_count FROM coupons WHERE id = %s", (coupon_id,))
 
 
-def tracking_position(url: str) -> int:
+def tracking_position(url: str, table: str = "coupons_projection_tracking") -> int:
+    """How far a projection has processed the log: the coupons projection's unless ``table`` names another's."""
     return int(
         scalar(
             url,
-            "SELECT coalesce(max(notification_id), 0) FROM coupons_projection_tracking WHERE application_name = %s",
+            f"SELECT coalesce(max(notification_id), 0) FROM {table} WHERE application_name = %s",
             (CouponLedger.name,),
         )
     )
@@ -133,14 +134,14 @@ def fresh_database(server_url: str, prefix: str = "test") -> Iterator[str]:
     """A new, empty database with schema.sql applied; dropped afterwards."""
     name = f"{prefix}_{uuid4().hex[:16]}"
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        conn.execute(f'CREATE DATABASE "{name}"')
     url = make_conninfo(server_url, dbname=name)
     apply_schema(url)
     try:
         yield url
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def ledger_with_clock(env: dict[str, str], clock: Callable[[], datetime]) -> CouponLedger:
