@@ -23,7 +23,12 @@ from projections.runner import DEFAULT_MAX_BATCH_SIZE, LEADER_LOCK_KEY
 
 log = logging.getLogger(__name__)
 
-COUPONS_PROJECTION = ProjectionSpec(CouponsProjection, CouponsView, LEADER_LOCK_KEY)
+# Under load, a batch of the coupons projection holds the events of 50 ms (a few hundred at the
+# benchmark's rate): a quarter less CPU per event in the projection and in PostgreSQL than batches
+# of what each NOTIFY brought. A list that waits for a write (read-your-writes) then waits up to
+# 50 ms more; after a quiet spell a write is projected at once, as before.
+COUPONS_PACE_SECONDS = 0.05
+COUPONS_PROJECTION = ProjectionSpec(CouponsProjection, CouponsView, LEADER_LOCK_KEY, pace=COUPONS_PACE_SECONDS)
 
 
 def try_lock(conn: psycopg.Connection[tuple[object, ...]], key: int) -> bool:
