@@ -14,7 +14,9 @@ import threading
 from collections.abc import Sequence
 
 import psycopg
+from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import EnvType
+from psycopg.sql import SQL, Identifier
 
 from projections.backfill import fill_backfills
 from projections.coupons import CouponsProjection, CouponsView, UnwritableEvent
@@ -112,10 +114,16 @@ class ProjectionLeader:
                 runner.start()
                 self.is_leader.set()
                 self._runner = runner
+                # The library's subscription reads what is stored before its LISTEN takes effect:
+                # an event committed in between would wait for the next save's NOTIFY. One NOTIFY
+                # per poll makes it pull again, so such an event waits a poll interval at most.
+                recorder = runner.app.recorder
+                assert isinstance(recorder, PostgresApplicationRecorder)
+                wake = SQL("NOTIFY {0}").format(Identifier(recorder.channel_name))
                 try:
                     while not self._stopping.is_set() and not runner.is_interrupted.is_set():
                         runner.run_forever(timeout=self.poll_interval)  # re-raises the runner's error
-                        lock_conn.execute("SELECT 1")  # lose the lock, lose the lead
+                        lock_conn.execute(wake)  # lose the lock (its connection), lose the lead
                         missing = [spec for spec in self.projections if spec not in held]
                         if any(try_lock(lock_conn, spec.lock_key) for spec in missing):
                             return  # start again, with the projections whose locks it now holds too

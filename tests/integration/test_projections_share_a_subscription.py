@@ -172,3 +172,19 @@ def test_the_outbox_goes_on_when_the_coupons_projection_stops_at_an_event_it_can
         leader.stop()
     assert tracking_position(database_url) == poisoned_at - 1
     assert deliveries(database_url)["coupon.exhausted"] == 1
+
+
+def test_a_leader_wakes_its_subscription_every_poll_so_a_missed_notify_delays_an_event_one_poll_at_most(
+    database_url: str, env: dict[str, str]
+) -> None:
+    # The library's subscription reads the log before its LISTEN takes effect; an event committed in
+    # between gets no NOTIFY it hears. The leader's own NOTIFY each poll makes the subscription read again.
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN ledger_events")
+        leader = ProjectionLeader(database_url, env, poll_interval=0.2, projections=BOTH).start()
+        try:
+            wait_for(lambda: leader.is_leader.is_set(), 30, message="the leader running")
+            heard = list(listener.notifies(timeout=10, stop_after=2))  # nothing is saved meanwhile
+        finally:
+            leader.stop()
+    assert len(heard) == 2
