@@ -11,9 +11,10 @@ to its linger after an event for more. One that paces (the coupons projection, w
 read back at once) starts a batch at once after a quiet spell, and otherwise no sooner than its
 pace after the start of the one before: under load its batches hold the events of a whole pace
 (fewer statements, tracking records and commits for the same events, in the projection and in
-PostgreSQL), and a write made when the ledger is quiet is still projected at once. Each batch is applied in its own
-transaction with the projection's own tracking record, exactly as that projection's own runner
-would, so each keeps its exactly-once guarantee on its own; they only share the reading.
+PostgreSQL), and a write made when the ledger is quiet is still projected at once. Each batch is
+applied in its own transaction with the projection's own tracking record, exactly as that
+projection's own runner would, so each keeps its exactly-once guarantee on its own; they only
+share the reading.
 
 An error in any thread (the subscription, the fan-out or a worker) stops the whole runner and is
 raised by `run_forever`, as the library's ProjectionRunner does: the leader then starts again,
@@ -83,8 +84,8 @@ class Member:
         return self.spec.linger > 0 or self.spec.pace > 0
 
     def offer(self, batch: Batch) -> None:
-        """Apply (or queue, if it lingers or paces) the batch's events that are this projection's and past
-        its position."""
+        """Apply (or queue, if it lingers or paces) the batch's events that are this projection's
+        and past its position."""
         position = self.position or 0
         topics = self.topics
         if not topics and batch[0][1].notification_id > position:
