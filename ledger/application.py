@@ -40,7 +40,7 @@ from ledger.domain import (
 from ledger.domain import Order as PricedOrder
 from ledger.errors import CampaignNotFound, CouponNotFound, RedemptionNotFound
 from ledger.event_store import LedgerRecorder
-from ledger.handlers import check, decide, lookup_code, needs, reservation_not_found
+from ledger.handlers import check, created, decide, lookup_code, needs, reservation_not_found
 from ledger.hash_chain import HashChain
 from ledger.served_events import ZERO_HASH, event_hash, served_event
 from ledger.state_then import CouponThen, StateThen
@@ -143,12 +143,16 @@ class CouponLedger(Application[UUID]):
         committed produced, or raise its refusal. Blocks (CLI, tests, threads). ``background``:
         bulk work, written only when no live command waits (see ledger/writer.py)."""
         check(command)
-        return self.writer.execute(needs(command), partial(decide, command), locks_of(command), background)
+        return self.writer.execute(
+            needs(command), partial(decide, command), locks_of(command), background, created(command)
+        )
 
     async def execute_async(self, command: Command[T], background: bool = False) -> T:
         """The same, awaited (the HTTP API): no thread is held while the batch is written."""
         check(command)
-        return await self.writer.execute_async(needs(command), partial(decide, command), locks_of(command), background)
+        return await self.writer.execute_async(
+            needs(command), partial(decide, command), locks_of(command), background, created(command)
+        )
 
     # --- queries: read the store directly -------------------------------------------------------
 

@@ -36,6 +36,7 @@ class Command(Generic[T]):
     __slots__ = (
         "actor",
         "contended",
+        "created",
         "decide",
         "events",
         "future",
@@ -53,8 +54,12 @@ class Command(Generic[T]):
         decide: Callable[[Batch], T],
         loop: asyncio.AbstractEventLoop | None = None,
         locks: Iterable[Any] = (),
+        created: Iterable[UUID] = (),
     ) -> None:
         self.needs = tuple(needs)
+        # Of those, the ones it creates when they do not exist (a redemption's idempotency key):
+        # the writer may take them as new without reading them (see BatchWriter.load_from_memory).
+        self.created = tuple(created)
         # Who asked (read in the caller's context, as it queues the command): its events record it.
         self.actor = current_actor().as_data()
         self.locks = tuple(locks)  # rows its work will lock (see BatchWriter.lock_rows)
@@ -98,6 +103,9 @@ class Batch:
         self._writer = writer
         self.base: dict[UUID, Aggregate | None] = {}  # as stored, before this batch
         self.current: dict[UUID, Aggregate | None] = {}
+        # Taken from the writer's memory (or as new) without a read: each must be read, or written
+        # by the command that relied on it, before the batch is saved (see BatchWriter.verify).
+        self.unverified: set[UUID] = set()
         self.command: Command[Any] | None = None
         self._now: datetime | None = None
 

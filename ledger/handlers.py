@@ -95,6 +95,21 @@ COUPON_FIELDS: dict[str, Any] = {
 }
 
 
+def created(command: Command[Any]) -> tuple[UUID, ...]:
+    """Those of its needs that the command creates if they do not exist and otherwise only replays
+    (an idempotency key's redemption or hold): the writer may take them as new without a read,
+    because the store's version check refuses a save that creates one that exists."""
+    match command:
+        case InTransaction():
+            return created(command.command)
+        case Redeem():
+            keyed = UseRequest.of(command).keyed_id
+            return (keyed,) if keyed is not None else ()
+        case Reserve() if command.idempotency_key:
+            return (reservation_id_for(command.retailer_id, command.idempotency_key),)
+    return ()
+
+
 def needs(command: Command[Any]) -> tuple[UUID, ...]:
     """The aggregates the command will read, brought up to date together before it is decided."""
     match command:

@@ -37,7 +37,7 @@ from time import perf_counter
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import Application, LRUCache
+from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError
 from psycopg import Connection
 
@@ -52,6 +52,7 @@ from ledger.event_store import (
     is_contention,
     is_database_unavailable,
 )
+from ledger.memory import Memory
 from ledger.metrics import Metrics, error_code_label, metrics
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,7 @@ class BatchWriter:
     ) -> None:
         self.app = app
         self.reader = AggregateReader(app)
-        self.cached_types = cached_types
-        self.cache: LRUCache[UUID, Aggregate] = LRUCache(maxsize=cache_maxsize)
+        self.memory = Memory(cached_types, cache_maxsize)
         self.max_batch = max_batch
         self.max_attempts = max_attempts
         self.max_queue = max_queue
@@ -100,10 +100,16 @@ class BatchWriter:
     # --- callers -------------------------------------------------------------------------------
 
     def submit(
-        self, needs: Iterable[UUID], decide: Callable[[Batch], T], locks: Iterable[Any] = (), background: bool = False
+        self,
+        needs: Iterable[UUID],
+        decide: Callable[[Batch], T],
+        locks: Iterable[Any] = (),
+        background: bool = False,
+        created: Iterable[UUID] = (),
     ) -> Future[T]:
-        """Queue the command; ``background``: in the bulk lane, behind every live command."""
-        command = Command(needs, decide, locks=locks)
+        """Queue the command; ``background``: in the bulk lane, behind every live command;
+        ``created``: those of ``needs`` it creates when they do not exist (see ``load_from_memory``)."""
+        command = Command(needs, decide, locks=locks, created=created)
         self._enqueue(command, background)
         assert isinstance(command.future, Future)
         return command.future
@@ -137,17 +143,27 @@ class BatchWriter:
         self._thread.start()
 
     def execute(
-        self, needs: Iterable[UUID], decide: Callable[[Batch], T], locks: Iterable[Any] = (), background: bool = False
+        self,
+        needs: Iterable[UUID],
+        decide: Callable[[Batch], T],
+        locks: Iterable[Any] = (),
+        background: bool = False,
+        created: Iterable[UUID] = (),
     ) -> T:
         """Decide and save the command with the next batch; block until it is answered."""
-        return self.submit(needs, decide, locks, background).result()
+        return self.submit(needs, decide, locks, background, created).result()
 
     async def execute_async(
-        self, needs: Iterable[UUID], decide: Callable[[Batch], T], locks: Iterable[Any] = (), background: bool = False
+        self,
+        needs: Iterable[UUID],
+        decide: Callable[[Batch], T],
+        locks: Iterable[Any] = (),
+        background: bool = False,
+        created: Iterable[UUID] = (),
     ) -> T:
         """The same, awaited: no thread is held while the batch is written, and the whole batch's
         answers reach this loop in one wake-up."""
-        command = Command(needs, decide, loop=asyncio.get_running_loop(), locks=locks)
+        command = Command(needs, decide, loop=asyncio.get_running_loop(), locks=locks, created=created)
         self._enqueue(command, background)
         assert isinstance(command.future, asyncio.Future)
         return await command.future
@@ -288,31 +304,72 @@ class BatchWriter:
             except Exception:
                 log.debug("pool check failed", exc_info=True)
 
+    def load_from_memory(self, batch: Batch, commands: list[Command[Any]]) -> None:
+        """Put what the commands need into the batch from memory (ledger/memory.py), unverified;
+        or, if anything must be read, read it all (one query, as ``load``)."""
+        held = self.memory.decidable((i, i in c.created) for c in commands for i in c.needs)
+        if held is None:
+            self.load(batch, (i for c in commands for i in c.needs))
+            return
+        for aggregate_id, aggregate in held.items():
+            batch.base[aggregate_id] = batch.current[aggregate_id] = aggregate
+        batch.unverified.update(held)
+
+    def verify(self, batch: Batch, commands: list[Command[Any]]) -> list[Command[Any]]:
+        """Read the unverified aggregates that a decided command relied on without writing them (a
+        refusal, a read-only check): the store's version check does not cover those. Return the
+        commands to decide again because one of them had moved (none if nothing was read or moved)."""
+        unverified = batch.unverified
+        relied: dict[UUID, Aggregate | None] = {}
+        for command in commands:
+            if command.outcome is None:
+                continue
+            written = {e.originator_id for e in command.events} if command.outcome[0] else ()
+            for aggregate_id in command.touched:
+                if aggregate_id in unverified and aggregate_id not in written:
+                    relied[aggregate_id] = batch.base[aggregate_id]
+        if not relied:
+            return []
+        self.stats.reads += 1
+        unverified.difference_update(relied)
+        return self._moved(batch, commands, self.reader.catch_up(relied))
+
+    def _moved(
+        self, batch: Batch, commands: list[Command[Any]], fresh: dict[UUID, Aggregate | None]
+    ) -> list[Command[Any]]:
+        """Take the aggregates read afresh as the batch's base; return the commands to decide again."""
+        self.memory.written_elsewhere(batch.base, fresh)
+        moved = {i for i, aggregate in fresh.items() if aggregate is not batch.base[i]}
+        for aggregate_id in moved:
+            batch.base[aggregate_id] = fresh[aggregate_id]
+        return self._redecide(batch, commands, moved) if moved else []
+
     def load(self, batch: Batch, ids: Iterable[UUID]) -> None:
         """Bring these aggregates up to date in the batch (one query for all of them)."""
         known: dict[UUID, Aggregate | None] = {}
         for aggregate_id in ids:
             if aggregate_id in batch.current or aggregate_id in known:
                 continue
-            try:
-                known[aggregate_id] = self.cache.get(aggregate_id)
-            except KeyError:
-                known[aggregate_id] = None
+            known[aggregate_id] = self.memory.get(aggregate_id)
         if not known:
             return
         self.stats.reads += 1
-        for aggregate_id, aggregate in self.reader.catch_up(known).items():
+        fresh = self.reader.catch_up(known)
+        self.memory.written_elsewhere(known, fresh)
+        for aggregate_id, aggregate in fresh.items():
             batch.base[aggregate_id] = batch.current[aggregate_id] = aggregate
 
     def _write(self, commands: list[Command[Any]]) -> None:
         m = metrics()
         batch = Batch(self)
-        self.load(batch, (i for c in commands for i in c.needs))
+        self.load_from_memory(batch, commands)
         pending = commands
         conflicts = contended = 0
         while True:
-            for command in pending:
-                self._decide(batch, command)
+            while pending:
+                for command in pending:
+                    self._decide(batch, command)
+                pending = self.verify(batch, commands) if batch.unverified else []
             saving = [c for c in commands if c.outcome is not None and c.outcome[0]]
             events = [e for c in saving for e in c.events]
             works = [c for c in saving if c.work is not None]
@@ -361,7 +418,7 @@ class BatchWriter:
         self.stats.batches += 1
         self.stats.commands += len(commands)
         self.stats.events += len(events)
-        self._remember(batch, saving)
+        self.memory.remember(batch.current)  # what is now stored
         if m is not None:
             count_saved(m, len(commands), events)
 
@@ -425,7 +482,9 @@ class BatchWriter:
     def _after_conflict(self, batch: Batch, commands: list[Command[Any]]) -> list[Command[Any]]:
         """Re-read the batch's aggregates; return the commands to decide again, in arrival order."""
         self.stats.reads += 1
+        batch.unverified.clear()
         fresh = self.reader.catch_up(dict(batch.base))
+        self.memory.written_elsewhere(batch.base, fresh)
         moved = {i for i, aggregate in fresh.items() if aggregate is not batch.base[i]}
         for aggregate_id in moved:
             batch.base[aggregate_id] = fresh[aggregate_id]
@@ -468,12 +527,6 @@ class BatchWriter:
                     "The ledger is under heavy concurrent use; retry shortly.", retry_after=1, reason="contention"
                 ),
             )
-
-    def _remember(self, batch: Batch, saved: list[Command[Any]]) -> None:
-        """Cache what is now stored."""
-        for aggregate_id, aggregate in batch.current.items():
-            if isinstance(aggregate, self.cached_types):
-                self.cache.put(aggregate_id, aggregate)
 
     def _snapshots(self, batch: Batch, saving: list[Command[Any]]) -> list[Any]:
         """Snapshots of the aggregates this save takes past a multiple of their interval."""
