@@ -20,6 +20,8 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from ledger.errors import LedgerError
+
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -226,3 +228,29 @@ def _make() -> Metrics:
         if _made is None:
             _made = Metrics()
         return _made
+
+
+# The writer's tallies (ledger/writer.py).
+REDEEMED = "Coupon.Redeemed"
+
+
+def count_saved(m: Metrics, commands: int, events: list[Any]) -> None:
+    """A committed batch: its size, its events by type, its redemptions."""
+    m.batch_commands.observe(commands)
+    by_type: dict[str, int] = {}
+    for event in events:
+        name = type(event).__qualname__
+        by_type[name] = by_type.get(name, 0) + 1
+    for name, count in by_type.items():
+        m.events.labels(name).inc(count)
+    redeemed = by_type.get(REDEEMED)
+    if redeemed:
+        m.redemptions.inc(redeemed)
+
+
+def count_refusals(m: Metrics, commands: Sequence[Any]) -> None:
+    """The commands answered with a refusal, by its code (each caller's answer counted once)."""
+    for command in commands:
+        outcome = command.outcome
+        if outcome is not None and not outcome[0] and isinstance(outcome[1], LedgerError):
+            m.refusals.labels(error_code_label(outcome[1].code)).inc()

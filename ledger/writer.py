@@ -43,7 +43,7 @@ from psycopg import Connection
 
 from ledger.batch import Batch, Command, WriterStats, settle
 from ledger.clock import DECISION_TIME
-from ledger.errors import LedgerBusy, LedgerError, StoreUnavailable
+from ledger.errors import LedgerBusy, StoreUnavailable
 from ledger.event_store import (
     AggregateReader,
     LedgerRecorder,
@@ -53,7 +53,7 @@ from ledger.event_store import (
     is_database_unavailable,
 )
 from ledger.memory import Memory
-from ledger.metrics import Metrics, error_code_label, metrics
+from ledger.metrics import count_refusals, count_saved, metrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -586,31 +586,6 @@ class BatchWriter:
             self.app.snapshots.put(snapshots)
             self.stats.snapshots += len(snapshots)
         return {}
-
-
-REDEEMED = "Coupon.Redeemed"
-
-
-def count_saved(m: Metrics, commands: int, events: list[Any]) -> None:
-    """A committed batch: its size, its events by type, its redemptions."""
-    m.batch_commands.observe(commands)
-    by_type: dict[str, int] = {}
-    for event in events:
-        name = type(event).__qualname__
-        by_type[name] = by_type.get(name, 0) + 1
-    for name, count in by_type.items():
-        m.events.labels(name).inc(count)
-    redeemed = by_type.get(REDEEMED)
-    if redeemed:
-        m.redemptions.inc(redeemed)
-
-
-def count_refusals(m: Metrics, commands: list[Command[Any]]) -> None:
-    """The commands answered with a refusal, by its code (each caller's answer counted once)."""
-    for command in commands:
-        outcome = command.outcome
-        if outcome is not None and not outcome[0] and isinstance(outcome[1], LedgerError):
-            m.refusals.labels(error_code_label(outcome[1].code)).inc()
 
 
 def busy(error: BaseException) -> LedgerBusy:
