@@ -16,10 +16,13 @@ Usage: python -m bench.write_path --against ../before --against-python ../before
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from bench.harness import load_average
@@ -33,8 +36,42 @@ LAST_RECORDED = {
 HERE = Path(__file__).resolve().parent.parent
 
 
+def orphaned_benchmark_servers() -> list[int]:
+    """Embedded PostgreSQL servers of finished benchmark runs: a postmaster whose data folder, a
+    harness's temporary ``coupon-bench-*`` folder, is gone. A harness from before its stop was
+    fixed (the baseline's, say) leaves its server running until the server notices, 10 to 60 s
+    later, and that server's last work would share the machine with the next run."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not argv[0].endswith(b"/bin/postgres") or b"-D" not in argv[:-1]:
+            continue
+        data = argv[argv.index(b"-D") + 1].decode(errors="replace")
+        if "/coupon-bench-" in data and not Path(data).exists():
+            found.append(int(entry.name))
+    return found
+
+
+def stop_orphaned_benchmark_servers(timeout: float = 30.0) -> None:
+    """Stop them (immediate shutdown: their data is deleted already) and wait until they are gone."""
+    pids = orphaned_benchmark_servers()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # gone by itself meanwhile
+            os.kill(pid, signal.SIGQUIT)
+    deadline = time.monotonic() + timeout
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+        time.sleep(0.1)
+
+
 def run_harness(tree: Path, python: str, level: str, seconds: int) -> float | None:
     """The ledger's req/s on the hot coupon at one level, run in ``tree``; None if it failed."""
+    stop_orphaned_benchmark_servers()
     command = [python, "-m", "bench.harness", "--sides", "ledger", "--workloads", "hot", "--levels", level]
     if level == "engine":
         command += ["--duration", str(seconds), "--warmup", "3"]
