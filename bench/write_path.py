@@ -65,8 +65,17 @@ def stop_orphaned_benchmark_servers(timeout: float = 30.0) -> None:
             os.kill(pid, signal.SIGQUIT)
     deadline = time.monotonic() + timeout
     while pids and time.monotonic() < deadline:
-        pids = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+        pids = [pid for pid in pids if is_running(pid)]
         time.sleep(0.1)
+
+
+def is_running(pid: int) -> bool:
+    """Not exited (a zombie has exited: only its parent's wait is missing)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def run_harness(tree: Path, python: str, level: str, seconds: int) -> float | None:
