@@ -1,8 +1,9 @@
 """One writer per process: every command that changes an aggregate is group-committed.
 
-Callers queue commands; a single writer thread takes whatever has arrived, brings the
-aggregates those commands need up to date in one query (idempotency keys included), decides
-each command in arrival order against them, and saves every event that passed in one
+Callers queue commands; a single writer thread takes whatever has arrived, takes the aggregates
+those commands need from memory (ledger/memory.py) or else brings them up to date in one query
+(idempotency keys included), decides each command in arrival order against them, reads what a
+command relied on from memory without writing it, and saves every event that passed in one
 ``save()``: one transaction, one lock of the events table, one commit. Then it answers each
 caller with its own result or error. Inside a process nobody loses a version race any more.
 
