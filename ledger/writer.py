@@ -333,17 +333,16 @@ class BatchWriter:
             return []
         self.stats.reads += 1
         unverified.difference_update(relied)
-        return self._moved(batch, commands, self.reader.catch_up(relied))
+        moved = self._rebase(batch, self.reader.catch_up(relied))
+        return self._redecide(batch, commands, moved) if moved else []
 
-    def _moved(
-        self, batch: Batch, commands: list[Command[Any]], fresh: dict[UUID, Aggregate | None]
-    ) -> list[Command[Any]]:
-        """Take the aggregates read afresh as the batch's base; return the commands to decide again."""
+    def _rebase(self, batch: Batch, fresh: dict[UUID, Aggregate | None]) -> set[UUID]:
+        """Take the aggregates read afresh as the batch's base; return the ids of those that moved."""
         self.memory.written_elsewhere(batch.base, fresh)
         moved = {i for i, aggregate in fresh.items() if aggregate is not batch.base[i]}
         for aggregate_id in moved:
             batch.base[aggregate_id] = fresh[aggregate_id]
-        return self._redecide(batch, commands, moved) if moved else []
+        return moved
 
     def load(self, batch: Batch, ids: Iterable[UUID]) -> None:
         """Bring these aggregates up to date in the batch (one query for all of them)."""
@@ -484,11 +483,7 @@ class BatchWriter:
         """Re-read the batch's aggregates; return the commands to decide again, in arrival order."""
         self.stats.reads += 1
         batch.unverified.clear()
-        fresh = self.reader.catch_up(dict(batch.base))
-        self.memory.written_elsewhere(batch.base, fresh)
-        moved = {i for i, aggregate in fresh.items() if aggregate is not batch.base[i]}
-        for aggregate_id in moved:
-            batch.base[aggregate_id] = fresh[aggregate_id]
+        moved = self._rebase(batch, self.reader.catch_up(dict(batch.base)))
         if not moved:  # rejected for a reason the store does not show: decide everything again
             moved = set(batch.base)
             return self._redecide(batch, commands, moved) + [
